@@ -1,0 +1,94 @@
+"""Batch-average inference statistics (the SN paper's recommended inference mode)."""
+import itertools
+import logging
+from typing import Any, Callable, Iterable, List, Optional
+
+import torch
+from torch import nn
+
+from .layers.switch_norm import SwitchNorm
+
+__all__ = ["recompute_batch_statistics", "layers_with_batch_statistics"]
+
+logger = logging.getLogger(__name__)
+
+
+def layers_with_batch_statistics(model: nn.Module) -> List[nn.Module]:
+    """The SN/SSN layers with a BN candidate and the ``torch.nn`` BatchNorm layers that track running statistics."""
+    return [m for m in model.modules()
+            if isinstance(m, (SwitchNorm, nn.modules.batchnorm._BatchNorm))
+            and getattr(m, "running_mean", None) is not None]
+
+
+def _default_forward(model: nn.Module, batch: Any) -> Any:
+    return model(batch)
+
+
+@torch.no_grad()
+def recompute_batch_statistics(
+    model: nn.Module,
+    batches: Iterable[Any],
+    num_batches: Optional[int] = None,
+    forward: Callable[[nn.Module, Any], Any] = _default_forward,
+) -> int:
+    """Set BN running statistics to their average over ``num_batches`` training batches.
+
+    Every SN/SSN layer with a BN candidate, and every ``torch.nn`` BatchNorm,
+    gets ``running_mean = mean_b(m_b)`` and ``running_var = mean_b(v_b + m_b²) −
+    running_mean²``, where ``m_b`` and ``v_b`` are the statistics batch ``b``
+    would have written into the running buffers (for SN/SSN and BatchNorm the
+    unbiased variance; with ``official_compat`` the authors' variance). The
+    model runs in training mode without gradients (the batch statistics are
+    what BN uses in training); parameters do not change; training mode,
+    momenta and ``num_batches_tracked`` are restored afterwards.
+    Synchronised layers average over all processes.
+
+    Args:
+        model: any module.
+        batches: an iterable of inputs (e.g. a training data loader).
+        num_batches: how many to use (the paper: about 200 iterations); all if ``None``.
+        forward: ``forward(model, batch)`` runs one batch; the default is ``model(batch)``.
+
+    Returns:
+        The number of batches used.
+    """
+    layers = layers_with_batch_statistics(model)
+    if not layers:
+        return 0
+    saved = [(m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None,
+              m.running_mean.clone(), m.running_var.clone()) for m in layers]
+    was_training = model.training
+    sums = [[torch.zeros_like(m.running_mean), torch.zeros_like(m.running_var)] for m in layers]
+    used = 0
+    finished = False
+    try:
+        model.train()
+        for m in layers:
+            # With momentum 1 the running buffers hold exactly the last batch's statistics.
+            m.momentum = 1.0
+        iterator = batches if num_batches is None else itertools.islice(batches, num_batches)
+        for batch in iterator:
+            forward(model, batch)
+            for (mean_sum, second_moment_sum), m in zip(sums, layers):
+                mean_sum += m.running_mean
+                second_moment_sum += m.running_var + m.running_mean ** 2
+            used += 1
+        finished = used > 0
+    finally:
+        for m, (momentum, tracked, running_mean, running_var) in zip(layers, saved):
+            m.momentum = momentum
+            if tracked is not None:
+                m.num_batches_tracked.copy_(tracked)
+            if not finished:  # an error or no batch: leave the statistics as they were
+                m.running_mean.copy_(running_mean)
+                m.running_var.copy_(running_var)
+        model.train(was_training)
+    if used == 0:
+        raise ValueError("recompute_batch_statistics got no batches; running statistics are unchanged")
+    if num_batches is not None and used < num_batches:
+        logger.warning("recompute_batch_statistics: asked for %d batches, the iterable held %d", num_batches, used)
+    for (mean_sum, second_moment_sum), m in zip(sums, layers):
+        mean = mean_sum / used
+        m.running_mean.copy_(mean)
+        m.running_var.copy_(torch.clamp(second_moment_sum / used - mean ** 2, min=0))
+    return used

@@ -1,0 +1,118 @@
+"""Swapping normalization layers in an existing model."""
+from typing import Dict, Type
+
+import torch
+from torch import nn
+
+from .layers.sparse_switch_norm import (SparseSwitchNorm, SparseSwitchNorm1d, SparseSwitchNorm2d,
+                                        SparseSwitchNorm3d, SyncSparseSwitchNorm, SyncSparseSwitchNorm1d,
+                                        SyncSparseSwitchNorm2d, SyncSparseSwitchNorm3d)
+from .layers.switch_norm import (SwitchNorm, SwitchNorm1d, SwitchNorm2d, SwitchNorm3d, SyncSwitchNorm,
+                                 SyncSwitchNorm1d, SyncSwitchNorm2d, SyncSwitchNorm3d)
+
+__all__ = ["convert_norm", "convert_sync", "NORM_TYPES", "CONVERTIBLE"]
+
+#: ``to=`` name -> classes for (generic, 1d, 2d, 3d) input.
+NORM_TYPES: Dict[str, tuple] = {
+    "SN": (SwitchNorm, SwitchNorm1d, SwitchNorm2d, SwitchNorm3d),
+    "SSN": (SparseSwitchNorm, SparseSwitchNorm1d, SparseSwitchNorm2d, SparseSwitchNorm3d),
+    "SyncSN": (SyncSwitchNorm, SyncSwitchNorm1d, SyncSwitchNorm2d, SyncSwitchNorm3d),
+    "SyncSSN": (SyncSparseSwitchNorm, SyncSparseSwitchNorm1d, SyncSparseSwitchNorm2d, SyncSparseSwitchNorm3d),
+}
+_RANK_OF_BN = {nn.BatchNorm1d: 1, nn.BatchNorm2d: 2, nn.BatchNorm3d: 3}
+_SYNC_OF = {plain: sync for plain, sync in zip(NORM_TYPES["SN"] + NORM_TYPES["SSN"],
+                                               NORM_TYPES["SyncSN"] + NORM_TYPES["SyncSSN"])}
+
+
+def _replace_children(module: nn.Module, replace) -> nn.Module:
+    new = replace(module)
+    if new is not None:
+        return new
+    for name, child in module.named_children():
+        module.add_module(name, _replace_children(child, replace))
+    return module
+
+
+#: What :func:`convert_norm` replaces by default.
+CONVERTIBLE = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)
+
+
+def convert_norm(model: nn.Module, to: str = "SSN", layer_types: tuple = CONVERTIBLE, **kwargs) -> nn.Module:
+    """Replace every BatchNorm (1d/2d/3d, SyncBatchNorm) and GroupNorm in ``model`` by SN/SSN layers.
+
+    ``to`` is ``"SN"``, ``"SSN"``, ``"SyncSN"`` or ``"SyncSSN"``. BatchNormNd
+    becomes the matching ``…Nd`` class, SyncBatchNorm and GroupNorm the generic
+    one. γ/β, ``eps`` and (from BatchNorm) momentum and running statistics are
+    carried over; ``kwargs`` go to the new layers' constructors and take
+    precedence (e.g. ``using_bn=False``, ``radius=0.0``). Works in place on
+    ``model``'s children and returns the model (or the new layer if ``model``
+    itself is a norm layer), like ``nn.SyncBatchNorm.convert_sync_batchnorm``.
+
+    ``layer_types`` narrows what is replaced. A ``BatchNorm1d`` that sees
+    ``(N, C)`` features (after a ``Linear``) cannot use the IN candidate:
+    leave it out (``layer_types=(nn.BatchNorm2d, ...)``) or convert with
+    ``candidates=("LN", "BN")``; the layer's error says so otherwise.
+    """
+    if to not in NORM_TYPES:
+        raise ValueError(f"convert_norm: unknown target {to!r}; choose from {list(NORM_TYPES)}")
+    classes = NORM_TYPES[to]
+
+    def replace(m: nn.Module):
+        if not isinstance(m, layer_types):
+            return None
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            cls = classes[_RANK_OF_BN.get(type(m), 0)]
+            options = {"eps": m.eps, "affine": m.affine}
+            if m.momentum is not None:
+                options["momentum"] = m.momentum
+        elif isinstance(m, nn.GroupNorm):
+            cls = classes[0]
+            options = {"eps": m.eps, "affine": m.affine}
+        else:
+            return None
+        options.update(kwargs)
+        if options.get("official_compat") and "momentum" in options and "momentum" not in kwargs:
+            options["momentum"] = 1.0 - options["momentum"]  # the authors' convention
+        ref = m.weight if m.affine else next(m.buffers(), None)
+        new = cls(m.num_features if hasattr(m, "num_features") else m.num_channels, **options,
+                  device=None if ref is None else ref.device)
+        with torch.no_grad():
+            if m.affine and new.affine:
+                new.weight.copy_(m.weight)
+                new.bias.copy_(m.bias)
+            if getattr(m, "running_mean", None) is not None and new.running_mean is not None:
+                new.running_mean.copy_(m.running_mean)
+                new.running_var.copy_(m.running_var)
+        if ref is not None:
+            new.to(ref.dtype)
+        new.train(m.training)
+        return new
+
+    return _replace_children(model, replace)
+
+
+def _constructor_options(m: SwitchNorm) -> dict:
+    momentum = m.momentum
+    if m.official_compat and momentum is not None:
+        momentum = 1.0 - momentum
+    return {"eps": m.eps, "momentum": momentum, "candidates": m.candidates, "affine": m.affine,
+            "track_running_stats": m.track_running_stats, "official_compat": m.official_compat}
+
+
+def convert_sync(model: nn.Module, process_group=None) -> nn.Module:
+    """Replace every SN/SSN layer by its synchronised variant, keeping all state (selections too).
+
+    The counterpart of ``nn.SyncBatchNorm.convert_sync_batchnorm``.
+    """
+    def replace(m: nn.Module):
+        sync_cls: Type[SwitchNorm] = _SYNC_OF.get(type(m))
+        if sync_cls is None:
+            return None
+        ref = m.mean_weight
+        new = sync_cls(m.num_features, **_constructor_options(m), process_group=process_group,
+                       device=ref.device, dtype=ref.dtype)
+        new.load_state_dict(m.state_dict())
+        new.train(m.training)
+        return new
+
+    return _replace_children(model, replace)

@@ -1,0 +1,187 @@
+"""Sparse Switchable Normalization (Shao et al., CVPR 2019) as ``torch.nn`` modules."""
+from typing import List, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from ..sparsestmax import sparsestmax
+from .switch_norm import SwitchNorm, SwitchNorm1d, SwitchNorm2d, SwitchNorm3d, _Synchronized
+
+__all__ = [
+    "SparseSwitchNorm", "SparseSwitchNorm1d", "SparseSwitchNorm2d", "SparseSwitchNorm3d",
+    "SyncSparseSwitchNorm", "SyncSparseSwitchNorm1d", "SyncSparseSwitchNorm2d", "SyncSparseSwitchNorm3d",
+]
+
+_VECTORS = ("mean", "var")
+
+
+class SparseSwitchNorm(SwitchNorm):
+    """:class:`SwitchNorm` whose ratios come from SparsestMax and end up one-hot.
+
+    The ratios are ``sparsestmax(mean_weight, radius)`` and
+    ``sparsestmax(var_weight, radius)``. The ``radius`` buffer is set each
+    iteration by :func:`ssn_plugins.set_radius` (usually through
+    :class:`ssn_plugins.RadiusScheduler`), which also *fixes* every ratio
+    vector that has become one-hot: its logits are overwritten with the
+    one-hot vector, ``mean_fixed`` / ``var_fixed`` is set and it receives no
+    more gradient. Fixed selections are saved in checkpoints, so finetuning
+    from a sparse model keeps them unless :meth:`reopen_selection` is called.
+
+    Once both vectors are fixed the layer computes only what they select: a
+    single candidate runs through PyTorch's native kernel (BN:
+    ``F.batch_norm``, IN: ``F.instance_norm``, LN: ``F.group_norm(1)``),
+    numerically equal to the general path; different candidates for mean and
+    variance compute just those two.
+
+    Takes the arguments of :class:`SwitchNorm` plus ``radius`` (initial
+    value, default 0: SparsestMax is then sparsemax). Buffers added:
+    ``radius`` (0-d float), ``mean_fixed``, ``var_fixed`` (0-d bool). The
+    authors' layout (``(1,)`` shaped, ``long`` flags) loads too.
+    """
+
+    def __init__(self, num_features: int, *args, radius: float = 0.0, **kwargs) -> None:
+        super().__init__(num_features, *args, **kwargs)
+        device = self.mean_weight.device
+        self.register_buffer("radius", torch.tensor(float(radius), device=device))
+        self.register_buffer("mean_fixed", torch.tensor(False, device=device))
+        self.register_buffer("var_fixed", torch.tensor(False, device=device))
+        # Host-side copy of the fixed selections (candidate index or None), so
+        # forward picks its path without reading device memory.
+        self._selected: List[Optional[int]] = [None, None]
+
+    # ---------------------------------------------------------------- selection
+    @property
+    def selection(self) -> Tuple[Optional[str], Optional[str]]:
+        """The fixed candidate for the mean and for the variance (``None`` while still soft)."""
+        return tuple(None if i is None else self.candidates[i] for i in self._selected)
+
+    def _logits(self, vector: int) -> Tensor:
+        return self.mean_weight if vector == 0 else self.var_weight
+
+    def _one_hot(self, index: int, size: Optional[int] = None) -> Tensor:
+        one_hot = torch.zeros(size or len(self.candidates), dtype=self.mean_weight.dtype,
+                              device=self.mean_weight.device)
+        one_hot[index] = 1.0  # a device-side fill: no host synchronisation
+        return one_hot
+
+    def fix(self, vector: str, candidate: str) -> None:
+        """Fix the ``"mean"`` or ``"var"`` ratios on ``candidate`` (logits become one-hot)."""
+        v = _VECTORS.index(vector)
+        index = self.candidates.index(candidate)
+        with torch.no_grad():
+            self._logits(v).copy_(self._one_hot(index))
+            getattr(self, f"{vector}_fixed").fill_(True)
+        self._selected[v] = index
+
+    def reopen_selection(self, reset_logits: bool = False) -> None:
+        """Let fixed ratios train again (e.g. to re-select when finetuning a sparse model).
+
+        The logits keep their one-hot values unless ``reset_logits`` sets them
+        back to uniform; the radius schedule of the new run applies from here on.
+        """
+        with torch.no_grad():
+            self.mean_fixed.fill_(False)
+            self.var_fixed.fill_(False)
+            if reset_logits:
+                self.mean_weight.fill_(1.0)
+                self.var_weight.fill_(1.0)
+        self._selected = [None, None]
+
+    def _refresh_selection(self) -> None:
+        """Re-read the host-side selection from the buffers (after loading a checkpoint)."""
+        flags = torch.stack([self.mean_fixed, self.var_fixed]).tolist()
+        argmax = torch.stack([self.mean_weight.argmax(), self.var_weight.argmax()]).tolist()
+        self._selected = [a if f else None for f, a in zip(flags, argmax)]
+
+    # ------------------------------------------------------------------- ratios
+    def ratios(self) -> Tuple[Tensor, Tensor]:
+        """``(mean_ratios, var_ratios)``: SparsestMax of the logits, or the fixed one-hot vectors."""
+        return tuple(
+            self._one_hot(index) if index is not None else sparsestmax(self._logits(v), self.radius)
+            for v, index in enumerate(self._selected))
+
+    def _tie_fixed_logits(self, t: Tensor) -> Tensor:
+        # Fixed logits take no part in the output; adding them times zero keeps
+        # them in the graph with a zero gradient, so DDP (which expects a
+        # gradient for every parameter) and optimizers see a steady set.
+        return t + (self.mean_weight.sum() + self.var_weight.sum()).to(t.dtype) * 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check_input(x)
+        mean_index, var_index = self._selected
+        if mean_index is None and var_index is None:
+            mean_ratios, var_ratios = self.ratios()
+            return self._normalize(x, mean_ratios, var_ratios, self.candidates, self.weight)
+        if mean_index is None or var_index is None:
+            mean_ratios, var_ratios = (self._tie_fixed_logits(r) for r in self.ratios())
+            return self._normalize(x, mean_ratios, var_ratios, self.candidates, self.weight)
+        if mean_index == var_index and self._can_run_native(self.candidates[mean_index]):
+            candidate = self.candidates[mean_index]
+            if self.weight is not None:
+                return self._native(x, candidate, self._tie_fixed_logits(self.weight))
+            return self._tie_fixed_logits(self._native(x, candidate, None))
+        # Compute only the selected candidates.
+        used = sorted({mean_index, var_index})
+        candidates = tuple(self.candidates[i] for i in used)
+        mean_ratios = self._tie_fixed_logits(self._one_hot(used.index(mean_index), len(used)))
+        var_ratios = self._one_hot(used.index(var_index), len(used))
+        return self._normalize(x, mean_ratios, var_ratios, candidates, self.weight)
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        mean_sel, var_sel = self.selection
+        if mean_sel is not None or var_sel is not None:
+            s += f", selection=(mean: {mean_sel}, var: {var_sel})"
+        return s
+
+    # --------------------------------------------------------- checkpoint layout
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        # The authors store radius and the flags as (1,) tensors, the flags as long.
+        for name in ("radius", "mean_fixed", "var_fixed"):
+            key = prefix + name
+            if key in state_dict and state_dict[key].shape == (1,):
+                state_dict[key] = state_dict[key].reshape(())
+        for name in ("mean_fixed", "var_fixed"):
+            key = prefix + name
+            if key in state_dict:
+                state_dict[key] = state_dict[key].bool()
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+        self._refresh_selection()
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        # Momentum can nudge fixed logits between two set_radius calls; the
+        # checkpoint stores the exact one-hot vector, as the authors' files do.
+        for v, index in enumerate(self._selected):
+            if index is not None:
+                destination[prefix + f"{_VECTORS[v]}_weight"] = self._one_hot(index)
+
+
+class SparseSwitchNorm1d(SparseSwitchNorm, SwitchNorm1d):
+    """:class:`SparseSwitchNorm` for ``(N, C)`` or ``(N, C, L)`` input."""
+
+
+class SparseSwitchNorm2d(SparseSwitchNorm, SwitchNorm2d):
+    """:class:`SparseSwitchNorm` for ``(N, C, H, W)`` input."""
+
+
+class SparseSwitchNorm3d(SparseSwitchNorm, SwitchNorm3d):
+    """:class:`SparseSwitchNorm` for ``(N, C, T, H, W)`` input; time is normalized together with space."""
+
+
+class SyncSparseSwitchNorm(_Synchronized, SparseSwitchNorm):
+    """:class:`SparseSwitchNorm` whose BN statistics span all processes of ``process_group``."""
+
+
+class SyncSparseSwitchNorm1d(_Synchronized, SparseSwitchNorm1d):
+    """:class:`SparseSwitchNorm1d` with synchronised BN statistics."""
+
+
+class SyncSparseSwitchNorm2d(_Synchronized, SparseSwitchNorm2d):
+    """:class:`SparseSwitchNorm2d` with synchronised BN statistics."""
+
+
+class SyncSparseSwitchNorm3d(_Synchronized, SparseSwitchNorm3d):
+    """:class:`SparseSwitchNorm3d` with synchronised BN statistics."""

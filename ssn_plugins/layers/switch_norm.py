@@ -1,0 +1,266 @@
+"""Switchable Normalization (Luo et al., ICLR 2019 / TPAMI 2019) as ``torch.nn`` modules."""
+import math
+from typing import Optional, Sequence, Tuple
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from ..functional import CANDIDATES, check_candidates, selected_norm, switch_norm
+
+__all__ = [
+    "SwitchNorm", "SwitchNorm1d", "SwitchNorm2d", "SwitchNorm3d",
+    "SyncSwitchNorm", "SyncSwitchNorm1d", "SyncSwitchNorm2d", "SyncSwitchNorm3d",
+]
+
+
+class SwitchNorm(nn.Module):
+    r"""Switchable Normalization over inputs of shape ``(N, C, *S)``.
+
+    Each layer normalizes with a learned mixture of Instance Norm (per sample
+    and channel, over ``S``), Layer Norm (per sample, over ``C`` and ``S``) and
+    Batch Norm (per channel, over ``N`` and ``S``) statistics:
+
+    .. math::
+        y = \gamma \frac{x - \sum_k w^m_k \mu_k}{\sqrt{\sum_k w^v_k \sigma^2_k + \epsilon}} + \beta,
+        \qquad w^m = \mathrm{softmax}(\text{mean\_weight}),\ w^v = \mathrm{softmax}(\text{var\_weight})
+
+    This generic class accepts any rank ``>= 2``; :class:`SwitchNorm1d`,
+    :class:`SwitchNorm2d` and :class:`SwitchNorm3d` check the rank as
+    ``BatchNorm1d/2d/3d`` do. For 3-D (video) input the temporal axis is
+    normalized together with space.
+
+    Args:
+        num_features: ``C``.
+        eps: added to the variance.
+        momentum: running-statistics momentum in PyTorch's convention
+            (``running = (1 - momentum) * running + momentum * batch``);
+            ``None`` for a cumulative average. With ``official_compat=True`` it
+            is read in the authors' convention instead (see below).
+        using_bn: include the BN candidate. ``False`` gives ``[IN, LN]``, for
+            training with one image per GPU.
+        candidates: the candidate list itself (a subset of ``("IN", "LN",
+            "BN")``, kept in that order); overrides ``using_bn``. Input of
+            shape ``(N, C)`` has one value per sample and channel, so IN is
+            undefined there: use ``candidates=("LN", "BN")``, as the authors'
+            ``SwitchNorm1d`` does; the layer raises an error otherwise.
+        affine: learn ``weight`` (γ) and ``bias`` (β), each ``(C,)``.
+        track_running_stats: keep ``running_mean`` / ``running_var`` for the
+            BN candidate (otherwise BN uses batch statistics in eval too).
+        official_compat: reproduce the authors' layer exactly, to evaluate or
+            finetune their checkpoints: the IN variance is unbiased (divides
+            by ``|S| - 1``; undefined for ``|S| = 1``, which raises an error)
+            and LN/BN are derived from it; ``running_var`` starts at zero and
+            stores that derived variance; ``momentum`` is the authors'
+            retention factor (``running = momentum * running + (1 - momentum)
+            * batch``; 0.997 in the released models, 0.9 in later code) and is
+            stored converted in ``self.momentum``.
+
+    Parameters: ``weight``, ``bias`` ``(C,)``; ``mean_weight``, ``var_weight``
+    ``(K,)`` logits over the candidates, initialised to 1 (uniform ratios).
+    Buffers: ``running_mean``, ``running_var`` ``(C,)``, ``num_batches_tracked``.
+    ``load_state_dict`` also accepts the authors' layout (``(1, C, 1, 1)``
+    affine parameters, ``(1, C, 1)`` running statistics, no
+    ``num_batches_tracked``).
+    """
+
+    #: Input ranks this class accepts (``None``: any rank >= 2).
+    _input_dims: Optional[Tuple[int, ...]] = None
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: Optional[float] = 0.1,
+        using_bn: bool = True,
+        candidates: Optional[Sequence[str]] = None,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        official_compat: bool = False,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        factory = {"device": device, "dtype": dtype}
+        if num_features <= 0:
+            raise ValueError(f"num_features must be positive, got {num_features}")
+        if candidates is None:
+            candidates = CANDIDATES if using_bn else ("IN", "LN")
+        self.candidates = check_candidates(candidates)
+        self.using_bn = "BN" in self.candidates
+        self.num_features = num_features
+        self.eps = eps
+        self.official_compat = official_compat
+        if official_compat and momentum is not None:
+            momentum = 1.0 - momentum
+        if momentum is not None and not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum must lie in [0, 1], got {momentum}")
+        self.momentum = momentum
+        self.affine = affine
+        self.track_running_stats = track_running_stats and self.using_bn
+        k = len(self.candidates)
+        self.mean_weight = nn.Parameter(torch.ones(k, **factory))
+        self.var_weight = nn.Parameter(torch.ones(k, **factory))
+        if affine:
+            self.weight = nn.Parameter(torch.ones(num_features, **factory))
+            self.bias = nn.Parameter(torch.zeros(num_features, **factory))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        if self.track_running_stats:
+            self.register_buffer("running_mean", torch.zeros(num_features, **factory))
+            self.register_buffer("running_var", (torch.zeros if official_compat else torch.ones)(num_features, **factory))
+            self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device))
+        else:
+            self.register_buffer("running_mean", None)
+            self.register_buffer("running_var", None)
+            self.register_buffer("num_batches_tracked", None)
+
+    # ------------------------------------------------------------------ ratios
+    def ratios(self) -> Tuple[Tensor, Tensor]:
+        """The mixing ratios ``(mean_ratios, var_ratios)``, each ``(K,)`` on the simplex."""
+        return torch.softmax(self.mean_weight, 0), torch.softmax(self.var_weight, 0)
+
+    # ------------------------------------------------------------------ checks
+    def _check_input(self, x: Tensor) -> None:
+        name = type(self).__name__
+        if self._input_dims is not None and x.dim() not in self._input_dims:
+            dims = " or ".join(f"{d}-D" for d in self._input_dims)
+            raise ValueError(f"{name} expects {dims} input, got {x.dim()}-D input of shape {tuple(x.shape)}")
+        if x.dim() < 2:
+            raise ValueError(f"{name} expects input of shape (N, C, *S), got shape {tuple(x.shape)}")
+        if x.shape[1] != self.num_features:
+            raise ValueError(
+                f"{name}({self.num_features}) got input with {x.shape[1]} channels (shape {tuple(x.shape)})")
+        positions = math.prod(x.shape[2:])
+        if "IN" in self.candidates and x.dim() == 2:
+            raise ValueError(
+                f"{name}: input of shape (N, C) has one value per sample and channel, so Instance Norm is "
+                f"undefined; build the layer with candidates=('LN', 'BN') for such input")
+        if self.official_compat and positions == 1:
+            raise ValueError(
+                f"{name}(official_compat=True) uses the unbiased IN variance, which is undefined for a "
+                f"single spatial position (input shape {tuple(x.shape)}); use official_compat=False")
+        if (self.training and "BN" in self.candidates and self._process_group() is None
+                and x.shape[0] * positions == 1):
+            raise ValueError(
+                f"{name}: the BN candidate needs more than one value per channel in training, got input of "
+                f"shape {tuple(x.shape)}; build the layer with using_bn=False (IN and LN only), or use "
+                f"the synchronised variant (Sync{name.replace('Sync', '')}) so the statistics span all processes")
+
+    def _process_group(self):
+        """The group BN statistics are reduced over in this forward, or ``None``."""
+        return None
+
+    def _momentum_now(self) -> float:
+        """The momentum of this step: ``1 / num_batches_tracked`` when ``momentum`` is ``None``."""
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:
+                return 1.0 / float(self.num_batches_tracked)
+        return 0.0 if self.momentum is None else self.momentum
+
+    # ----------------------------------------------------------------- forward
+    def _normalize(self, x: Tensor, mean_ratios: Tensor, var_ratios: Tensor,
+                   candidates: Tuple[str, ...], weight: Optional[Tensor]) -> Tensor:
+        """The general path: mix the statistics of ``candidates`` with the given ratios."""
+        uses_bn = "BN" in candidates
+        return switch_norm(
+            x, mean_ratios, var_ratios, candidates, weight, self.bias,
+            self.running_mean if uses_bn else None, self.running_var if uses_bn else None,
+            training=self.training, momentum=self._momentum_now() if uses_bn else 0.0, eps=self.eps,
+            unbiased_in=self.official_compat, unbiased_running_var=not self.official_compat,
+            process_group=self._process_group() if uses_bn else None)
+
+    def _native(self, x: Tensor, candidate: str, weight: Optional[Tensor]) -> Tensor:
+        """One candidate through PyTorch's own kernel (the selected-normalizer fast path)."""
+        uses_bn = candidate == "BN"
+        return selected_norm(
+            x, candidate, weight, self.bias,
+            self.running_mean if uses_bn else None, self.running_var if uses_bn else None,
+            training=self.training, momentum=self._momentum_now() if uses_bn else 0.0, eps=self.eps)
+
+    def _can_run_native(self, candidate: str) -> bool:
+        """Whether ``candidate`` alone matches a native kernel under this layer's settings."""
+        if candidate == "BN":
+            # Synchronised statistics, and the authors' variance in training, need the general path.
+            return not (self.training and (self._process_group() is not None or self.official_compat))
+        return not self.official_compat
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check_input(x)
+        mean_ratios, var_ratios = self.ratios()
+        return self._normalize(x, mean_ratios, var_ratios, self.candidates, self.weight)
+
+    def extra_repr(self) -> str:
+        s = f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, candidates={list(self.candidates)}"
+        if not self.affine:
+            s += ", affine=False"
+        if self.official_compat:
+            s += ", official_compat=True"
+        return s
+
+    # --------------------------------------------------------- checkpoint layout
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        # The authors' checkpoints store (1, C, 1, 1) affine parameters and
+        # (1, C, 1) running statistics and have no num_batches_tracked.
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            key = prefix + name
+            if key in state_dict and state_dict[key].dim() > 1 and state_dict[key].numel() == self.num_features:
+                state_dict[key] = state_dict[key].reshape(self.num_features)
+        nbt = prefix + "num_batches_tracked"
+        if self.track_running_stats and nbt not in state_dict and prefix + "running_mean" in state_dict:
+            state_dict[nbt] = torch.tensor(0, dtype=torch.long)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+
+class _Synchronized:
+    """Mix-in: all-reduce the BN statistics over a process group in training.
+
+    Gradients are exact by construction: the reduction is the differentiable
+    ``torch.distributed.nn.functional.all_reduce``. Outside a distributed run
+    (or with one process) the layer behaves as its plain counterpart.
+    """
+
+    def __init__(self, *args, process_group=None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.process_group = process_group
+
+    def _process_group(self):
+        if not self.training or not (dist.is_available() and dist.is_initialized()):
+            return None
+        group = self.process_group if self.process_group is not None else dist.group.WORLD
+        return group if dist.get_world_size(group) > 1 else None
+
+
+class SwitchNorm1d(SwitchNorm):
+    """:class:`SwitchNorm` for ``(N, C)`` or ``(N, C, L)`` input (see the ``candidates`` note for ``(N, C)``)."""
+    _input_dims = (2, 3)
+
+
+class SwitchNorm2d(SwitchNorm):
+    """:class:`SwitchNorm` for ``(N, C, H, W)`` input."""
+    _input_dims = (4,)
+
+
+class SwitchNorm3d(SwitchNorm):
+    """:class:`SwitchNorm` for ``(N, C, T, H, W)`` input; time is normalized together with space."""
+    _input_dims = (5,)
+
+
+class SyncSwitchNorm(_Synchronized, SwitchNorm):
+    """:class:`SwitchNorm` whose BN statistics span all processes of ``process_group`` (default: world)."""
+
+
+class SyncSwitchNorm1d(_Synchronized, SwitchNorm1d):
+    """:class:`SwitchNorm1d` with synchronised BN statistics."""
+
+
+class SyncSwitchNorm2d(_Synchronized, SwitchNorm2d):
+    """:class:`SwitchNorm2d` with synchronised BN statistics."""
+
+
+class SyncSwitchNorm3d(_Synchronized, SwitchNorm3d):
+    """:class:`SwitchNorm3d` with synchronised BN statistics."""

@@ -1,0 +1,102 @@
+"""The SparsestMax radius schedule, usable from any training loop."""
+import math
+from typing import Dict, List, Optional
+
+import torch
+from torch import nn
+
+from .layers.sparse_switch_norm import SparseSwitchNorm
+from .sparsestmax import sparsestmax
+
+__all__ = ["set_radius", "RadiusScheduler", "sparse_layers"]
+
+
+def sparse_layers(model: nn.Module) -> List[SparseSwitchNorm]:
+    """Every :class:`SparseSwitchNorm` in ``model``, in ``model.modules()`` order."""
+    return [m for m in model.modules() if isinstance(m, SparseSwitchNorm)]
+
+
+def set_radius(model: nn.Module, radius: float) -> Dict[str, int]:
+    """Set the SparsestMax radius of every SSN layer and fix the ratios that became one-hot.
+
+    All open ratio vectors are projected in one batched call per device and
+    candidate count, with one host synchronisation in all. Fixed logits are
+    reset to their exact one-hot values (an optimizer's momentum may have
+    nudged them).
+
+    Args:
+        model: any module; layers other than :class:`SparseSwitchNorm` are ignored.
+        radius: a finite number ``>= 0``.
+
+    Returns:
+        ``{"layers": number of SSN layers, "fixed": fixed ratio vectors,
+        "newly_fixed": vectors fixed by this call}`` (two vectors per layer).
+    """
+    radius = float(radius)
+    if not math.isfinite(radius) or radius < 0:
+        raise ValueError(f"radius must be a finite number >= 0, got {radius}")
+    layers = sparse_layers(model)
+    open_vectors = {}  # (device, K) -> [(layer, vector index)]
+    with torch.no_grad():
+        for layer in layers:
+            layer.radius.fill_(radius)
+            for v, index in enumerate(layer._selected):
+                if index is None:
+                    key = (layer.mean_weight.device, len(layer.candidates))
+                    open_vectors.setdefault(key, []).append((layer, v))
+                else:
+                    layer._logits(v).copy_(layer._one_hot(index))
+        found = []
+        for entries in open_vectors.values():
+            logits = torch.stack([layer._logits(v).detach().float() for layer, v in entries])
+            ratios = sparsestmax(logits, radius)
+            one_hot = (ratios > 0).sum(-1) == 1
+            found.append((entries, torch.stack([one_hot.long(), ratios.argmax(-1)], -1)))
+        newly_fixed = 0
+        for entries, flags in found:
+            for (layer, v), (is_one_hot, index) in zip(entries, flags.tolist()):
+                if is_one_hot:
+                    layer.fix(("mean", "var")[v], layer.candidates[index])
+                    newly_fixed += 1
+    fixed = sum(index is not None for layer in layers for index in layer._selected)
+    return {"layers": len(layers), "fixed": fixed, "newly_fixed": newly_fixed}
+
+
+class RadiusScheduler:
+    """Maps the global iteration to the SparsestMax radius and applies it.
+
+    ``radius(t) = max_radius * clamp((t - start_iter) / (end_iter - start_iter), 0, 1)``:
+    by default ``t / total_iters`` as in the paper, so with three candidates
+    every layer is one-hot after about 82 % of training. It holds no
+    iteration counter of its own: a resumed run passes its iteration and
+    continues the schedule (the radius is also in every SSN layer's state).
+
+    Example::
+
+        scheduler = RadiusScheduler(model, total_iters=90_000)
+        for it in range(start_iter, 90_000):
+            scheduler.step(it)
+            ...train one iteration...
+    """
+
+    def __init__(self, model: nn.Module, total_iters: int, start_iter: int = 0,
+                 end_iter: Optional[int] = None, max_radius: float = 1.0) -> None:
+        end_iter = total_iters if end_iter is None else end_iter
+        if not 0 <= start_iter < end_iter:
+            raise ValueError(f"need 0 <= start_iter < end_iter, got start_iter={start_iter}, end_iter={end_iter}")
+        if not math.isfinite(max_radius) or max_radius < 0:
+            raise ValueError(f"max_radius must be a finite number >= 0, got {max_radius}")
+        self.model = model
+        self.start_iter = start_iter
+        self.end_iter = end_iter
+        self.max_radius = max_radius
+
+    def radius_at(self, iteration: int) -> float:
+        """The radius for global iteration ``iteration``."""
+        progress = (iteration - self.start_iter) / (self.end_iter - self.start_iter)
+        return self.max_radius * min(max(progress, 0.0), 1.0)
+
+    def step(self, iteration: int) -> Dict[str, float]:
+        """Apply the radius of ``iteration`` to the model; returns :func:`set_radius`'s counts and the radius."""
+        radius = self.radius_at(iteration)
+        return {"radius": radius, **set_radius(self.model, radius)}

@@ -1,0 +1,51 @@
+"""Which normalizer each SN/SSN layer uses."""
+from typing import Dict, List
+
+import torch
+from torch import nn
+
+from .layers.sparse_switch_norm import SparseSwitchNorm
+from .layers.switch_norm import SwitchNorm
+
+__all__ = ["describe_selection", "format_selection"]
+
+
+@torch.no_grad()
+def describe_selection(model: nn.Module) -> List[Dict]:
+    """One row per SN/SSN layer: its name, candidates, current mean/var ratios and fixed selection.
+
+    Each row is ``{"name", "type", "candidates", "mean_ratios", "var_ratios",
+    "selection"}`` where the ratios are lists of floats in candidate order and
+    ``selection`` is ``(mean candidate, var candidate)`` for an SSN layer
+    (``None`` entries while still soft) and ``None`` for SN.
+    """
+    rows = []
+    for name, m in model.named_modules():
+        if isinstance(m, SwitchNorm):
+            mean_ratios, var_ratios = m.ratios()
+            rows.append({
+                "name": name or type(m).__name__,
+                "type": type(m).__name__,
+                "candidates": list(m.candidates),
+                "mean_ratios": [round(v, 4) for v in mean_ratios.float().tolist()],
+                "var_ratios": [round(v, 4) for v in var_ratios.float().tolist()],
+                "selection": m.selection if isinstance(m, SparseSwitchNorm) else None,
+            })
+    return rows
+
+
+def format_selection(rows: List[Dict]) -> str:
+    """A plain-text table of :func:`describe_selection`'s rows."""
+    if not rows:
+        return "(no SN/SSN layers)"
+    width = max(len(r["name"]) for r in rows)
+    lines = [f"{'layer':<{width}}  {'mean ratios':<24}  {'var ratios':<24}  selected"]
+    for r in rows:
+        fmt = lambda ratios: " ".join(f"{c}={v:.2f}" for c, v in zip(r["candidates"], ratios))
+        if r["selection"] is None:
+            chosen = "soft (SN)"
+        else:
+            mean_sel, var_sel = r["selection"]
+            chosen = f"mean={mean_sel or 'soft'}, var={var_sel or 'soft'}"
+        lines.append(f"{r['name']:<{width}}  {fmt(r['mean_ratios']):<24}  {fmt(r['var_ratios']):<24}  {chosen}")
+    return "\n".join(lines)

@@ -1,0 +1,189 @@
+"""SparseSwitchNorm: selection fixing, the native fast path, checkpoints and resume."""
+import io
+
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call
+
+import ssn_plugins as S
+from ssn_plugins.functional import switch_norm
+
+from test_switch_norm import SHAPES, randomize
+
+SSN_CLASSES = {1: S.SparseSwitchNorm1d, 2: S.SparseSwitchNorm2d, 3: S.SparseSwitchNorm3d}
+
+
+def natives(rank):
+    return {
+        "BN": {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}[rank](4).double(),
+        "IN": {1: nn.InstanceNorm1d, 2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d}[rank](4, affine=True).double(),
+        "LN": nn.GroupNorm(1, 4).double(),
+    }
+
+
+def fixed_layer(rank, mean, var, **kwargs):
+    m = SSN_CLASSES[rank](4, **kwargs).double()
+    m.fix("mean", mean)
+    m.fix("var", var)
+    return m
+
+
+@pytest.mark.parametrize("rank", [1, 2, 3])
+@pytest.mark.parametrize("candidate", ["IN", "LN", "BN"])
+def test_fixed_layer_equals_native_norm_train_and_eval(rank, candidate):
+    native = randomize(natives(rank)[candidate])
+    m = fixed_layer(rank, candidate, candidate)
+    m.load_state_dict(native.state_dict(), strict=False)
+    for _ in range(3):
+        x = torch.randn(SHAPES[rank], dtype=torch.float64) * 2 + 1
+        torch.testing.assert_close(m(x), native(x))
+    if candidate == "BN":
+        torch.testing.assert_close(m.running_mean, native.running_mean)
+        torch.testing.assert_close(m.running_var, native.running_var)
+    m.eval(), native.eval()
+    x = torch.randn(SHAPES[rank], dtype=torch.float64)
+    torch.testing.assert_close(m(x), native(x))
+
+
+@pytest.mark.parametrize("candidate", ["IN", "LN", "BN"])
+def test_fast_path_equals_general_path(candidate, monkeypatch):
+    m = randomize(fixed_layer(2, candidate, candidate))
+    x = torch.randn(SHAPES[2], dtype=torch.float64, requires_grad=True)
+    fast = m(x)
+    grads_fast = torch.autograd.grad(fast.pow(2).sum(), [x, m.weight, m.bias])
+    called = []
+    monkeypatch.setattr(type(m), "_native", lambda *a: called.append(1))
+    monkeypatch.setattr(type(m), "_can_run_native", lambda self, c: False)
+    general = m(x)
+    grads_general = torch.autograd.grad(general.pow(2).sum(), [x, m.weight, m.bias])
+    assert not called
+    torch.testing.assert_close(fast, general)
+    for a, b in zip(grads_fast, grads_general):
+        torch.testing.assert_close(a, b)
+
+
+def test_mixed_selection_computes_the_two_selected_statistics():
+    m = randomize(fixed_layer(2, "BN", "IN"))
+    x = torch.randn(SHAPES[2], dtype=torch.float64)
+    mean = x.mean((0, 2, 3), keepdim=True)  # BN mean
+    var = x.var((2, 3), unbiased=False, keepdim=True)  # IN variance
+    expected = (x - mean) / torch.sqrt(var + m.eps) * m.weight.view(1, -1, 1, 1) + m.bias.view(1, -1, 1, 1)
+    torch.testing.assert_close(m(x), expected)
+
+
+@pytest.mark.parametrize("radius", [0.0, 0.3, 0.6, 0.75])
+def test_gradcheck_soft_ssn(radius):
+    m = randomize(S.SparseSwitchNorm2d(3, radius=radius).double())
+    x = torch.randn(3, 3, 2, 3, dtype=torch.float64, requires_grad=True)
+    names = [n for n, _ in m.named_parameters()]
+    params = tuple(p.detach().clone().requires_grad_() for p in m.parameters())
+    assert torch.autograd.gradcheck(lambda x, *ps: functional_call(m, dict(zip(names, ps)), (x,)),
+                                    (x,) + params)
+
+
+def test_soft_ssn_uses_sparsestmax_ratios():
+    m = randomize(S.SparseSwitchNorm2d(4, radius=0.5).double())
+    x = torch.randn(SHAPES[2], dtype=torch.float64)
+    wm, wv = S.sparsestmax(m.mean_weight, 0.5), S.sparsestmax(m.var_weight, 0.5)
+    expected = switch_norm(x, wm, wv, S.CANDIDATES, m.weight, m.bias, training=True)
+    torch.testing.assert_close(m(x), expected)
+
+
+def test_set_radius_fixes_one_hot_vectors_and_stops_gradients():
+    model = nn.Sequential(S.SparseSwitchNorm2d(4), nn.ReLU(), S.SparseSwitchNorm2d(4))
+    with torch.no_grad():
+        model[0].mean_weight.copy_(torch.tensor([0.0, 3.0, 0.0]))  # far from the centre: one-hot early
+        model[0].var_weight.copy_(torch.tensor([2.0, 0.0, 0.0]))
+        model[2].mean_weight.copy_(torch.tensor([1.0, 1.1, 0.9]))
+    counts = S.set_radius(model, 0.3)
+    assert counts == {"layers": 2, "fixed": 2, "newly_fixed": 2}
+    assert model[0].selection == ("LN", "IN") and model[2].selection == (None, None)
+    assert model[0].mean_fixed.item() and model[0].var_fixed.item()
+    assert torch.equal(model[0].mean_weight.detach(), torch.tensor([0.0, 1.0, 0.0]))
+    assert float(model[2].radius) == pytest.approx(0.3)
+    model(torch.randn(2, 4, 3, 3)).sum().backward()
+    assert torch.count_nonzero(model[0].mean_weight.grad) == 0  # in the graph, zero gradient (DDP-safe)
+    assert torch.count_nonzero(model[2].mean_weight.grad) > 0
+    counts = S.set_radius(model, 1.0)
+    assert counts["fixed"] == 4
+    with pytest.raises(ValueError, match="radius"):
+        S.set_radius(model, -1)
+
+
+def test_radius_scheduler_is_linear_and_resumable():
+    model = nn.Sequential(S.SparseSwitchNorm2d(4), S.SparseSwitchNorm2d(4))
+    sched = S.RadiusScheduler(model, total_iters=100)
+    assert sched.radius_at(0) == 0 and sched.radius_at(50) == pytest.approx(0.5) and sched.radius_at(200) == 1.0
+    late = S.RadiusScheduler(model, total_iters=100, start_iter=20, end_iter=60, max_radius=0.9)
+    assert late.radius_at(10) == 0 and late.radius_at(40) == pytest.approx(0.45) and late.radius_at(99) == 0.9
+    out = sched.step(85)
+    assert out["radius"] == pytest.approx(0.85) and out["fixed"] == 4  # beyond sqrt(2/3): all one-hot
+    with pytest.raises(ValueError):
+        S.RadiusScheduler(model, total_iters=0)
+
+
+def test_training_ends_one_hot_and_checkpoint_resume_keeps_schedule_state():
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), S.SparseSwitchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3),
+                          S.SparseSwitchNorm2d(8), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))
+    opt = torch.optim.SGD(S.param_groups(model, lr=0.1, weight_decay=1e-4), momentum=0.9)
+    sched = S.RadiusScheduler(model, total_iters=20)
+    x, target = torch.randn(8, 3, 10, 10), torch.randint(0, 2, (8,))
+
+    def train(iters):
+        for it in iters:
+            sched.step(it)
+            loss = nn.functional.cross_entropy(model(x), target)
+            opt.zero_grad()
+            loss.backward()
+            S.clip_ratio_grad_norm(model, 1.0)
+            opt.step()
+
+    train(range(0, 12))
+    buffer = io.BytesIO()
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict()}, buffer)
+    radius_before = float(model[1].radius)
+    selection_before = [m.selection for m in S.sparse_layers(model)]
+
+    resumed = nn.Sequential(nn.Conv2d(3, 8, 3), S.SparseSwitchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3),
+                            S.SparseSwitchNorm2d(8), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)
+    resumed.load_state_dict(state["model"])
+    assert float(resumed[1].radius) == pytest.approx(radius_before)
+    assert [m.selection for m in S.sparse_layers(resumed)] == selection_before
+    for a, b in zip(model.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+
+    train(range(12, 20))
+    # r = 19/20 > sqrt(2/3): every vector is one-hot and the layer computes one normalizer
+    assert all(None not in m.selection for m in S.sparse_layers(model))
+    for m in S.sparse_layers(model):
+        for name in ("mean_weight", "var_weight"):
+            assert sorted(m.state_dict()[name].tolist()) == [0, 0, 1]
+
+
+def test_reopen_selection():
+    m = fixed_layer(2, "BN", "BN")
+    m.reopen_selection()
+    assert m.selection == (None, None) and not m.mean_fixed.item()
+    m(torch.randn(SHAPES[2], dtype=torch.float64)).sum().backward()
+    assert m.mean_weight.grad is not None
+    m.reopen_selection(reset_logits=True)
+    assert torch.equal(m.mean_weight.detach(), torch.ones(3, dtype=torch.float64))
+
+
+def test_loads_the_authors_ssn_layout():
+    authors = {
+        "weight": torch.randn(1, 4, 1, 1), "bias": torch.randn(1, 4, 1, 1),
+        "mean_weight": torch.tensor([0.0, 0.0, 1.0]), "var_weight": torch.tensor([0.3, 0.5, 0.2]),
+        "running_mean": torch.randn(1, 4, 1), "running_var": torch.rand(1, 4, 1) + 0.5,
+        "mean_fixed": torch.tensor([1]), "var_fixed": torch.tensor([0]), "radius": torch.tensor([0.42]),
+    }
+    m = S.SparseSwitchNorm2d(4)
+    result = m.load_state_dict(authors)
+    assert not result.missing_keys and not result.unexpected_keys
+    assert m.selection == ("BN", None)
+    assert float(m.radius) == pytest.approx(0.42)
+    assert m.mean_fixed.dtype == torch.bool

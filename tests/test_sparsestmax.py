@@ -1,0 +1,106 @@
+"""SparsestMax against brute force, sparsemax, and autograd."""
+import math
+
+import pytest
+import torch
+
+from ssn_plugins import max_radius, sparsemax, sparsestmax
+
+
+def simplex_grid(steps: int) -> torch.Tensor:
+    """Every point of a regular grid on the 3-simplex (spacing 1/steps)."""
+    a = torch.arange(steps + 1, dtype=torch.float64) / steps
+    i, j = torch.meshgrid(a, a, indexing="ij")
+    keep = i + j <= 1 + 1e-12
+    return torch.stack([i[keep], j[keep], (1 - i[keep] - j[keep]).clamp(min=0)], -1)
+
+
+def brute_force_sparsemax(z: torch.Tensor) -> torch.Tensor:
+    """Sparsemax by its closed form found by trying every support set (K small)."""
+    k = z.shape[-1]
+    best, best_d = None, math.inf
+    for mask in range(1, 2 ** k):
+        support = torch.tensor([(mask >> i) & 1 for i in range(k)], dtype=torch.bool)
+        tau = (z[support].sum() - 1) / support.sum()
+        p = torch.where(support, z - tau, torch.zeros_like(z))
+        if (p >= -1e-12).all():
+            d = ((p - z) ** 2).sum().item()
+            if d < best_d:
+                best, best_d = p.clamp(min=0), d
+    return best
+
+
+@pytest.mark.parametrize("radius", [0.0, 0.15, 0.3, 0.45, 0.6, 0.7, 0.78, 0.81])
+def test_no_grid_point_is_closer(radius):
+    grid = simplex_grid(300)
+    u = torch.full((3,), 1 / 3, dtype=torch.float64)
+    feasible = grid[(grid - u).norm(dim=-1) >= radius - 1e-12]
+    z = torch.randn(2000, 3, dtype=torch.float64) * 1.5
+    p = sparsestmax(z, radius)
+    ours = ((p - z) ** 2).sum(-1)
+    grid_best = torch.cdist(z, feasible).pow(2).min(-1).values
+    assert (ours <= grid_best + 1e-9).all(), (ours - grid_best).max()
+
+
+@pytest.mark.parametrize("k", [2, 3, 4, 6])
+def test_output_on_simplex_and_outside_circle(k):
+    z = torch.randn(500, k, dtype=torch.float64) * 2
+    for radius in [0.0, 0.2, 0.5, max_radius(k) * 0.99]:
+        p = sparsestmax(z, radius)
+        assert (p >= 0).all()
+        torch.testing.assert_close(p.sum(-1), torch.ones(500, dtype=torch.float64))
+        u = torch.full((k,), 1 / k, dtype=torch.float64)
+        assert ((p - u).norm(dim=-1) >= radius - 1e-9).all()
+
+
+@pytest.mark.parametrize("k", [2, 3, 5])
+def test_equals_sparsemax_at_radius_zero(k):
+    z = torch.randn(200, k, dtype=torch.float64) * 2
+    expected = torch.stack([brute_force_sparsemax(row) for row in z])
+    torch.testing.assert_close(sparsemax(z), expected)
+    torch.testing.assert_close(sparsestmax(z, 0.0), expected)
+
+
+@pytest.mark.parametrize("k", [2, 3, 4])
+def test_one_hot_beyond_max_radius(k):
+    z = torch.randn(300, k, dtype=torch.float64)
+    for radius in [max_radius(k), 0.95, 2.0]:
+        p = sparsestmax(z, radius)
+        assert ((p == 1).sum(-1) == 1).all() and ((p == 0).sum(-1) == k - 1).all()
+        assert (p.argmax(-1) == z.argmax(-1)).all()
+
+
+def test_degenerate_centre_is_deterministic_and_finite():
+    z = torch.zeros(4, 3, dtype=torch.float64, requires_grad=True)
+    p = sparsestmax(z, 0.4)
+    assert torch.equal(p[0], p[1])
+    assert p[0, 0] > p[0, 1] == p[0, 2]  # moved towards the first candidate
+    p.sum().backward()
+    assert torch.isfinite(z.grad).all()
+
+
+def test_batched_and_dim_and_per_row_radius():
+    z = torch.randn(5, 3, 7, dtype=torch.float64)
+    radius = torch.rand(5, 7, dtype=torch.float64) * 0.8
+    batched = sparsestmax(z, radius, dim=1)
+    for i in range(5):
+        for j in range(7):
+            torch.testing.assert_close(batched[i, :, j], sparsestmax(z[i, :, j], radius[i, j].item()))
+
+
+@pytest.mark.parametrize("radius", [0.0, 0.2, 0.45, 0.7, 0.9])
+def test_gradcheck(radius):
+    z = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: sparsestmax(t, radius), (z,))
+    assert torch.autograd.gradcheck(sparsemax, (z,))
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="radius"):
+        sparsestmax(torch.randn(3), -0.1)
+    with pytest.raises(ValueError, match="radius"):
+        sparsestmax(torch.randn(3), float("nan"))
+    with pytest.raises(ValueError, match="at least 2"):
+        sparsestmax(torch.randn(4, 1), 0.1)
+    with pytest.raises(TypeError, match="floating-point"):
+        sparsestmax(torch.ones(3, dtype=torch.long), 0.1)

@@ -1,0 +1,271 @@
+"""SwitchNorm against naive formulas, native torch norms, the authors' formula, and autograd."""
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call
+
+import ssn_plugins as S
+from ssn_plugins.functional import switch_norm
+
+SHAPES = {1: (6, 4, 7), 2: (4, 4, 5, 6), 3: (3, 4, 3, 4, 5)}
+SN_CLASSES = {1: S.SwitchNorm1d, 2: S.SwitchNorm2d, 3: S.SwitchNorm3d}
+NATIVE = {
+    "BN": {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d},
+    "IN": {1: nn.InstanceNorm1d, 2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d},
+}
+
+
+def naive_switch_norm(x, wm, wv, weight, bias, eps, running=None):
+    """The paper's Eqn. 2 written directly over the axes (biased variances)."""
+    s = tuple(range(2, x.dim()))
+    stats = {
+        "IN": (s, True),
+        "LN": ((1,) + s, True),
+        "BN": ((0,) + s, True),
+    }
+    means, variances = [], []
+    for name, (axes, _) in stats.items():
+        if name == "BN" and running is not None:
+            shape = (1, -1) + (1,) * len(s)
+            means.append(running[0].reshape(shape))
+            variances.append(running[1].reshape(shape))
+        else:
+            means.append(x.mean(axes, keepdim=True))
+            variances.append(x.var(axes, unbiased=False, keepdim=True))
+    mean = sum(w * m for w, m in zip(wm, means))
+    var = sum(w * v for w, v in zip(wv, variances))
+    shape = (1, -1) + (1,) * len(s)
+    return (x - mean) / torch.sqrt(var + eps) * weight.reshape(shape) + bias.reshape(shape)
+
+
+def randomize(m):
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(torch.randn_like(p))
+    return m
+
+
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_soft_mixture_equals_naive_formula(rank):
+    x = torch.randn(SHAPES[rank], dtype=torch.float64) * 3 + 1
+    m = randomize(SN_CLASSES[rank](4).double())
+    wm, wv = torch.softmax(m.mean_weight, 0), torch.softmax(m.var_weight, 0)
+    expected = naive_switch_norm(x, wm, wv, m.weight, m.bias, m.eps)
+    torch.testing.assert_close(m(x), expected)
+    # eval: BN statistics come from the running buffers
+    m.eval()
+    expected = naive_switch_norm(x, wm, wv, m.weight, m.bias, m.eps, (m.running_mean, m.running_var))
+    torch.testing.assert_close(m(x), expected)
+
+
+def test_generic_class_accepts_any_rank_and_named_classes_check_rank():
+    m = S.SwitchNorm(4)
+    for shape in SHAPES.values():
+        assert m(torch.randn(shape)).shape == shape
+    with pytest.raises(ValueError, match="expects 4-D input"):
+        S.SwitchNorm2d(4)(torch.randn(SHAPES[3]))
+    with pytest.raises(ValueError, match=r"SwitchNorm2d\(5\) got input with 4 channels"):
+        S.SwitchNorm2d(5)(torch.randn(SHAPES[2]))
+
+
+def one_hot(index, k=3):
+    t = torch.zeros(k, dtype=torch.float64)
+    t[index] = 1
+    return t
+
+
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_one_hot_bn_equals_batchnorm_train_and_eval(rank):
+    bn = randomize(NATIVE["BN"][rank](4).double())
+    sn = S.SwitchNorm(4).double()
+    sn.load_state_dict(bn.state_dict(), strict=False)
+    for _ in range(3):
+        x = torch.randn(SHAPES[rank], dtype=torch.float64) * 2 + 0.5
+        y = switch_norm(x, one_hot(2), one_hot(2), S.CANDIDATES, sn.weight, sn.bias, sn.running_mean,
+                        sn.running_var, training=True, momentum=0.1, eps=1e-5)
+        torch.testing.assert_close(y, bn(x))
+    torch.testing.assert_close(sn.running_mean, bn.running_mean)
+    torch.testing.assert_close(sn.running_var, bn.running_var)
+    bn.eval()
+    x = torch.randn(SHAPES[rank], dtype=torch.float64)
+    y = switch_norm(x, one_hot(2), one_hot(2), S.CANDIDATES, sn.weight, sn.bias, sn.running_mean,
+                    sn.running_var, training=False, eps=1e-5)
+    torch.testing.assert_close(y, bn(x))
+
+
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_one_hot_in_and_ln_equal_native(rank):
+    x = torch.randn(SHAPES[rank], dtype=torch.float64) * 2 + 1
+    inorm = randomize(NATIVE["IN"][rank](4, affine=True).double())
+    ln = randomize(nn.GroupNorm(1, 4).double())
+    y_in = switch_norm(x, one_hot(0), one_hot(0), S.CANDIDATES, inorm.weight, inorm.bias)
+    y_ln = switch_norm(x, one_hot(1), one_hot(1), S.CANDIDATES, ln.weight, ln.bias)
+    torch.testing.assert_close(y_in, inorm(x))
+    torch.testing.assert_close(y_ln, ln(x))
+
+
+def test_momentum_none_is_cumulative_average_like_batchnorm():
+    bn = nn.BatchNorm2d(4, momentum=None).double()
+    sn = S.SparseSwitchNorm2d(4, momentum=None).double()
+    sn.fix("mean", "BN")
+    sn.fix("var", "BN")
+    for _ in range(4):
+        x = torch.randn(SHAPES[2], dtype=torch.float64) + 2
+        torch.testing.assert_close(sn(x), bn(x))
+    torch.testing.assert_close(sn.running_var, bn.running_var)
+    assert sn.num_batches_tracked.item() == bn.num_batches_tracked.item() == 4
+
+
+def authors_switch_norm_2d(x, mean_weight, var_weight, weight, bias, running_mean, running_var, momentum, eps,
+                           training):
+    """The authors' SwitchNorm2d forward, written out from their formula."""
+    n, c, h, w = x.shape
+    x = x.view(n, c, -1)
+    mean_in = x.mean(-1, keepdim=True)
+    var_in = x.var(-1, keepdim=True)
+    mean_ln = mean_in.mean(1, keepdim=True)
+    temp = var_in + mean_in ** 2
+    var_ln = temp.mean(1, keepdim=True) - mean_ln ** 2
+    if training:
+        mean_bn = mean_in.mean(0, keepdim=True)
+        var_bn = temp.mean(0, keepdim=True) - mean_bn ** 2
+        running_mean.mul_(momentum).add_((1 - momentum) * mean_bn.squeeze())
+        running_var.mul_(momentum).add_((1 - momentum) * var_bn.squeeze())
+    else:
+        mean_bn = running_mean.view(1, c, 1)
+        var_bn = running_var.view(1, c, 1)
+    wm, wv = torch.softmax(mean_weight, 0), torch.softmax(var_weight, 0)
+    mean = wm[0] * mean_in + wm[1] * mean_ln + wm[2] * mean_bn
+    var = wv[0] * var_in + wv[1] * var_ln + wv[2] * var_bn
+    x = (x - mean) / (var + eps).sqrt()
+    return x.view(n, c, h, w) * weight.view(1, c, 1, 1) + bias.view(1, c, 1, 1)
+
+
+def test_official_compat_reproduces_the_authors_layer():
+    m = randomize(S.SwitchNorm2d(4, momentum=0.997, official_compat=True).double())
+    assert torch.count_nonzero(m.running_var) == 0  # the authors start it at zero
+    assert abs(m.momentum - 0.003) < 1e-12
+    rm, rv = torch.zeros(4, dtype=torch.float64), torch.zeros(4, dtype=torch.float64)
+    for _ in range(3):
+        x = torch.randn(SHAPES[2], dtype=torch.float64) * 2 + 1
+        expected = authors_switch_norm_2d(x, m.mean_weight, m.var_weight, m.weight, m.bias, rm, rv, 0.997,
+                                          1e-5, True)
+        torch.testing.assert_close(m(x), expected)
+    torch.testing.assert_close(m.running_mean, rm)
+    torch.testing.assert_close(m.running_var, rv)
+    m.eval()
+    x = torch.randn(SHAPES[2], dtype=torch.float64)
+    expected = authors_switch_norm_2d(x, m.mean_weight, m.var_weight, m.weight, m.bias, rm, rv, 0.997, 1e-5,
+                                      False)
+    torch.testing.assert_close(m(x), expected)
+    # the paper's math differs from the authors' code (unbiased IN variance)
+    paper = S.SwitchNorm2d(4).double().eval()
+    paper.load_state_dict(m.state_dict())
+    assert not torch.allclose(paper(x), m(x))
+
+
+def test_official_compat_rejects_single_position():
+    with pytest.raises(ValueError, match="unbiased IN variance"):
+        S.SwitchNorm2d(4, official_compat=True)(torch.randn(2, 4, 1, 1))
+
+
+@pytest.mark.parametrize("using_bn", [True, False])
+def test_gradcheck_module(using_bn):
+    m = randomize(S.SwitchNorm2d(3, using_bn=using_bn).double())
+    x = torch.randn(3, 3, 3, 2, dtype=torch.float64, requires_grad=True)
+    names = [n for n, _ in m.named_parameters()]
+    params = tuple(p.detach().clone().requires_grad_() for p in m.parameters())
+
+    def f(x, *ps):
+        return functional_call(m, dict(zip(names, ps)), (x,))
+
+    assert torch.autograd.gradcheck(f, (x,) + params)
+
+
+def test_candidates_option_and_errors():
+    m = S.SwitchNorm1d(4, candidates=("BN", "LN"))
+    assert m.candidates == ("LN", "BN") and m.mean_weight.shape == (2,)
+    y = m(torch.randn(8, 4))
+    assert y.shape == (8, 4)
+    with pytest.raises(ValueError, match="Instance Norm is undefined"):
+        S.SwitchNorm1d(4)(torch.randn(8, 4))
+    with pytest.raises(ValueError, match="unknown normalizer candidate"):
+        S.SwitchNorm2d(4, candidates=("IN", "GN"))
+    assert S.SwitchNorm2d(4, using_bn=False).candidates == ("IN", "LN")
+    assert S.SwitchNorm2d(4, using_bn=False).running_mean is None
+
+
+def test_bn_with_one_value_per_channel_says_what_to_do():
+    with pytest.raises(ValueError, match="using_bn=False.*Sync"):
+        S.SwitchNorm2d(4)(torch.randn(1, 4, 1, 1))
+    # IN/LN only, and eval mode, are fine with a single image
+    assert torch.isfinite(S.SwitchNorm2d(4, using_bn=False)(torch.randn(1, 4, 5, 5))).all()
+    assert torch.isfinite(S.SwitchNorm2d(4).eval()(torch.randn(1, 4, 1, 1))).all()
+
+
+def test_one_by_one_maps_are_finite_and_defined():
+    # IN variance is zero on a 1x1 map: the IN part normalizes to 0, never NaN.
+    x = torch.randn(4, 4, 1, 1, dtype=torch.float64, requires_grad=True)
+    m = S.SwitchNorm2d(4).double()
+    y = m(x)
+    y.pow(2).sum().backward()
+    assert torch.isfinite(y).all() and torch.isfinite(x.grad).all() and torch.isfinite(m.mean_weight.grad).all()
+    wm, wv = m.ratios()
+    torch.testing.assert_close(y, naive_switch_norm(x, wm, wv, m.weight, m.bias, m.eps))
+
+
+@pytest.mark.parametrize("cls", [S.SwitchNorm2d, S.SparseSwitchNorm2d])
+def test_empty_batch(cls):
+    m = cls(4)
+    before = m.running_mean.clone(), m.running_var.clone()
+    x = torch.randn(0, 4, 7, 7, requires_grad=True)
+    y = m(x)
+    assert y.shape == (0, 4, 7, 7)
+    y.sum().backward()
+    for name, p in m.named_parameters():
+        assert p.grad is not None and torch.count_nonzero(p.grad) == 0, name
+    assert torch.equal(m.running_mean, before[0]) and torch.equal(m.running_var, before[1])
+
+
+def test_bf16_autocast_on_cpu():
+    m = randomize(S.SwitchNorm2d(8))
+    x = torch.randn(4, 8, 6, 6) * 3 + 1
+    ref = m(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = m(x.bfloat16())
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y.float(), ref, atol=0.1, rtol=0.05)
+    y.float().sum().backward()
+    assert m.mean_weight.grad is not None and torch.isfinite(m.mean_weight.grad).all()
+
+
+@pytest.mark.parametrize("cls", [S.SwitchNorm2d, S.SparseSwitchNorm2d])
+def test_channels_last(cls):
+    m = randomize(cls(8))
+    x = torch.randn(4, 8, 6, 6)
+    ref = m(x)
+    y = m(x.to(memory_format=torch.channels_last))
+    torch.testing.assert_close(y, ref)
+
+
+def test_state_dict_round_trip_and_authors_layout():
+    m = randomize(S.SwitchNorm2d(4))
+    m(torch.randn(4, 4, 3, 3))
+    fresh = S.SwitchNorm2d(4)
+    fresh.load_state_dict(m.state_dict())
+    for k, v in m.state_dict().items():
+        assert torch.equal(fresh.state_dict()[k], v), k
+    authors = {
+        "weight": m.weight.detach().reshape(1, 4, 1, 1), "bias": m.bias.detach().reshape(1, 4, 1, 1),
+        "mean_weight": m.mean_weight.detach(), "var_weight": m.var_weight.detach(),
+        "running_mean": m.running_mean.reshape(1, 4, 1), "running_var": m.running_var.reshape(1, 4, 1),
+    }
+    loaded = S.SwitchNorm2d(4)
+    result = loaded.load_state_dict(authors)
+    assert not result.missing_keys and not result.unexpected_keys
+    x = torch.randn(2, 4, 3, 3)
+    torch.testing.assert_close(loaded.eval()(x), m.eval()(x))
+    # a two-entry [IN, LN] checkpoint fits a layer without BN
+    two = {k: authors[k] for k in ("weight", "bias")}
+    two.update(mean_weight=torch.randn(2), var_weight=torch.randn(2))
+    assert not S.SwitchNorm2d(4, using_bn=False).load_state_dict(two).missing_keys

@@ -1,0 +1,85 @@
+"""SyncSN / SyncSSN: a two-process gloo run equals one process on the concatenated batch."""
+import os
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+import ssn_plugins as S
+
+
+def build(sync: bool) -> nn.Module:
+    sn, ssn = (S.SyncSwitchNorm2d, S.SyncSparseSwitchNorm2d) if sync else (S.SwitchNorm2d, S.SparseSwitchNorm2d)
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), sn(4), nn.ReLU(),
+        nn.Conv2d(4, 4, 3, padding=1), ssn(4, radius=0.3), nn.ReLU(),
+        nn.Conv2d(4, 4, 1), ssn(4),
+    ).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    model[7].fix("mean", "BN")
+    model[7].fix("var", "BN")
+    return model
+
+
+def run(model, x, weights):
+    x = x.clone().requires_grad_()
+    y = model(x)
+    (y * weights).sum().backward()
+    return {
+        "y": y.detach(), "x_grad": x.grad,
+        "grads": {n: p.grad.clone() for n, p in model.named_parameters()},
+        "buffers": {n: b.clone() for n, b in model.named_buffers()},
+    }
+
+
+def _worker(rank, world, init_file, out_dir, x, weights, sizes):
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        start = sum(sizes[:rank])
+        part = slice(start, start + sizes[rank])
+        result = run(build(sync=True), x[part], weights[part])
+        torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("sizes", [(3, 3), (5, 1), (6, 0)], ids=["even", "uneven", "empty-rank"])
+def test_two_process_gloo_equals_single_process(tmp_path, sizes):
+    torch.manual_seed(1)
+    x = torch.randn(sum(sizes), 3, 6, 5, dtype=torch.float64) * 2 + 0.5
+    weights = torch.randn(sum(sizes), 4, 6, 5, dtype=torch.float64)
+    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path), x, weights, sizes), nprocs=2)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    single = run(build(sync=False), x, weights)
+
+    torch.testing.assert_close(torch.cat([r["y"] for r in ranks]), single["y"])
+    torch.testing.assert_close(torch.cat([r["x_grad"] for r in ranks]), single["x_grad"])
+    for name, grad in single["grads"].items():
+        # each process holds the gradient of its share of the loss; DDP would add them
+        torch.testing.assert_close(ranks[0]["grads"][name] + ranks[1]["grads"][name], grad, msg=name)
+    for name, buf in single["buffers"].items():
+        for r in ranks:
+            torch.testing.assert_close(r["buffers"][name], buf, msg=name)
+
+
+def test_sync_layer_without_process_group_is_the_plain_layer():
+    x = torch.randn(4, 4, 5, 5, dtype=torch.float64)
+    plain, sync = S.SparseSwitchNorm2d(4).double(), S.SyncSparseSwitchNorm2d(4).double()
+    torch.testing.assert_close(sync(x), plain(x))
+    torch.testing.assert_close(sync.running_var, plain.running_var)
+
+
+def test_convert_sync_keeps_state_and_selection():
+    model = build(sync=False)
+    model(torch.randn(4, 3, 5, 5, dtype=torch.float64))
+    converted = S.convert_sync(build(sync=False))
+    converted.load_state_dict(model.state_dict())
+    assert isinstance(converted[1], S.SyncSwitchNorm2d) and isinstance(converted[4], S.SyncSparseSwitchNorm2d)
+    assert converted[7].selection == ("BN", "BN")
+    x = torch.randn(4, 3, 5, 5, dtype=torch.float64)
+    torch.testing.assert_close(converted.eval()(x), model.eval()(x))
