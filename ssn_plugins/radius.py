@@ -8,7 +8,7 @@ from torch import nn
 from .layers.sparse_switch_norm import SparseSwitchNorm
 from .sparsestmax import sparsestmax
 
-__all__ = ["set_radius", "RadiusScheduler", "sparse_layers"]
+__all__ = ["set_radius", "RadiusScheduler", "sparse_layers", "precompute_ratios", "batched_ratios"]
 
 
 def sparse_layers(model: nn.Module) -> List[SparseSwitchNorm]:
@@ -62,13 +62,66 @@ def set_radius(model: nn.Module, radius: float) -> Dict[str, int]:
     return {"layers": len(layers), "fixed": fixed, "newly_fixed": newly_fixed}
 
 
+def precompute_ratios(layers: List[SparseSwitchNorm]) -> None:
+    """Project the open ratio vectors of all ``layers`` in one SparsestMax call per device and size.
+
+    Each layer's next :meth:`~SparseSwitchNorm.ratios` call uses its share
+    (differentiably: gradients flow back to every layer's logits) if its
+    logits and radius are unchanged since; otherwise it computes its own.
+    """
+    groups = {}
+    for layer in layers:
+        layer._precomputed = None
+        for v, index in enumerate(layer._selected):
+            if index is None:
+                logits = layer._logits(v)
+                key = (logits.device, logits.dtype, logits.shape[0])
+                groups.setdefault(key, []).append((layer, v))
+    results = {}
+    for entries in groups.values():
+        logits = torch.stack([layer._logits(v) for layer, v in entries])
+        radii = torch.stack([layer.radius.to(logits.dtype) for layer, _ in entries])
+        for (layer, v), ratios in zip(entries, sparsestmax(logits, radii).unbind(0)):
+            results.setdefault(id(layer), [None, None])[v] = ratios
+    for layer in layers:
+        if id(layer) in results:
+            ratios = results[id(layer)]
+            for v, index in enumerate(layer._selected):
+                if index is not None:
+                    ratios[v] = layer._one_hot(index)
+            layer._precomputed = (layer._ratio_inputs_version(), tuple(ratios))
+
+
+def batched_ratios(model: nn.Module):
+    """Make ``model`` project all its SSN ratio vectors in one batched call per forward.
+
+    Installs a forward pre-hook (running :func:`precompute_ratios`) and a
+    forward hook that drops unused results. Without it every layer runs its
+    own SparsestMax: the same numbers, but about a hundred small operations
+    per layer instead of per model (on a GPU, as many kernel launches).
+    :class:`RadiusScheduler` installs it. Returns the two hook handles.
+    """
+    layers = sparse_layers(model)
+
+    def before(module, args):
+        precompute_ratios(layers)
+
+    def after(module, args, output):
+        for layer in layers:
+            layer._precomputed = None
+
+    return model.register_forward_pre_hook(before), model.register_forward_hook(after)
+
+
 class RadiusScheduler:
     """Maps the global iteration to the SparsestMax radius and applies it.
 
     ``radius(t) = max_radius * clamp((t - start_iter) / (end_iter - start_iter), 0, 1)``:
     by default ``t / total_iters`` as in the paper, so with three candidates
-    every layer is one-hot after about 82 % of training. It holds no
-    iteration counter of its own: a resumed run passes its iteration and
+    every layer is one-hot after about 82 % of training. It also makes the
+    model project all ratios in one batched call per forward
+    (:func:`batched_ratios`, for the SSN layers present when it is built).
+    It holds no iteration counter of its own: a resumed run passes its iteration and
     continues the schedule (the radius is also in every SSN layer's state).
 
     Example::
@@ -87,6 +140,7 @@ class RadiusScheduler:
         if not math.isfinite(max_radius) or max_radius < 0:
             raise ValueError(f"max_radius must be a finite number >= 0, got {max_radius}")
         self.model = model
+        self.hooks = batched_ratios(model)
         self.start_iter = start_iter
         self.end_iter = end_iter
         self.max_radius = max_radius

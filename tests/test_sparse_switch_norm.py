@@ -103,7 +103,7 @@ def test_set_radius_fixes_one_hot_vectors_and_stops_gradients():
     assert torch.equal(model[0].mean_weight.detach(), torch.tensor([0.0, 1.0, 0.0]))
     assert float(model[2].radius) == pytest.approx(0.3)
     model(torch.randn(2, 4, 3, 3)).sum().backward()
-    assert torch.count_nonzero(model[0].mean_weight.grad) == 0  # in the graph, zero gradient (DDP-safe)
+    assert model[0].mean_weight.grad is None  # fixed: no gradient (zero in a DDP run, see test_sync)
     assert torch.count_nonzero(model[2].mean_weight.grad) > 0
     counts = S.set_radius(model, 1.0)
     assert counts["fixed"] == 4
@@ -187,3 +187,49 @@ def test_loads_the_authors_ssn_layout():
     assert m.selection == ("BN", None)
     assert float(m.radius) == pytest.approx(0.42)
     assert m.mean_fixed.dtype == torch.bool
+
+
+def ssn_net():
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), S.SparseSwitchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 3),
+                        S.SparseSwitchNorm2d(4), S.SparseSwitchNorm2d(4)).double()
+    with torch.no_grad():
+        for m in S.sparse_layers(net):
+            m.mean_weight.copy_(torch.randn(3))
+            m.var_weight.copy_(torch.randn(3))
+    net[5].fix("var", "LN")
+    S.set_radius(net, 0.4)
+    return net
+
+
+def test_batched_ratios_match_per_layer_ratios_and_gradients():
+    x = torch.randn(3, 3, 8, 8, dtype=torch.float64)
+    plain, batched = ssn_net(), ssn_net()
+    S.batched_ratios(batched)
+    calls = []
+    original = S.sparsestmax
+    import ssn_plugins.radius as radius_module
+    radius_module.sparsestmax = lambda *a, **k: calls.append(1) or original(*a, **k)
+    try:
+        y_batched = batched(x)
+    finally:
+        radius_module.sparsestmax = original
+    assert len(calls) == 1  # one projection for all five open vectors
+    torch.testing.assert_close(y_batched, plain(x))
+    y_batched.pow(2).sum().backward()
+    plain(x).pow(2).sum().backward()
+    for (name, a), b in zip(batched.named_parameters(), plain.parameters()):
+        if a.grad is None:
+            assert b.grad is None, name
+        else:
+            torch.testing.assert_close(a.grad, b.grad, msg=name)
+    assert all(m._precomputed is None for m in S.sparse_layers(batched))  # nothing lingers after forward
+
+
+def test_stale_precomputed_ratios_are_not_used():
+    net = ssn_net()
+    S.precompute_ratios(S.sparse_layers(net))
+    with torch.no_grad():
+        net[1].mean_weight.add_(torch.tensor([5.0, 0.0, 0.0], dtype=torch.float64))  # an optimizer step
+    fresh = S.sparsestmax(net[1].mean_weight, net[1].radius)
+    torch.testing.assert_close(net[1].ratios()[0], fresh)

@@ -32,7 +32,9 @@ def run(model, x, weights):
     (y * weights).sum().backward()
     return {
         "y": y.detach(), "x_grad": x.grad,
-        "grads": {n: p.grad.clone() for n, p in model.named_parameters()},
+        # a fixed SSN selection gets no gradient in one process, a zero one under a process group
+        "grads": {n: torch.zeros_like(p) if p.grad is None else p.grad.clone() for n, p in model.named_parameters()},
+        "without_grad": [n for n, p in model.named_parameters() if p.grad is None],
         "buffers": {n: b.clone() for n, b in model.named_buffers()},
     }
 
@@ -58,6 +60,9 @@ def test_two_process_gloo_equals_single_process(tmp_path, sizes):
     single = run(build(sync=False), x, weights)
 
     torch.testing.assert_close(torch.cat([r["y"] for r in ranks]), single["y"])
+    # DDP needs a gradient for every parameter, fixed selections included
+    assert ranks[0]["without_grad"] == ranks[1]["without_grad"] == []
+    assert single["without_grad"] == ["7.mean_weight", "7.var_weight"]
     torch.testing.assert_close(torch.cat([r["x_grad"] for r in ranks]), single["x_grad"])
     for name, grad in single["grads"].items():
         # each process holds the gradient of its share of the loss; DDP would add them

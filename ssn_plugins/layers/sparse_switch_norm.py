@@ -2,6 +2,7 @@
 from typing import List, Optional, Tuple
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 from ..sparsestmax import sparsestmax
@@ -48,6 +49,9 @@ class SparseSwitchNorm(SwitchNorm):
         # Host-side copy of the fixed selections (candidate index or None), so
         # forward picks its path without reading device memory.
         self._selected: List[Optional[int]] = [None, None]
+        # Ratios projected for this forward by batched_ratios (see radius.py), with the
+        # version counters of the tensors they came from; used once, then dropped.
+        self._precomputed: Optional[tuple] = None
 
     # ---------------------------------------------------------------- selection
     @property
@@ -94,17 +98,30 @@ class SparseSwitchNorm(SwitchNorm):
         self._selected = [a if f else None for f, a in zip(flags, argmax)]
 
     # ------------------------------------------------------------------- ratios
+    def _ratio_inputs_version(self) -> tuple:
+        """Changes whenever the logits or the radius are written (optimizer steps, set_radius, loading)."""
+        return (self.mean_weight._version, self.var_weight._version, self.radius._version, tuple(self._selected))
+
     def ratios(self) -> Tuple[Tensor, Tensor]:
         """``(mean_ratios, var_ratios)``: SparsestMax of the logits, or the fixed one-hot vectors."""
+        precomputed, self._precomputed = self._precomputed, None
+        if precomputed is not None and precomputed[0] == self._ratio_inputs_version():
+            return precomputed[1]
+        mean_index, var_index = self._selected
+        if mean_index is None and var_index is None:
+            return tuple(sparsestmax(torch.stack([self.mean_weight, self.var_weight]), self.radius).unbind(0))
         return tuple(
             self._one_hot(index) if index is not None else sparsestmax(self._logits(v), self.radius)
             for v, index in enumerate(self._selected))
 
     def _tie_fixed_logits(self, t: Tensor) -> Tensor:
-        # Fixed logits take no part in the output; adding them times zero keeps
-        # them in the graph with a zero gradient, so DDP (which expects a
-        # gradient for every parameter) and optimizers see a steady set.
-        return t + (self.mean_weight.sum() + self.var_weight.sum()).to(t.dtype) * 0
+        # Fixed logits take no part in the output. DDP expects a gradient for
+        # every parameter each step, so in a distributed run they are kept in
+        # the graph with a zero gradient; elsewhere they get none (and an
+        # optimizer leaves them alone).
+        if not (self.training and torch.is_grad_enabled() and dist.is_available() and dist.is_initialized()):
+            return t
+        return torch.add(t, torch.dot(self.mean_weight, self.var_weight).to(t.dtype), alpha=0)
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
