@@ -1,9 +1,10 @@
 """Channel Equilibrium against plain formulas, an eigendecomposition, and autograd."""
 import pytest
 import torch
-from torch.func import functional_call
 
 import ssn_plugins as S
+
+from helpers import gradcheck_module
 
 
 def plain_ce(x, ce):
@@ -73,11 +74,7 @@ def test_gradcheck():
     with torch.no_grad():
         for p in ce.parameters():
             p.copy_(torch.randn_like(p))
-    x = torch.randn(3, 8, 3, 3, dtype=torch.float64, requires_grad=True)
-    names = [n for n, _ in ce.named_parameters()]
-    params = tuple(p.detach().clone().requires_grad_() for p in ce.parameters())
-    assert torch.autograd.gradcheck(lambda x, *ps: functional_call(ce, dict(zip(names, ps)), (x,)),
-                                    (x,) + params)
+    assert gradcheck_module(ce, torch.randn(3, 8, 3, 3, dtype=torch.float64))
 
 
 def test_edge_cases_and_authors_names():

@@ -4,9 +4,10 @@ import io
 import pytest
 import torch
 from torch import nn
-from torch.func import functional_call
 
 import ssn_plugins as S
+
+from helpers import gradcheck_module
 from ssn_plugins.functional import switch_norm
 
 from test_switch_norm import SHAPES, randomize
@@ -75,11 +76,7 @@ def test_mixed_selection_computes_the_two_selected_statistics():
 @pytest.mark.parametrize("radius", [0.0, 0.3, 0.6, 0.75])
 def test_gradcheck_soft_ssn(radius):
     m = randomize(S.SparseSwitchNorm2d(3, radius=radius).double())
-    x = torch.randn(3, 3, 2, 3, dtype=torch.float64, requires_grad=True)
-    names = [n for n, _ in m.named_parameters()]
-    params = tuple(p.detach().clone().requires_grad_() for p in m.parameters())
-    assert torch.autograd.gradcheck(lambda x, *ps: functional_call(m, dict(zip(names, ps)), (x,)),
-                                    (x,) + params)
+    assert gradcheck_module(m, torch.randn(3, 3, 2, 3, dtype=torch.float64))
 
 
 def test_soft_ssn_uses_sparsestmax_ratios():

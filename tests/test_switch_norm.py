@@ -2,9 +2,10 @@
 import pytest
 import torch
 from torch import nn
-from torch.func import functional_call
 
 import ssn_plugins as S
+
+from helpers import gradcheck_module
 from ssn_plugins.functional import switch_norm
 
 SHAPES = {1: (6, 4, 7), 2: (4, 4, 5, 6), 3: (3, 4, 3, 4, 5)}
@@ -172,14 +173,7 @@ def test_official_compat_rejects_single_position():
 @pytest.mark.parametrize("using_bn", [True, False])
 def test_gradcheck_module(using_bn):
     m = randomize(S.SwitchNorm2d(3, using_bn=using_bn).double())
-    x = torch.randn(3, 3, 3, 2, dtype=torch.float64, requires_grad=True)
-    names = [n for n, _ in m.named_parameters()]
-    params = tuple(p.detach().clone().requires_grad_() for p in m.parameters())
-
-    def f(x, *ps):
-        return functional_call(m, dict(zip(names, ps)), (x,))
-
-    assert torch.autograd.gradcheck(f, (x,) + params)
+    assert gradcheck_module(m, torch.randn(3, 3, 3, 2, dtype=torch.float64))
 
 
 def test_candidates_option_and_errors():
@@ -201,6 +195,13 @@ def test_bn_with_one_value_per_channel_says_what_to_do():
     # IN/LN only, and eval mode, are fine with a single image
     assert torch.isfinite(S.SwitchNorm2d(4, using_bn=False)(torch.randn(1, 4, 5, 5))).all()
     assert torch.isfinite(S.SwitchNorm2d(4).eval()(torch.randn(1, 4, 1, 1))).all()
+    # an SSN layer whose selection left BN out no longer needs it
+    ssn = S.SparseSwitchNorm2d(4)
+    ssn.fix("mean", "LN")
+    with pytest.raises(ValueError, match="using_bn=False"):
+        ssn(torch.randn(1, 4, 1, 1))
+    ssn.fix("var", "LN")
+    assert torch.isfinite(ssn(torch.randn(1, 4, 1, 1))).all()
 
 
 def test_one_by_one_maps_are_finite_and_defined():

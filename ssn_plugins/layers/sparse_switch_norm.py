@@ -114,6 +114,11 @@ class SparseSwitchNorm(SwitchNorm):
             self._one_hot(index) if index is not None else sparsestmax(self._logits(v), self.radius)
             for v, index in enumerate(self._selected))
 
+    def _uses_batch_statistics(self) -> bool:
+        if None in self._selected:
+            return super()._uses_batch_statistics()
+        return "BN" in self.selection
+
     def _tie_fixed_logits(self, t: Tensor) -> Tensor:
         # Fixed logits take no part in the output. DDP expects a gradient for
         # every parameter each step, so in a distributed run they are kept in

@@ -141,7 +141,7 @@ class SwitchNorm(nn.Module):
             raise ValueError(
                 f"{name}(official_compat=True) uses the unbiased IN variance, which is undefined for a "
                 f"single spatial position (input shape {tuple(x.shape)}); use official_compat=False")
-        if (self.training and "BN" in self.candidates and self._process_group() is None
+        if (self.training and self._uses_batch_statistics() and self._process_group() is None
                 and x.shape[0] * positions == 1):
             raise ValueError(
                 f"{name}: the BN candidate needs more than one value per channel in training, got input of "
@@ -151,6 +151,10 @@ class SwitchNorm(nn.Module):
     def _process_group(self):
         """The group BN statistics are reduced over in this forward, or ``None``."""
         return None
+
+    def _uses_batch_statistics(self) -> bool:
+        """Whether this layer's output depends on the BN candidate."""
+        return "BN" in self.candidates
 
     def _momentum_now(self) -> float:
         """The momentum of this step: ``1 / num_batches_tracked`` when ``momentum`` is ``None``."""
