@@ -131,11 +131,10 @@ class SparseSwitchNorm(SwitchNorm):
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
         mean_index, var_index = self._selected
-        if mean_index is None and var_index is None:
-            mean_ratios, var_ratios = self.ratios()
-            return self._normalize(x, mean_ratios, var_ratios, self.candidates, self.weight)
         if mean_index is None or var_index is None:
-            mean_ratios, var_ratios = (self._tie_fixed_logits(r) for r in self.ratios())
+            mean_ratios, var_ratios = self.ratios()
+            if mean_index is not None or var_index is not None:
+                mean_ratios = self._tie_fixed_logits(mean_ratios)
             return self._normalize(x, mean_ratios, var_ratios, self.candidates, self.weight)
         if mean_index == var_index and self._can_run_native(self.candidates[mean_index]):
             candidate = self.candidates[mean_index]
