@@ -1,0 +1,271 @@
+"""Reading the published SN/SSN/CE ImageNet checkpoints and renaming them for each framework.
+
+A published file is a ``torch.save`` dict with ``state_dict`` (and ``epoch``,
+``best_prec1``, ``optimizer``), or the state dict itself, keys often prefixed
+``module.``. :func:`read_published` unwraps it, infers the architecture and
+loads it into :class:`ssn_plugins.models.ResNet`, whose norm layers accept
+the authors' layout; the result is a canonical state dict (``(C,)``
+parameters, ``bool`` flags) that the ``to_*`` functions rename. Pure key
+mapping: no framework is imported here.
+"""
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Tuple
+
+import torch
+from torch import Tensor
+
+from .models.resnet import DEPTHS, ResNet
+
+__all__ = ["PublishedModel", "read_published", "build_resnet", "to_detectron2", "to_openmmlab", "to_i3d",
+           "ConversionError", "I3D_R50_INFLATE"]
+
+#: mmaction2's I3D ResNet-50 inflation pattern (configs/_base_/models/i3d_r50.py).
+I3D_R50_INFLATE = ((1, 1, 1), (1, 0, 1, 0), (1, 0, 1, 0, 1, 0), (0, 1, 0))
+
+
+class ConversionError(ValueError):
+    """A checkpoint this converter does not recognise, with the reason."""
+
+
+@dataclass
+class PublishedModel:
+    """A published checkpoint, read and checked.
+
+    ``state_dict`` is canonical (as :class:`ResNet` saves it); the other
+    fields describe the architecture it was inferred to be.
+    """
+    depth: int
+    version: int
+    candidates: Tuple[str, ...]
+    sparse: bool
+    ce: bool
+    num_classes: int
+    ceil_mode_pool: bool
+    state_dict: Dict[str, Tensor] = field(repr=False)
+    report: List[str] = field(default_factory=list, repr=False)
+
+    @property
+    def norm(self) -> str:
+        return "SSN" if self.sparse else "SN"
+
+    def architecture(self) -> dict:
+        """The fields that rebuild the model (saved beside converted weights)."""
+        d = asdict(self)
+        d.pop("state_dict"), d.pop("report")
+        d["candidates"] = list(self.candidates)
+        return d
+
+
+def _unwrap(obj) -> Dict[str, Tensor]:
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    elif isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        obj = obj["model"]
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise ConversionError("not a state dict: expected a dict of tensors, or one under 'state_dict' / 'model'")
+    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in obj.items()}
+
+
+def _infer(sd: Dict[str, Tensor]) -> dict:
+    blocks = {}
+    for key in sd:
+        m = re.match(r"layer([1-4])\.(\d+)\.", key)
+        if m:
+            blocks[int(m.group(1))] = max(blocks.get(int(m.group(1)), 0), int(m.group(2)) + 1)
+    kind = "bottleneck" if "layer1.0.conv3.weight" in sd else "basic"
+    counts = tuple(blocks.get(i, 0) for i in range(1, 5))
+    depth = next((d for d, (k, c) in DEPTHS.items() if k == kind and c == counts), None)
+    if depth is None:
+        raise ConversionError(f"unrecognised ResNet: {kind} blocks per stage {counts}")
+    ratio = sd.get("sn1.mean_weight")
+    if ratio is None:
+        raise ConversionError("no 'sn1.mean_weight': not an SN/SSN ResNet checkpoint")
+    if ratio.numel() not in (2, 3):
+        raise ConversionError(f"ratio logits have {ratio.numel()} entries; expected 3 ([IN, LN, BN]) or 2 ([IN, LN])")
+    sparse = any(k.endswith("mean_fixed") for k in sd)
+    return {
+        "depth": depth,
+        "version": 2 if "sn_out.weight" in sd else 1,
+        "candidates": ("IN", "LN", "BN") if ratio.numel() == 3 else ("IN", "LN"),
+        "sparse": sparse,
+        "ce": any(re.match(r"(.*\.)?ce\d\.", k) for k in sd),
+        "num_classes": sd["fc.weight"].shape[0] if "fc.weight" in sd else 0,
+        # the SSN release's stem pools with padding 0 and ceil_mode; the SN release with padding 1
+        "ceil_mode_pool": sparse,
+    }
+
+
+def build_resnet(arch: dict, **overrides) -> ResNet:
+    """The :class:`ResNet` described by :meth:`PublishedModel.architecture` (plus ``overrides``)."""
+    arch = {**arch, **overrides}
+    norm_kwargs = {"candidates": tuple(arch["candidates"])}
+    norm_kwargs.update(arch.get("norm_kwargs", {}))
+    return ResNet(arch["depth"], "SSN" if arch["sparse"] else "SN", norm_kwargs=norm_kwargs,
+                  version=arch["version"], ceil_mode_pool=arch["ceil_mode_pool"], ce=arch["ce"],
+                  num_classes=arch["num_classes"])
+
+
+def read_published(source, ceil_mode_pool=None, trust_pickle: bool = False) -> PublishedModel:
+    """Read a published SN/SSN/CE ResNet checkpoint (a path or an already loaded object).
+
+    Args:
+        source: file path, or the object ``torch.load`` returned.
+        ceil_mode_pool: override the inferred stem pooling (SSN release: True).
+        trust_pickle: load with ``weights_only=False`` (only for files you trust;
+            needed when a file pickles objects beyond tensors and containers).
+
+    Raises:
+        ConversionError: on anything unrecognised (unknown keys, shapes, architecture).
+    """
+    if not isinstance(source, dict):
+        try:
+            source = torch.load(source, map_location="cpu", weights_only=not trust_pickle)
+        except Exception as e:  # noqa: BLE001 - re-raised with the way out
+            if trust_pickle:
+                raise
+            raise ConversionError(f"could not load {source} with weights_only=True ({e}); if you trust the file, "
+                                  f"pass trust_pickle=True (--trust-pickle)") from e
+    sd = _unwrap(source)
+    arch = _infer(sd)
+    if ceil_mode_pool is not None:
+        arch["ceil_mode_pool"] = ceil_mode_pool
+    model = build_resnet(arch)
+    result = model.load_state_dict(dict(sd), strict=False)
+    if result.unexpected_keys:
+        raise ConversionError(f"unrecognised keys: {sorted(result.unexpected_keys)[:10]}")
+    # The authors' layers have no num_batches_tracked: those are the only keys allowed to be missing.
+    missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
+    if missing:
+        raise ConversionError(f"keys missing from the checkpoint: {sorted(missing)[:10]}")
+    model_sd = model.state_dict()
+    layers = [m for m in model.modules() if hasattr(m, "mean_weight")]
+    report = [f"ResNet-{arch['depth']} v{arch['version']}, {'SSN' if arch['sparse'] else 'SN'} over "
+              f"{list(arch['candidates'])}, {len(layers)} norm layers"
+              + (", with CE" if arch["ce"] else "") + (f", {arch['num_classes']}-way fc" if arch["num_classes"] else "")]
+    if arch["sparse"]:
+        fixed = sum(i is not None for m in layers for i in m._selected)
+        counts = {}
+        for m in layers:
+            for s in m.selection:
+                if s is not None:
+                    counts[s] = counts.get(s, 0) + 1
+        report.append(f"fixed selections: {fixed} of {2 * len(layers)} ratio vectors {counts}")
+    return PublishedModel(**arch, state_dict=model_sd, report=report)
+
+
+def _rename(sd: Dict[str, Tensor], rules, skip=()) -> Tuple[Dict[str, Tensor], List[str]]:
+    out, dropped = {}, []
+    for key, value in sd.items():
+        if any(re.match(p, key) for p in skip):
+            dropped.append(key)
+            continue
+        for pattern, repl in rules:
+            new, n = re.subn(pattern, repl, key)
+            if n:
+                out[new] = value
+                break
+        else:
+            raise ConversionError(f"no rule for key {key!r}")
+    return out, dropped
+
+
+def _check_v1_without_ce(model: PublishedModel, framework: str) -> None:
+    if model.version != 1:
+        raise ConversionError(f"{framework}: the v2 (pre-activation) ResNet has no counterpart there; use a v1 model")
+    if model.ce:
+        raise ConversionError(f"{framework}: Channel Equilibrium backbones are not supported by this converter yet")
+
+
+def to_detectron2(model: PublishedModel) -> Tuple[dict, List[str]]:
+    """detectron2 ``ResNet`` names (``stem.conv1.norm.*``, ``res2.0.conv1.norm.*``, ``res2.0.shortcut.*``).
+
+    Returns ``({"model": state_dict, "__author__": ..., "matching_heuristics": True}, dropped keys)``,
+    the layout ``DetectionCheckpointer`` expects of a ``.pkl`` backbone file
+    (its heuristics add the ``backbone.bottom_up.`` prefix). Build the
+    detectron2 ResNet with ``STRIDE_IN_1X1: False`` (the stride is in the 3x3
+    convolution here).
+    """
+    _check_v1_without_ce(model, "detectron2")
+    stage = lambda m: f"res{int(m.group(1)) + 1}.{m.group(2)}."
+    rules = [
+        (r"^conv1\.weight$", "stem.conv1.weight"),
+        (r"^sn1\.", "stem.conv1.norm."),
+        (r"^layer(\d)\.(\d+)\.conv(\d)\.weight$", lambda m: stage(m) + f"conv{m.group(3)}.weight"),
+        (r"^layer(\d)\.(\d+)\.sn(\d)\.", lambda m: stage(m) + f"conv{m.group(3)}.norm."),
+        (r"^layer(\d)\.(\d+)\.downsample\.0\.weight$", lambda m: stage(m) + "shortcut.weight"),
+        (r"^layer(\d)\.(\d+)\.downsample\.1\.", lambda m: stage(m) + "shortcut.norm."),
+    ]
+    sd, dropped = _rename(model.state_dict, rules, skip=(r"^fc\.",))
+    return {"model": sd, "__author__": "ssn_plugins", "matching_heuristics": True,
+            "ssn_plugins": model.architecture()}, dropped
+
+
+def to_openmmlab(model: PublishedModel) -> Tuple[dict, List[str]]:
+    """OpenMMLab ``ResNet`` (mmdet/mmseg, ``style='pytorch'``) names: ``bn1``, ``layerK.i.bn{1,2,3}``.
+
+    Returns ``({"state_dict": ..., "meta": ...}, dropped keys)``; load it
+    with ``init_cfg=dict(type='Pretrained', checkpoint=...)`` on a ResNet
+    whose ``norm_cfg`` type is ``SN``/``SSN`` (names kept as ``bn`` by the
+    plugin's registration).
+    """
+    _check_v1_without_ce(model, "OpenMMLab")
+    rules = [
+        (r"^conv1\.weight$", "conv1.weight"),
+        (r"^sn1\.", "bn1."),
+        (r"^(layer\d\.\d+)\.conv(\d)\.weight$", r"\1.conv\2.weight"),
+        (r"^(layer\d\.\d+)\.sn(\d)\.", r"\1.bn\2."),
+        (r"^(layer\d\.\d+\.downsample\.[01])\.", r"\1."),
+    ]
+    sd, dropped = _rename(model.state_dict, rules, skip=(r"^fc\.",))
+    return {"state_dict": sd, "meta": {"ssn_plugins": model.architecture()}}, dropped
+
+
+def _inflate(weight: Tensor, t: int) -> Tensor:
+    """A 2-D kernel repeated ``t`` times along time and divided by ``t`` (I3D's inflation)."""
+    return weight.unsqueeze(2).repeat(1, 1, t, 1, 1) / t
+
+
+def to_i3d(model: PublishedModel, conv1_t: int = 5, inflate=I3D_R50_INFLATE,
+           inflate_style: str = "3x1x1") -> Tuple[dict, List[str]]:
+    """mmaction2 ``ResNet3d`` names with inflated kernels (I3D).
+
+    The stem convolution gets ``conv1_t`` frames; in each block whose
+    ``inflate`` flag is 1, ``conv1`` (``'3x1x1'`` style) or ``conv2``
+    (``'3x3x3'``) gets 3; everything else one. Each inflated kernel is the 2-D
+    kernel repeated over time and divided by the frame count, so a video of
+    identical frames gives the 2-D response away from the temporal borders.
+    Norm parameters, ratios, statistics and selections are copied unchanged
+    (the 3-D layers hold the same tensors). Returns ``({"state_dict": ...,
+    "meta": ...}, dropped keys)``.
+    """
+    _check_v1_without_ce(model, "I3D")
+    if inflate_style not in ("3x1x1", "3x3x3"):
+        raise ConversionError(f"inflate_style must be '3x1x1' or '3x3x3', got {inflate_style!r}")
+    blocks = DEPTHS[model.depth][1]
+    if tuple(len(s) for s in inflate) != blocks:
+        raise ConversionError(f"inflate pattern {inflate} does not match ResNet-{model.depth}'s blocks {blocks}")
+    inflated_conv = "conv1" if inflate_style == "3x1x1" else "conv2"
+    out, dropped = {}, []
+    for key, value in model.state_dict.items():
+        if key.startswith("fc."):
+            dropped.append(key)
+        elif key == "conv1.weight":
+            out["conv1.conv.weight"] = _inflate(value, conv1_t)
+        elif key.startswith("sn1."):
+            out["conv1.bn." + key[len("sn1."):]] = value
+        elif m := re.match(r"^layer(\d)\.(\d+)\.(conv\d)\.weight$", key):
+            stage, block, conv = int(m.group(1)), int(m.group(2)), m.group(3)
+            t = 3 if inflate[stage - 1][block] and conv == inflated_conv else 1
+            out[f"layer{stage}.{block}.{conv}.conv.weight"] = _inflate(value, t)
+        elif m := re.match(r"^(layer\d\.\d+)\.sn(\d)\.(.+)$", key):
+            out[f"{m.group(1)}.conv{m.group(2)}.bn.{m.group(3)}"] = value
+        elif m := re.match(r"^(layer\d\.\d+)\.downsample\.0\.weight$", key):
+            out[f"{m.group(1)}.downsample.conv.weight"] = value.unsqueeze(2)
+        elif m := re.match(r"^(layer\d\.\d+)\.downsample\.1\.(.+)$", key):
+            out[f"{m.group(1)}.downsample.bn.{m.group(2)}"] = value
+        else:
+            raise ConversionError(f"no rule for key {key!r}")
+    meta = {"ssn_plugins": {**model.architecture(), "conv1_t": conv1_t, "inflate": [list(s) for s in inflate],
+                            "inflate_style": inflate_style}}
+    return {"state_dict": out, "meta": meta}, dropped

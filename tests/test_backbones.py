@@ -1,0 +1,221 @@
+"""The SN/SSN ResNet family and the converters from the published checkpoint layout.
+
+The published files cannot be downloaded here, so checkpoints are written in
+their layout from our ResNet (random weights and ratio logits, some SSN
+selections fixed, batch-average statistics from real photo crops) and
+converted; detectron2's ResNet, mmdet's ResNet and the torch model must then
+give the same features on a real image.
+"""
+import pickle
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import ssn_plugins as S
+from ssn_plugins.checkpoints import (I3D_R50_INFLATE, ConversionError, read_published, to_detectron2, to_i3d,
+                                     to_openmmlab)
+from ssn_plugins.models import ResNet
+
+PHOTO = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+
+
+def photo_batch(size=(128, 160), crops=2, seed=0) -> torch.Tensor:
+    """Random crops of a real photograph, ImageNet-normalized, ``(crops, 3, H, W)``."""
+    image = torch.from_numpy(np.asarray(Image.open(PHOTO).convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(crops):
+        top = int(torch.randint(0, image.shape[1] - size[0], (1,), generator=g))
+        left = int(torch.randint(0, image.shape[2] - size[1], (1,), generator=g))
+        out.append(image[:, top:top + size[0], left:left + size[1]])
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+    return (torch.stack(out) - mean) / std
+
+
+def trained_looking_resnet(depth=50, norm="SSN", using_bn=True, version=1, ceil=False) -> ResNet:
+    torch.manual_seed(0)
+    candidates = ("IN", "LN", "BN") if using_bn else ("IN", "LN")
+    model = ResNet(depth, norm, norm_kwargs={"candidates": candidates}, version=version, ceil_mode_pool=ceil)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, S.SwitchNorm):
+                m.mean_weight.copy_(torch.randn_like(m.mean_weight))
+                m.var_weight.copy_(torch.randn_like(m.var_weight))
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    if norm == "SSN":
+        layers = S.sparse_layers(model)
+        for i, m in enumerate(layers[::3]):
+            m.fix("mean", candidates[i % len(candidates)])
+            m.fix("var", candidates[(i + 1) % len(candidates)])
+        S.set_radius(model, 0.35)
+    if using_bn:
+        S.recompute_batch_statistics(model, [photo_batch(crops=4, seed=s) for s in range(3)])
+    return model.eval()
+
+
+def published_layout(model: ResNet) -> dict:
+    """What the authors' training script saves: ``module.`` keys, (1,C,1,1) / (1,C,1) shapes, long flags."""
+    sd = {}
+    for key, value in model.state_dict().items():
+        name = key.rsplit(".", 1)[-1]
+        if name == "num_batches_tracked":
+            continue
+        if name in ("weight", "bias") and value.dim() == 1 and not key.startswith("fc."):
+            value = value.reshape(1, -1, 1, 1)
+        elif name in ("running_mean", "running_var"):
+            value = value.reshape(1, -1, 1)
+        elif name in ("mean_fixed", "var_fixed"):
+            value = value.long().reshape(1)
+        elif name == "radius":
+            value = value.reshape(1)
+        sd["module." + key] = value.clone()
+    return {"epoch": 100, "arch": "resnet", "state_dict": sd, "best_prec1": torch.tensor(76.9), "optimizer": {}}
+
+
+@pytest.fixture(scope="module")
+def ssn50(tmp_path_factory):
+    model = trained_looking_resnet(50, "SSN")
+    path = tmp_path_factory.mktemp("published") / "ssn50.pth"
+    torch.save(published_layout(model), path)
+    return model, read_published(path)
+
+
+@pytest.mark.parametrize("depth", [18, 34, 50, 101])
+@pytest.mark.parametrize("norm", ["BN", "GN", "SN", "SSN", "SyncSSN"])
+def test_resnet_family_builds_and_runs(depth, norm):
+    model = ResNet(depth, norm, num_classes=10)
+    expected_norms = {18: 20, 34: 36, 50: 53, 101: 104}[depth]
+    assert sum(isinstance(m, (torch.nn.BatchNorm2d, torch.nn.GroupNorm, S.SwitchNorm)) for m in model.modules()) \
+        == expected_norms
+    assert model(torch.randn(2, 3, 64, 64)).shape == (2, 10)
+
+
+def test_resnet_variants():
+    v2 = ResNet(50, "SN", version=2)
+    assert "sn_out.weight" in v2.state_dict() and "layer1.0.downsample.weight" in v2.state_dict()
+    assert v2(torch.randn(2, 3, 64, 64)).shape == (2, 1000)
+    ce = ResNet(50, "BN", ce=True, ce_kwargs={"group_size": 16})
+    ce_layers = [n for n, m in ce.named_modules() if isinstance(m, S.ChannelEquilibrium)]
+    assert ce_layers[0] == "ce1" and len(ce_layers) == 1 + 3 + 4 + 6  # stem + stages 1-3, not stage 4
+    assert not any(n.startswith("layer4") for n in ce_layers)
+    assert ce(torch.randn(2, 3, 64, 64)).shape == (2, 1000)
+    zero = ResNet(18, "SN", last_gamma=True)
+    assert torch.count_nonzero(zero.layer1[0].sn2.weight) == 0 and torch.count_nonzero(zero.layer1[0].sn1.weight) > 0
+    # the SSN release's stem: padding 0 with ceil_mode gives the same size, other values
+    x = torch.randn(1, 3, 224, 224)
+    a, b = ResNet(18, "BN", num_classes=0).eval(), ResNet(18, "BN", ceil_mode_pool=True, num_classes=0).eval()
+    b.load_state_dict(a.state_dict())
+    assert a.stages(x)["stem"].shape == b.stages(x)["stem"].shape == (1, 64, 56, 56)
+    assert not torch.allclose(a.stages(x)["stem"], b.stages(x)["stem"])
+    with pytest.raises(ValueError, match="depth"):
+        ResNet(42)
+    with pytest.raises(ValueError, match="unknown norm"):
+        ResNet(18, "XN")
+
+
+def test_read_published_recovers_architecture_and_outputs(ssn50):
+    model, published = ssn50
+    assert (published.depth, published.version, published.sparse, published.candidates) == (50, 1, True,
+                                                                                            ("IN", "LN", "BN"))
+    assert published.ceil_mode_pool and published.num_classes == 1000
+    fixed = sum(s is not None for m in S.sparse_layers(model) for s in m.selection)
+    assert fixed >= 36 and f"fixed selections: {fixed} of 106" in published.report[1]  # 36 fixed by hand
+    rebuilt = S.checkpoints.build_resnet(published.architecture(), ceil_mode_pool=False).eval()
+    rebuilt.load_state_dict(published.state_dict)
+    assert [m.selection for m in S.sparse_layers(rebuilt)] == [m.selection for m in S.sparse_layers(model)]
+    x = photo_batch()
+    torch.testing.assert_close(rebuilt(x), model(x))
+
+
+def test_read_published_variants(tmp_path):
+    sn_v2 = trained_looking_resnet(18, "SN", using_bn=False, version=2)
+    raw = published_layout(sn_v2)["state_dict"]  # the file *is* the state dict, with module. prefixes
+    published = read_published(raw)
+    assert (published.depth, published.version, published.candidates, published.sparse) == (18, 2, ("IN", "LN"),
+                                                                                            False)
+    rebuilt = S.checkpoints.build_resnet(published.architecture()).eval()
+    rebuilt.load_state_dict(published.state_dict)
+    x = photo_batch()
+    torch.testing.assert_close(rebuilt(x), sn_v2(x))
+    broken = dict(raw)
+    broken["module.layer1.0.extra.weight"] = torch.zeros(3)
+    with pytest.raises(ConversionError, match="unrecognised keys"):
+        read_published(broken)
+    with pytest.raises(ConversionError, match="not a state dict"):
+        read_published({"epoch": 3})
+    with pytest.raises(ConversionError, match="v2"):
+        to_detectron2(published)
+
+
+def test_detectron2_backbone_gives_the_same_features(ssn50, tmp_path):
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.modeling.backbone.resnet import BasicStem
+    from detectron2.modeling.backbone.resnet import ResNet as D2ResNet
+
+    model, published = ssn50
+    converted, dropped = to_detectron2(published)
+    assert dropped == ["fc.weight", "fc.bias"]
+    path = tmp_path / "ssn50_d2.pkl"
+    with open(path, "wb") as f:
+        pickle.dump(converted, f)
+
+    norm = S.SparseSwitchNorm2d
+    d2 = D2ResNet(BasicStem(3, 64, norm=norm), D2ResNet.make_default_stages(50, stride_in_1x1=False, norm=norm),
+                  out_features=["res2", "res3", "res4", "res5"]).eval()
+    checkpointer = DetectionCheckpointer(d2)
+    incompatible = checkpointer._load_model(checkpointer._load_file(str(path)))
+    assert not incompatible.missing_keys and not incompatible.unexpected_keys
+    x = photo_batch()
+    ours, theirs = model.stages(x), d2(x)
+    for name in ("res2", "res3", "res4", "res5"):
+        torch.testing.assert_close(theirs[name], ours[name], rtol=1e-4, atol=1e-4, msg=name)
+
+
+def test_openmmlab_backbone_gives_the_same_features(tmp_path):
+    import ssn_plugins.openmmlab  # noqa: F401  (registers SN/SSN)
+    from mmdet.models.backbones import ResNet as MMResNet
+    from mmengine.runner import load_checkpoint
+
+    model = trained_looking_resnet(50, "SN")  # the SN release's stem, which mmdet's ResNet has
+    published = read_published(published_layout(model), ceil_mode_pool=False)
+    converted, dropped = to_openmmlab(published)
+    path = tmp_path / "sn50_mm.pth"
+    torch.save(converted, path)
+    mm = MMResNet(depth=50, norm_cfg=dict(type="SN"), style="pytorch", out_indices=(0, 1, 2, 3))
+    assert mm.norm1 is mm.bn1 and isinstance(mm.bn1, S.SwitchNorm2d)
+    load_checkpoint(mm, str(path), strict=True)
+    mm.eval()  # mmdet's ResNet.train() returns None, so this cannot be chained
+    x = photo_batch()
+    ours, theirs = model.stages(x), mm(x)
+    for name, feature in zip(("res2", "res3", "res4", "res5"), theirs):
+        torch.testing.assert_close(feature, ours[name], rtol=1e-4, atol=1e-4, msg=name)
+
+
+def test_i3d_checkpoint_loads_into_mmaction_resnet3d(ssn50, tmp_path):
+    import ssn_plugins.openmmlab  # noqa: F401
+    from mmaction.models.backbones import ResNet3d
+
+    model, published = ssn50
+    converted, _ = to_i3d(published)
+    path = tmp_path / "ssn50_i3d.pth"
+    torch.save(converted, path)
+    i3d = ResNet3d(depth=50, pretrained=None, pretrained2d=False, norm_cfg=dict(type="SSN3d"),
+                   conv1_kernel=(5, 7, 7), conv1_stride_t=2, pool1_stride_t=2, inflate=I3D_R50_INFLATE,
+                   inflate_style="3x1x1", zero_init_residual=False)
+    result = i3d.load_state_dict(torch.load(path, weights_only=True)["state_dict"], strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    # selections, ratios and statistics survive; kernels sum back to the 2-D ones over time
+    assert [m.selection for m in S.sparse_layers(i3d)] == [m.selection for m in S.sparse_layers(model)]
+    torch.testing.assert_close(i3d.layer2[0].conv1.bn.running_var, model.layer2[0].sn1.running_var)
+    assert i3d.layer1[0].conv1.conv.weight.shape[2] == 3 and i3d.layer1[0].conv2.conv.weight.shape[2] == 1
+    torch.testing.assert_close(i3d.conv1.conv.weight.sum(2), model.conv1.weight)
+    torch.testing.assert_close(i3d.layer1[0].conv1.conv.weight.sum(2), model.layer1[0].conv1.weight)
+    video = torch.randn(1, 3, 8, 64, 64)
+    i3d.eval()
+    assert torch.isfinite(i3d(video)).all()
