@@ -20,6 +20,9 @@ from .models.resnet import DEPTHS, ResNet
 __all__ = ["PublishedModel", "read_published", "build_resnet", "to_detectron2", "to_openmmlab", "to_i3d",
            "ConversionError", "I3D_R50_INFLATE"]
 
+#: norm names whose layers take ``candidates``
+SWITCHABLE = ("SN", "SSN", "SyncSN", "SyncSSN")
+
 #: mmaction2's I3D ResNet-50 inflation pattern (configs/_base_/models/i3d_r50.py).
 I3D_R50_INFLATE = ((1, 1, 1), (1, 0, 1, 0), (1, 0, 1, 0, 1, 0), (0, 1, 0))
 
@@ -37,6 +40,7 @@ class PublishedModel:
     """
     depth: int
     version: int
+    norm: str
     candidates: Tuple[str, ...]
     sparse: bool
     ce: bool
@@ -44,10 +48,6 @@ class PublishedModel:
     ceil_mode_pool: bool
     state_dict: Dict[str, Tensor] = field(repr=False)
     report: List[str] = field(default_factory=list, repr=False)
-
-    @property
-    def norm(self) -> str:
-        return "SSN" if self.sparse else "SN"
 
     def architecture(self) -> dict:
         """The fields that rebuild the model (saved beside converted weights)."""
@@ -87,6 +87,7 @@ def _infer(sd: Dict[str, Tensor]) -> dict:
     return {
         "depth": depth,
         "version": 2 if "sn_out.weight" in sd else 1,
+        "norm": "SSN" if sparse else "SN",
         "candidates": ("IN", "LN", "BN") if ratio.numel() == 3 else ("IN", "LN"),
         "sparse": sparse,
         "ce": any(re.match(r"(.*\.)?ce\d\.", k) for k in sd),
@@ -99,9 +100,8 @@ def _infer(sd: Dict[str, Tensor]) -> dict:
 def build_resnet(arch: dict, **overrides) -> ResNet:
     """The :class:`ResNet` described by :meth:`PublishedModel.architecture` (plus ``overrides``)."""
     arch = {**arch, **overrides}
-    norm_kwargs = {"candidates": tuple(arch["candidates"])}
-    norm_kwargs.update(arch.get("norm_kwargs", {}))
-    return ResNet(arch["depth"], "SSN" if arch["sparse"] else "SN", norm_kwargs=norm_kwargs,
+    norm_kwargs = {"candidates": tuple(arch["candidates"])} if arch["norm"] in SWITCHABLE else {}
+    return ResNet(arch["depth"], arch["norm"], norm_kwargs=norm_kwargs,
                   version=arch["version"], ceil_mode_pool=arch["ceil_mode_pool"], ce=arch["ce"],
                   num_classes=arch["num_classes"])
 
@@ -140,7 +140,7 @@ def read_published(source, ceil_mode_pool=None, trust_pickle: bool = False) -> P
         raise ConversionError(f"keys missing from the checkpoint: {sorted(missing)[:10]}")
     model_sd = model.state_dict()
     layers = [m for m in model.modules() if hasattr(m, "mean_weight")]
-    report = [f"ResNet-{arch['depth']} v{arch['version']}, {'SSN' if arch['sparse'] else 'SN'} over "
+    report = [f"ResNet-{arch['depth']} v{arch['version']}, {arch['norm']} over "
               f"{list(arch['candidates'])}, {len(layers)} norm layers"
               + (", with CE" if arch["ce"] else "") + (f", {arch['num_classes']}-way fc" if arch["num_classes"] else "")]
     if arch["sparse"]:
@@ -226,7 +226,7 @@ def _inflate(weight: Tensor, t: int) -> Tensor:
     return weight.unsqueeze(2).repeat(1, 1, t, 1, 1) / t
 
 
-def to_i3d(model: PublishedModel, conv1_t: int = 5, inflate=I3D_R50_INFLATE,
+def to_i3d(model: PublishedModel, conv1_t: int = 5, inflate=None,
            inflate_style: str = "3x1x1") -> Tuple[dict, List[str]]:
     """mmaction2 ``ResNet3d`` names with inflated kernels (I3D).
 
@@ -236,13 +236,16 @@ def to_i3d(model: PublishedModel, conv1_t: int = 5, inflate=I3D_R50_INFLATE,
     kernel repeated over time and divided by the frame count, so a video of
     identical frames gives the 2-D response away from the temporal borders.
     Norm parameters, ratios, statistics and selections are copied unchanged
-    (the 3-D layers hold the same tensors). Returns ``({"state_dict": ...,
-    "meta": ...}, dropped keys)``.
+    (the 3-D layers hold the same tensors). ``inflate`` defaults to
+    :data:`I3D_R50_INFLATE` for ResNet-50 and to every block otherwise.
+    Returns ``({"state_dict": ..., "meta": ...}, dropped keys)``.
     """
     _check_v1_without_ce(model, "I3D")
     if inflate_style not in ("3x1x1", "3x3x3"):
         raise ConversionError(f"inflate_style must be '3x1x1' or '3x3x3', got {inflate_style!r}")
     blocks = DEPTHS[model.depth][1]
+    if inflate is None:
+        inflate = I3D_R50_INFLATE if model.depth == 50 else tuple((1,) * n for n in blocks)
     if tuple(len(s) for s in inflate) != blocks:
         raise ConversionError(f"inflate pattern {inflate} does not match ResNet-{model.depth}'s blocks {blocks}")
     inflated_conv = "conv1" if inflate_style == "3x1x1" else "conv2"

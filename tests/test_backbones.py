@@ -219,3 +219,28 @@ def test_i3d_checkpoint_loads_into_mmaction_resnet3d(ssn50, tmp_path):
     video = torch.randn(1, 3, 8, 64, 64)
     i3d.eval()
     assert torch.isfinite(i3d(video)).all()
+
+
+def test_convert_checkpoint_tool(tmp_path):
+    import subprocess
+    import sys
+
+    model = trained_looking_resnet(18, "SSN")
+    source = tmp_path / "ssn18.pth"
+    torch.save(published_layout(model), source)
+    tool = Path(__file__).resolve().parents[1] / "tools" / "convert_checkpoint.py"
+    result = subprocess.run([sys.executable, str(tool), str(source), "-o", str(tmp_path / "out" / "ssn18")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "ResNet-18 v1, SSN" in result.stdout and "dropped fc.weight, fc.bias" in result.stdout
+    for suffix in (".pth", "_d2.pkl", "_mm.pth", "_i3d.pth"):
+        assert (tmp_path / "out" / f"ssn18{suffix}").stat().st_size > 1_000_000
+    saved = torch.load(tmp_path / "out" / "ssn18.pth", weights_only=True)
+    rebuilt = S.checkpoints.build_resnet(saved["meta"]["ssn_plugins"]).eval()
+    rebuilt.load_state_dict(saved["state_dict"])
+    x = photo_batch()
+    torch.testing.assert_close(rebuilt(x), model(x))
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    result = subprocess.run([sys.executable, str(tool), str(tmp_path / "junk.pth"), "-o", str(tmp_path / "j")],
+                            capture_output=True, text=True)
+    assert result.returncode != 0 and "conversion failed" in result.stderr

@@ -1,0 +1,79 @@
+"""Convert a published SN/SSN/CE ImageNet ResNet checkpoint for PyTorch, detectron2, OpenMMLab or I3D.
+
+    python tools/convert_checkpoint.py resnet50v1_ssn_8x32.pth --to all -o converted/ssn_r50_8x32
+    python tools/convert_checkpoint.py resnet50v1_sn.pth --to detectron2 -o converted/sn_r50
+
+Writes ``<out>.pth`` (torch ``ssn_plugins.models.ResNet``: ``{"state_dict", "meta"}``),
+``<out>_d2.pkl`` (detectron2 ``MODEL.WEIGHTS``), ``<out>_mm.pth`` (OpenMMLab
+``init_cfg=dict(type='Pretrained', checkpoint=...)``) and ``<out>_i3d.pth``
+(mmaction2 ResNet3d), and prints what was converted. Anything unrecognised stops
+the conversion with the reason.
+"""
+import argparse
+import pickle
+import sys
+from pathlib import Path
+
+import torch
+
+from ssn_plugins.checkpoints import ConversionError, read_published, to_detectron2, to_i3d, to_openmmlab
+
+TARGETS = ("torch", "detectron2", "openmmlab", "i3d")
+
+
+def convert(source: Path, out: Path, targets, ceil_mode_pool=None, trust_pickle=False, conv1_t=5,
+            inflate_style="3x1x1"):
+    """Convert ``source`` to each of ``targets``; returns ``{target: written path}``."""
+    model = read_published(source, ceil_mode_pool=ceil_mode_pool, trust_pickle=trust_pickle)
+    for line in model.report:
+        print(line)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for target in targets:
+        if target == "torch":
+            path = out.with_name(out.name + ".pth")
+            torch.save({"state_dict": model.state_dict, "meta": {"ssn_plugins": model.architecture()}}, path)
+            dropped = []
+        elif target == "detectron2":
+            converted, dropped = to_detectron2(model)
+            path = out.with_name(out.name + "_d2.pkl")
+            with open(path, "wb") as f:
+                pickle.dump(converted, f)
+        elif target == "openmmlab":
+            converted, dropped = to_openmmlab(model)
+            path = out.with_name(out.name + "_mm.pth")
+            torch.save(converted, path)
+        else:
+            converted, dropped = to_i3d(model, conv1_t=conv1_t, inflate_style=inflate_style)
+            path = out.with_name(out.name + "_i3d.pth")
+            torch.save(converted, path)
+        written[target] = path
+        print(f"{target}: wrote {path}" + (f" (dropped {', '.join(dropped)})" if dropped else ""))
+    return written
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", type=Path, help="a published SN/SSN/CE ResNet checkpoint")
+    parser.add_argument("--to", nargs="+", choices=TARGETS + ("all",), default=["all"])
+    parser.add_argument("-o", "--out", type=Path, required=True, help="output path prefix")
+    pool = parser.add_mutually_exclusive_group()
+    pool.add_argument("--ceil-mode-pool", dest="ceil_mode_pool", action="store_true", default=None,
+                      help="stem max-pool with padding 0 and ceil_mode (the SSN release; inferred by default)")
+    pool.add_argument("--padded-pool", dest="ceil_mode_pool", action="store_false",
+                      help="stem max-pool with padding 1 (the SN release)")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="load with weights_only=False (only for files you trust)")
+    parser.add_argument("--i3d-conv1-t", type=int, default=5, help="frames of the inflated stem convolution")
+    parser.add_argument("--i3d-inflate-style", choices=("3x1x1", "3x3x3"), default="3x1x1")
+    args = parser.parse_args(argv)
+    targets = TARGETS if "all" in args.to else tuple(args.to)
+    try:
+        convert(args.checkpoint, args.out, targets, args.ceil_mode_pool, args.trust_pickle, args.i3d_conv1_t,
+                args.i3d_inflate_style)
+    except ConversionError as e:
+        sys.exit(f"conversion failed: {e}")
+
+
+if __name__ == "__main__":
+    main()
