@@ -12,10 +12,6 @@ the normalizer each layer selected.
     python tools/train_fashion_mnist.py --norm SN       # or BN / GN / SSN
 """
 import argparse
-import gzip
-import os
-import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -26,29 +22,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import ssn_plugins as S
-
-DEBIAN_PACKAGE = "dataset-fashion-mnist"
-DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
-FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
-
-
-def fashion_mnist_root(cache: Path) -> Path:
-    """A torchvision ``FashionMNIST`` root holding the Debian package's files, decompressed."""
-    if not all((DEBIAN_DIR / f"{name}.gz").exists() for name in FILES):
-        if os.geteuid() != 0:
-            raise SystemExit(f"Fashion-MNIST is not installed: run `sudo apt-get install {DEBIAN_PACKAGE}`")
-        print(f"installing Debian package {DEBIAN_PACKAGE} ...", flush=True)
-        subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", DEBIAN_PACKAGE],
-                       check=True, stdout=subprocess.DEVNULL)
-    raw = cache / "FashionMNIST" / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    for name in FILES:
-        if not (raw / name).exists():
-            with gzip.open(DEBIAN_DIR / f"{name}.gz", "rb") as src, open(raw / f"{name}.part", "wb") as dst:
-                shutil.copyfileobj(src, dst)
-            (raw / f"{name}.part").rename(raw / name)
-    return cache
-
+from fashion_mnist import DEFAULT_CACHE, fashion_mnist_root
 
 class BasicBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, stride: int, norm):
@@ -105,7 +79,7 @@ def main():
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--weight-decay", type=float, default=1e-4)
     parser.add_argument("--stat-batches", type=int, default=50, help="batches for batch-average statistics")
-    parser.add_argument("--data", type=Path, default=Path.home() / ".cache" / "ssn_plugins" / "data")
+    parser.add_argument("--data", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 

@@ -1,0 +1,79 @@
+"""tools/pretrain_imagenet.py on a tiny real ImageFolder (Fashion-MNIST images): train, resume, DDP, exports."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+REPO = Path(__file__).resolve().parents[1]
+TOOLS = REPO / "tools"
+TINY = ["--depth", "18", "--norm", "SSN", "--batch-setting", "1,8", "--epochs", "2", "--steps", "1",
+        "--image-size", "32", "--workers", "0", "--stat-batches", "3"]
+
+
+def run(*args, env=None):
+    result = subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, timeout=600,
+                            env={**os.environ, **(env or {})})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fashion_mnist_folder")
+    out = run(TOOLS / "make_fashion_mnist_imagefolder.py", root, "--train-per-class", "12", "--val-per-class", "4")
+    assert "train: 120 images" in out and "val: 40 images" in out
+    assert len(list((root / "train").iterdir())) == 10
+    return root
+
+
+@pytest.fixture(scope="module")
+def straight_run(tiny_folder, tmp_path_factory):
+    out_dir = tmp_path_factory.mktemp("straight")
+    return out_dir, run(TOOLS / "pretrain_imagenet.py", tiny_folder, "-o", out_dir, *TINY)
+
+
+def test_training_writes_checkpoints_scalars_and_exports(straight_run):
+    out_dir, stdout = straight_run
+    assert "final: val top-1" in stdout and "batch-average statistics over 3 batches" in stdout
+    for name in ("last.pth", "final.pth", "metrics.json", "backbone_d2.pkl", "backbone_mm.pth", "backbone_i3d.pth"):
+        assert (out_dir / name).exists(), name
+    events = EventAccumulator(str(out_dir / "tb"))
+    events.Reload()
+    radius = [e.value for e in events.Scalars("ssn/radius")]
+    assert radius[0] == 0 and radius[-1] > 0.9 and radius == sorted(radius)
+    assert {"train/loss", "lr", "val/top1", "val/top5", "ssn/one_hot_vectors"} <= set(events.Tags()["scalars"])
+    lrs = [e.value for e in events.Scalars("lr")]
+    # lr = 0.1 x batch 8 / 256, divided by 10 at the step after epoch 1
+    assert lrs[0] == pytest.approx(0.1 * 8 / 256) and lrs[-1] == pytest.approx(0.1 * 8 / 256 * 0.1)
+    # the radius reached 1: every SSN ratio vector is one-hot
+    final = torch.load(out_dir / "final.pth", weights_only=True)["state_dict"]
+    assert all(final[k].item() for k in final if k.endswith("_fixed"))
+
+
+def test_resumed_run_equals_straight_run(straight_run, tiny_folder, tmp_path):
+    out_dir, _ = straight_run
+    first = run(TOOLS / "pretrain_imagenet.py", tiny_folder, "-o", tmp_path, *TINY, "--stop-after-epochs", "1")
+    assert "continue with --resume" in first and not (tmp_path / "final.pth").exists()
+    second = run(TOOLS / "pretrain_imagenet.py", tiny_folder, "-o", tmp_path, *TINY, "--resume")
+    assert "resumed from" in second and "at epoch 1" in second
+    straight = torch.load(out_dir / "final.pth", weights_only=True)["state_dict"]
+    resumed = torch.load(tmp_path / "final.pth", weights_only=True)["state_dict"]
+    for key, value in straight.items():
+        assert torch.equal(resumed[key], value), key
+    changed = subprocess.run([sys.executable, TOOLS / "pretrain_imagenet.py", tiny_folder, "-o", tmp_path,
+                              "--depth", "34", *TINY[2:], "--resume"], capture_output=True, text=True)
+    assert changed.returncode != 0 and "trained with other depth" in changed.stderr
+
+
+def test_two_process_gloo_with_sync_ssn(tiny_folder, tmp_path):
+    out = run("-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541",
+              TOOLS / "pretrain_imagenet.py", tiny_folder, "-o", tmp_path, "--depth", "18", "--norm", "SyncSSN",
+              "--batch-setting", "2,4", "--epochs", "1", "--image-size", "32", "--workers", "0",
+              "--stat-batches", "3", env={"OMP_NUM_THREADS": "1"})
+    assert "final: val top-1" in out and (tmp_path / "backbone_d2.pkl").exists()
+    state = torch.load(tmp_path / "final.pth", weights_only=True)["state_dict"]
+    assert "layer1.0.sn1.mean_fixed" in state
