@@ -116,6 +116,22 @@ class SwitchNorm(nn.Module):
             self.register_buffer("running_var", None)
             self.register_buffer("num_batches_tracked", None)
 
+    # ------------------------------------------------------------------ freezing
+    def freeze(self) -> "SwitchNorm":
+        """Stop training this layer, as ``FrozenBatchNorm2d`` does for BN.
+
+        Parameters stop requiring gradients and the layer stays in eval mode
+        whatever ``train()`` says: BN statistics come from the running buffers
+        and are no longer updated; IN and LN still come from the input.
+        """
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self.frozen = True
+        return super().train(False)
+
+    def train(self, mode: bool = True) -> "SwitchNorm":
+        return super().train(mode and not getattr(self, "frozen", False))
+
     # ------------------------------------------------------------------ ratios
     def ratios(self) -> Tuple[Tensor, Tensor]:
         """The mixing ratios ``(mean_ratios, var_ratios)``, each ``(K,)`` on the simplex."""

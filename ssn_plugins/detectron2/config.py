@@ -1,0 +1,53 @@
+"""``add_ssn_config(cfg)`` and config files that inherit detectron2's own model-zoo configs."""
+import os
+
+import yaml
+from detectron2.config import CfgNode as CN
+
+#: prefix of a ``_BASE_`` that names a config of detectron2's installed model zoo
+MODEL_ZOO_PREFIX = "detectron2://"
+
+
+def add_ssn_config(cfg) -> None:
+    """Add ``cfg.MODEL.SSN``: layer, radius schedule, optimizer and inference-statistics options."""
+    cfg.MODEL.SSN = CN()
+    # the layers
+    cfg.MODEL.SSN.USING_BN = True            # candidates [IN, LN, BN]; False: [IN, LN] (one image per GPU)
+    cfg.MODEL.SSN.OFFICIAL_COMPAT = False    # the authors' layer (unbiased IN variance, their EMA convention)
+    cfg.MODEL.SSN.MOMENTUM = 0.1             # PyTorch's convention (the authors' when OFFICIAL_COMPAT)
+    cfg.MODEL.SSN.EPS = 1e-5
+    # SparsestMax radius: linear from 0 at START_ITER to 1 at END_ITER (-1: SOLVER.MAX_ITER)
+    cfg.MODEL.SSN.RADIUS_START_ITER = 0
+    cfg.MODEL.SSN.RADIUS_END_ITER = -1
+    # finetuning from a sparse model keeps its selections unless this re-opens them
+    cfg.MODEL.SSN.REOPEN_SELECTION = False
+    # optimizer: ratio logits at BASE_LR * RATIO_LR_FACTOR, with RATIO_WEIGHT_DECAY, clipped at RATIO_CLIP
+    cfg.MODEL.SSN.RATIO_LR_FACTOR = 0.1
+    cfg.MODEL.SSN.RATIO_WEIGHT_DECAY = 0.0
+    cfg.MODEL.SSN.RATIO_CLIP = 1.0           # gradient norm of all ratio logits together; 0 turns it off
+    # inference statistics: "batch_average" (recomputed before each evaluation) or "moving_average"
+    cfg.MODEL.SSN.INFERENCE_STATS = "batch_average"
+    cfg.MODEL.SSN.BATCH_AVERAGE_ITERS = 200
+    # iterations between ratio scalars (mean ratio per candidate, one-hot vectors) in the event storage
+    cfg.MODEL.SSN.SCALARS_PERIOD = 20
+
+
+def _resolve_base(base: str, including_file: str) -> str:
+    if base.startswith(MODEL_ZOO_PREFIX):
+        from detectron2 import model_zoo
+        return model_zoo.get_config_file(base[len(MODEL_ZOO_PREFIX):])
+    return os.path.join(os.path.dirname(os.path.abspath(including_file)), os.path.expanduser(base))
+
+
+def merge_config_file(cfg, path: str) -> None:
+    """``cfg.merge_from_file`` that also understands ``_BASE_: "detectron2://<model zoo config>"``.
+
+    Bases are merged first, recursively; a relative ``_BASE_`` is relative to
+    the file that names it, as in detectron2.
+    """
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    base = data.pop("_BASE_", None)
+    if base is not None:
+        merge_config_file(cfg, _resolve_base(base, path))
+    cfg.merge_from_other_cfg(CN(data))

@@ -1,0 +1,106 @@
+"""detectron2 training hooks: radius schedule, batch-average statistics, ratio scalars."""
+import logging
+
+import torch
+from detectron2.engine import HookBase
+from detectron2.utils import comm
+
+from ..batch_stats import layers_with_batch_statistics, recompute_batch_statistics
+from ..layers import SwitchNorm
+from ..radius import RadiusScheduler, sparse_layers
+
+logger = logging.getLogger(__name__)
+
+
+class RadiusSchedule(HookBase):
+    """Sets the SparsestMax radius from the trainer's iteration before every step (a resumed run goes on)."""
+
+    def __init__(self, model: torch.nn.Module, start_iter: int, end_iter: int):
+        self.scheduler = RadiusScheduler(model, total_iters=end_iter, start_iter=start_iter)
+
+    def before_step(self):
+        state = self.scheduler.step(self.trainer.iter)
+        self.trainer.storage.put_scalars(ssn_radius=state["radius"], ssn_one_hot_vectors=state["fixed"],
+                                         smoothing_hint=False)
+
+
+class BatchAverageStatistics(HookBase):
+    """Recomputes BN statistics as batch averages before each evaluation and after training.
+
+    detectron2's ``PreciseBN`` does this for BatchNorm only; this covers SN/SSN
+    layers too. Put it before ``EvalHook`` with the same period.
+    """
+
+    def __init__(self, period: int, model: torch.nn.Module, data_loader, num_iter: int):
+        self._period, self._model, self._data_loader, self._num_iter = period, model, data_loader, num_iter
+        self._data_iter = None
+        self._enabled = bool(layers_with_batch_statistics(model))
+
+    def after_step(self):
+        next_iter = self.trainer.iter + 1
+        if self._period > 0 and next_iter % self._period == 0 and next_iter != self.trainer.max_iter:
+            self.update_stats()
+
+    def after_train(self):
+        if self.trainer.iter + 1 >= self.trainer.max_iter:
+            self.update_stats()
+
+    def update_stats(self):
+        if not self._enabled:
+            return
+        if self._data_iter is None:
+            self._data_iter = iter(self._data_loader)
+        logger.info("Recomputing batch-average statistics over %d iterations ...", self._num_iter)
+        recompute_batch_statistics(self._model, self._data_iter, self._num_iter)
+
+
+class RatioScalars(HookBase):
+    """Puts the mean SN/SSN ratio of each candidate (over layers) into the event storage (TensorBoard)."""
+
+    def __init__(self, model: torch.nn.Module, period: int = 20):
+        self._layers = [m for m in model.modules() if isinstance(m, SwitchNorm)]
+        self._period = period
+
+    def after_step(self):
+        if not self._layers or (self.trainer.iter + 1) % self._period or not comm.is_main_process():
+            return
+        sums = {}
+        with torch.no_grad():
+            for layer in self._layers:
+                for kind, ratios in zip(("mean", "var"), layer.ratios()):
+                    for name, value in zip(layer.candidates, ratios.float().tolist()):
+                        sums[f"ssn_{kind}_ratio_{name}"] = sums.get(f"ssn_{kind}_ratio_{name}", 0.0) + value
+        self.trainer.storage.put_scalars(**{k: v / len(self._layers) for k, v in sums.items()},
+                                         smoothing_hint=False)
+
+
+def ssn_hooks(cfg, model: torch.nn.Module, train_loader_factory):
+    """The hooks a detectron2 trainer needs for ``cfg.MODEL.SSN``; put them before ``EvalHook``.
+
+    ``train_loader_factory()`` builds the loader used for batch-average statistics.
+    """
+    ssn = cfg.MODEL.SSN
+    hooks = []
+    if sparse_layers(model):
+        end = ssn.RADIUS_END_ITER if ssn.RADIUS_END_ITER > 0 else cfg.SOLVER.MAX_ITER
+        hooks.append(RadiusSchedule(model, ssn.RADIUS_START_ITER, end))
+    if ssn.INFERENCE_STATS == "batch_average" and layers_with_batch_statistics(model):
+        hooks.append(BatchAverageStatistics(cfg.TEST.EVAL_PERIOD, model, train_loader_factory(),
+                                            ssn.BATCH_AVERAGE_ITERS))
+    elif ssn.INFERENCE_STATS not in ("batch_average", "moving_average"):
+        raise ValueError(f"MODEL.SSN.INFERENCE_STATS must be 'batch_average' or 'moving_average', "
+                         f"got {ssn.INFERENCE_STATS!r}")
+    hooks.append(RatioScalars(model, ssn.SCALARS_PERIOD))
+    return hooks
+
+
+def freeze_switch_norms(model: torch.nn.Module) -> int:
+    """Freeze (see ``SwitchNorm.freeze``) every SN/SSN layer whose parameters detectron2's
+    ``FREEZE_AT`` already froze; returns how many. ``FrozenBatchNorm2d`` conversion only knows BatchNorm.
+    """
+    frozen = 0
+    for m in model.modules():
+        if isinstance(m, SwitchNorm) and not any(p.requires_grad for p in m.parameters()):
+            m.freeze()
+            frozen += 1
+    return frozen

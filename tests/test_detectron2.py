@@ -1,0 +1,190 @@
+"""detectron2 integration: norm names, configs, training steps, optimizer, freezing, hooks."""
+import glob
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import ssn_plugins as S
+import ssn_plugins.detectron2 as sd
+from detectron2.config import get_cfg
+from detectron2.modeling import build_model
+from detectron2.structures import BitMasks, Boxes, Instances
+
+from test_backbones import photo_batch
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted(p for p in glob.glob(str(REPO / "configs" / "detectron2" / "*.yaml")) if "Base-" not in p)
+
+
+@pytest.fixture(autouse=True)
+def event_storage():
+    # detectron2's training forward writes to the current EventStorage, as inside a trainer
+    from detectron2.utils.events import EventStorage
+    with EventStorage(0) as storage:
+        yield storage
+
+
+def load_cfg(path, *opts):
+    cfg = get_cfg()
+    sd.add_ssn_config(cfg)
+    sd.merge_config_file(cfg, path)
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", *opts])
+    sd.configure_norms(cfg)
+    return cfg
+
+
+CHECK_NAMES = """
+import detectron2.layers as L
+from ssn_plugins import SparseSwitchNorm2d, SwitchNorm2d, SyncSparseSwitchNorm2d
+import detectron2.modeling.backbone.fpn as fpn, detectron2.modeling.backbone.resnet as resnet
+import detectron2.modeling.roi_heads.box_head as box, detectron2.modeling.roi_heads.mask_head as mask
+import detectron2.modeling.meta_arch.retinanet as retina, detectron2.modeling.meta_arch.semantic_seg as seg
+for where in (L, fpn, resnet, box, mask, retina, seg):
+    assert isinstance(where.get_norm("SSN", 8), SparseSwitchNorm2d), where
+    assert isinstance(where.get_norm("SN", 8), SwitchNorm2d) and isinstance(where.get_norm("SyncSSN", 8), SyncSparseSwitchNorm2d)
+    assert type(where.get_norm("GN", 64)).__name__ == "GroupNorm" and where.get_norm("", 8) is None
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("order", ["plugin first", "detectron2 first"])
+def test_norm_names_resolve_everywhere_whatever_the_import_order(order):
+    plugin = "import ssn_plugins.detectron2\n"
+    d2 = "import detectron2.modeling\n"
+    code = (plugin + d2 if order == "plugin first" else d2 + plugin) + CHECK_NAMES
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: Path(p).stem)
+def test_every_shipped_config_builds(path):
+    cfg = load_cfg(path)
+    model = build_model(cfg)
+    norms = [m for m in model.modules() if isinstance(m, S.SwitchNorm)]
+    name = Path(path).stem
+    expected = 0
+    if cfg.MODEL.RESNETS.NORM in sd.NORM_LAYERS:
+        expected += 53                                   # ResNet-50: stem + 16 blocks x 3 + 4 shortcuts
+    if cfg.MODEL.FPN.NORM in sd.NORM_LAYERS:
+        expected += 8                                    # 4 lateral + 4 output convolutions
+    if cfg.MODEL.ROI_BOX_HEAD.NORM in sd.NORM_LAYERS:
+        expected += cfg.MODEL.ROI_BOX_HEAD.NUM_CONV
+    if cfg.MODEL.MASK_ON and cfg.MODEL.ROI_MASK_HEAD.NORM in sd.NORM_LAYERS:
+        expected += cfg.MODEL.ROI_MASK_HEAD.NUM_CONV
+    assert len(norms) == expected, name
+    if "syncssn" in name:
+        assert all(isinstance(m, S.SyncSparseSwitchNorm2d) for m in norms)
+    assert cfg.SOLVER.MAX_ITER == (180000 if "_2x_" in name else 90000)
+    # cfg.dump() round-trips
+    again = get_cfg()
+    sd.add_ssn_config(again)
+    again.merge_from_other_cfg(type(cfg).load_cfg(cfg.dump()))
+    assert yaml.safe_load(again.dump()) == yaml.safe_load(cfg.dump())
+
+
+def batched_inputs(with_instances=(True, True), size=(128, 160)):
+    images = photo_batch(size=size, crops=len(with_instances), seed=1)
+    batch = []
+    for image, has in zip(images, with_instances):
+        pixels = ((image * torch.tensor([58.395, 57.12, 57.375]).view(3, 1, 1))
+                  + torch.tensor([123.675, 116.28, 103.53]).view(3, 1, 1))
+        inst = Instances(size)
+        if has:
+            boxes = torch.tensor([[20.0, 16.0, 90.0, 100.0], [60.0, 30.0, 150.0, 120.0]])
+            masks = torch.zeros(2, *size, dtype=torch.bool)
+            for m, (x0, y0, x1, y1) in zip(masks, boxes.int().tolist()):
+                m[y0:y1, x0:x1] = True
+            inst.gt_boxes, inst.gt_classes, inst.gt_masks = Boxes(boxes), torch.tensor([0, 1]), BitMasks(masks)
+        else:
+            inst.gt_boxes, inst.gt_classes = Boxes(torch.zeros(0, 4)), torch.zeros(0, dtype=torch.long)
+            inst.gt_masks = BitMasks(torch.zeros(0, *size, dtype=torch.bool))
+        batch.append({"image": pixels, "instances": inst, "height": size[0], "width": size[1]})
+    return batch
+
+
+@pytest.mark.parametrize("variant", ["sn", "ssn", "syncssn", "gn", "frozenbn_ssnhead"])
+def test_one_training_step_per_norm_variant(variant):
+    torch.manual_seed(0)
+    cfg = load_cfg(REPO / "configs" / "detectron2" / f"mask_rcnn_R_50_FPN_1x_{variant}.yaml",
+                   "MODEL.WEIGHTS", "", "MODEL.ROI_HEADS.NUM_CLASSES", "2", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
+                   "MODEL.RPN.POST_NMS_TOPK_TRAIN", "64")
+    model = build_model(cfg)
+    model.train()
+    optimizer = sd.build_ssn_optimizer(cfg, model)
+    # an image without any instance makes the mask head see an empty batch
+    losses = model(batched_inputs(with_instances=(True, False)))
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    optimizer.zero_grad()
+    total.backward()
+    optimizer.step()
+    ratios = list(S.ratio_parameters(model))
+    if ratios:
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in ratios)
+    # batch size 1 per GPU trains too
+    assert torch.isfinite(sum(model(batched_inputs(with_instances=(True,))).values()))
+
+
+def test_optimizer_groups_follow_the_recipe():
+    cfg = load_cfg(REPO / "configs" / "detectron2" / "mask_rcnn_R_50_FPN_1x_ssn.yaml", "SOLVER.WEIGHT_DECAY", "1e-4")
+    model = build_model(cfg)
+    optimizer = sd.build_ssn_optimizer(cfg, model)
+    settings = {id(p): (g["lr"], g["weight_decay"]) for g in optimizer.param_groups for p in g["params"]}
+    norm = model.backbone.bottom_up.res2[0].conv1.norm
+    assert settings[id(norm.mean_weight)] == pytest.approx((0.002, 0.0))
+    assert settings[id(norm.weight)] == pytest.approx((0.02, 0.0))          # WEIGHT_DECAY_NORM
+    assert settings[id(model.backbone.bottom_up.res2[0].conv1.weight)] == pytest.approx((0.02, 1e-4))
+    assert type(optimizer).__name__ == "SGDWithRatioClipping"
+    for p in S.ratio_parameters(model):
+        p.grad = torch.full_like(p, 100.0)
+    optimizer.step()
+    assert torch.cat([p.grad for p in S.ratio_parameters(model)]).norm() == pytest.approx(1.0, rel=1e-4)
+
+
+def test_freeze_at_freezes_switchable_norms():
+    cfg = load_cfg(REPO / "configs" / "detectron2" / "mask_rcnn_R_50_FPN_1x_sn.yaml", "MODEL.BACKBONE.FREEZE_AT", "2",
+                   "MODEL.WEIGHTS", "")
+    model = build_model(cfg)
+    assert sd.freeze_switch_norms(model) == 1 + 10  # stem + res2 (3 blocks x 3 + shortcut)
+    model.train()
+    stem, res3 = model.backbone.bottom_up.stem.conv1.norm, model.backbone.bottom_up.res3[0].conv1.norm
+    assert not stem.training and res3.training and not stem.weight.requires_grad
+    before = stem.running_mean.clone()
+    model(batched_inputs())
+    assert torch.equal(stem.running_mean, before)
+
+
+def test_radius_hook_follows_the_iteration_and_resumes():
+    from detectron2.engine import SimpleTrainer
+
+    cfg = load_cfg(REPO / "configs" / "detectron2" / "mask_rcnn_R_50_FPN_1x_ssn.yaml", "MODEL.WEIGHTS", "",
+                   "MODEL.ROI_HEADS.NUM_CLASSES", "2", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "16",
+                   "MODEL.RPN.POST_NMS_TOPK_TRAIN", "32", "SOLVER.MAX_ITER", "10", "MODEL.SSN.SCALARS_PERIOD", "1")
+    model = build_model(cfg)
+    data = batched_inputs(size=(96, 128))
+
+    def loader():
+        while True:
+            yield data
+
+    trainer = SimpleTrainer(model, loader(), sd.build_ssn_optimizer(cfg, model))
+    trainer.register_hooks([h for h in sd.ssn_hooks(cfg, model, loader) if not isinstance(h, sd.BatchAverageStatistics)])
+    trainer.train(0, 2)
+    layer = model.backbone.bottom_up.res2[0].conv1.norm
+    assert float(layer.radius) == pytest.approx(0.1)  # set before iteration 1 of 10
+    history = trainer.storage.history("ssn_radius").values()
+    assert [v for v, _ in history] == pytest.approx([0.0, 0.1])
+    assert "ssn_mean_ratio_BN" in trainer.storage.histories()
+    state = model.state_dict()
+
+    resumed = build_model(cfg)
+    resumed.load_state_dict(state)
+    assert float(resumed.backbone.bottom_up.res2[0].conv1.norm.radius) == pytest.approx(0.1)
+    trainer = SimpleTrainer(resumed, loader(), sd.build_ssn_optimizer(cfg, resumed))
+    trainer.register_hooks([sd.RadiusSchedule(resumed, 0, 10)])
+    trainer.train(7, 9)
+    assert float(resumed.backbone.bottom_up.res2[0].conv1.norm.radius) == pytest.approx(0.8)
