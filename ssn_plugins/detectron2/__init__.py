@@ -6,6 +6,7 @@ and ``"SyncSSN"`` valid wherever detectron2 resolves a norm name; call
 after it (``tools/train_net.py`` does both).
 """
 from .config import add_ssn_config, merge_config_file
+from .datasets import register_real_mini
 from .hooks import BatchAverageStatistics, RadiusSchedule, RatioScalars, freeze_switch_norms, ssn_hooks
 from .norms import NORM_LAYERS, configure_norms, register_norms
 from .optimizer import build_ssn_optimizer
@@ -14,4 +15,4 @@ register_norms()
 
 __all__ = ["add_ssn_config", "merge_config_file", "configure_norms", "register_norms", "NORM_LAYERS",
            "build_ssn_optimizer", "ssn_hooks", "freeze_switch_norms", "RadiusSchedule", "BatchAverageStatistics",
-           "RatioScalars"]
+           "RatioScalars", "register_real_mini"]

