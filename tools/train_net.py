@@ -10,18 +10,37 @@ recomputed before every evaluation (``MODEL.SSN.INFERENCE_STATS``), and with
 ``--eval-only`` before testing.
 """
 import logging
+import os
+from pathlib import Path
 
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import build_detection_train_loader
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, hooks, launch
+from detectron2.engine import defaults as d2_defaults
 from detectron2.evaluation import COCOEvaluator, verify_results
 from detectron2.utils import comm
 
 import ssn_plugins.detectron2 as ssn_d2  # registers the norm names before any config is read
-from ssn_plugins import recompute_batch_statistics, sparse_layers
+from ssn_plugins import sparse_layers
+from ssn_plugins.datasets.real_mini import write_coco
+
+#: where configs that name ``real_mini_train`` / ``real_mini_val`` find the set (built there if missing)
+REAL_MINI_ROOT = Path(os.environ.get("SSN_REAL_MINI", "datasets/real_mini"))
 
 logger = logging.getLogger("ssn_plugins.train_net")
+
+
+def _create_ddp_model_on_any_device(model, **kwargs):
+    # detectron2 always passes device_ids=[local rank], which DDP rejects for a CPU model
+    # (a gloo run on CPU); a CPU model gets none.
+    if next(model.parameters()).device.type == "cpu":
+        kwargs.setdefault("device_ids", None)
+    return _create_ddp_model(model, **kwargs)
+
+
+_create_ddp_model = d2_defaults.create_ddp_model
+d2_defaults.create_ddp_model = _create_ddp_model_on_any_device
 
 
 class Trainer(DefaultTrainer):
@@ -58,11 +77,22 @@ class Trainer(DefaultTrainer):
             logger.info("re-opened the SSN selections of the loaded weights")
 
 
-def setup(args):
+def load_config(args):
     cfg = get_cfg()
     ssn_d2.add_ssn_config(cfg)
     ssn_d2.merge_config_file(cfg, args.config_file)
     cfg.merge_from_list(args.opts)
+    return cfg
+
+
+def uses_real_mini(cfg) -> bool:
+    return any(name.startswith("real_mini") for name in tuple(cfg.DATASETS.TRAIN) + tuple(cfg.DATASETS.TEST))
+
+
+def setup(args):
+    cfg = load_config(args)
+    if uses_real_mini(cfg):
+        ssn_d2.register_real_mini(REAL_MINI_ROOT)
     ssn_d2.configure_norms(cfg)
     cfg.freeze()
     default_setup(cfg, args)
@@ -75,7 +105,8 @@ def main(args):
         model = Trainer.build_model(cfg)
         DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         if cfg.MODEL.SSN.INFERENCE_STATS == "batch_average":
-            recompute_batch_statistics(model, iter(build_detection_train_loader(cfg)), cfg.MODEL.SSN.BATCH_AVERAGE_ITERS)
+            ssn_d2.recompute_detection_statistics(model, iter(build_detection_train_loader(cfg)),
+                                                  cfg.MODEL.SSN.BATCH_AVERAGE_ITERS)
         res = Trainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, res)
@@ -87,5 +118,7 @@ def main(args):
 
 if __name__ == "__main__":
     args = default_argument_parser().parse_args()
+    if uses_real_mini(load_config(args)) and not (REAL_MINI_ROOT / "annotations" / "instances_val.json").exists():
+        write_coco(REAL_MINI_ROOT)  # once, before the worker processes start
     launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
            dist_url=args.dist_url, args=(args,))

@@ -7,7 +7,8 @@ after it (``tools/train_net.py`` does both).
 """
 from .config import add_ssn_config, merge_config_file
 from .datasets import register_real_mini
-from .hooks import BatchAverageStatistics, RadiusSchedule, RatioScalars, freeze_switch_norms, ssn_hooks
+from .hooks import (BatchAverageStatistics, RadiusSchedule, RatioScalars, freeze_switch_norms,
+                    recompute_detection_statistics, ssn_hooks)
 from .norms import NORM_LAYERS, configure_norms, register_norms
 from .optimizer import build_ssn_optimizer
 
@@ -15,4 +16,4 @@ register_norms()
 
 __all__ = ["add_ssn_config", "merge_config_file", "configure_norms", "register_norms", "NORM_LAYERS",
            "build_ssn_optimizer", "ssn_hooks", "freeze_switch_norms", "RadiusSchedule", "BatchAverageStatistics",
-           "RatioScalars", "register_real_mini"]
+           "RatioScalars", "register_real_mini", "recompute_detection_statistics"]

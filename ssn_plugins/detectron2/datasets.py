@@ -11,14 +11,15 @@ from ..datasets.real_mini import CATEGORIES
 def register_real_mini(root, prefix: str = "real_mini") -> Tuple[str, str]:
     """Register ``<prefix>_train`` and ``<prefix>_val`` from ``root`` (built by tools/build_real_mini_coco.py).
 
-    Idempotent; returns the two names.
+    A name already registered is left as it is; returns the two names.
     """
     root = Path(root)
     names = (f"{prefix}_train", f"{prefix}_val")
     for name, split in zip(names, ("train", "val")):
+        if name in DatasetCatalog.list():
+            continue
         json_file = root / "annotations" / f"instances_{split}.json"
         if not json_file.exists():
             raise FileNotFoundError(f"{json_file} is missing: run tools/build_real_mini_coco.py {root}")
-        if name not in DatasetCatalog.list():
-            register_coco_instances(name, {"thing_classes": list(CATEGORIES)}, str(json_file), str(root / "images"))
+        register_coco_instances(name, {"thing_classes": list(CATEGORIES)}, str(json_file), str(root / "images"))
     return names

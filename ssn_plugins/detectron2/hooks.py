@@ -4,12 +4,20 @@ import logging
 import torch
 from detectron2.engine import HookBase
 from detectron2.utils import comm
+from detectron2.utils.events import EventStorage
 
 from ..batch_stats import layers_with_batch_statistics, recompute_batch_statistics
 from ..layers import SwitchNorm
 from ..radius import RadiusScheduler, sparse_layers
 
 logger = logging.getLogger(__name__)
+
+
+def recompute_detection_statistics(model: torch.nn.Module, batches, num_iter: int) -> int:
+    """``recompute_batch_statistics`` for a detectron2 model, whose training forward logs to an
+    ``EventStorage``: a throwaway one takes those events, as in detectron2's ``PreciseBN``."""
+    with EventStorage():
+        return recompute_batch_statistics(model, batches, num_iter)
 
 
 class RadiusSchedule(HookBase):
@@ -51,7 +59,7 @@ class BatchAverageStatistics(HookBase):
         if self._data_iter is None:
             self._data_iter = iter(self._data_loader)
         logger.info("Recomputing batch-average statistics over %d iterations ...", self._num_iter)
-        recompute_batch_statistics(self._model, self._data_iter, self._num_iter)
+        recompute_detection_statistics(self._model, self._data_iter, self._num_iter)
 
 
 class RatioScalars(HookBase):
