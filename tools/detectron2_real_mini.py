@@ -11,6 +11,7 @@ prints both, the time per iteration and the normalizer each layer selected.
 """
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -28,9 +29,14 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "detectron2" 
 def ap_summary(results) -> dict:
     """``{"bbox": AP, "segm": AP}`` from detectron2's results for the one test set (it returns them unnested).
 
-    COCOeval reports no detections at all as NaN; that is shown as NaN, and compared as 0.
+    A model that detects nothing gets no results from COCOEvaluator (or NaN): its AP is 0, as COCO counts it
+    when there are ground-truth instances.
     """
-    return {task: round(float(results[task]["AP"]), 2) for task in ("bbox", "segm") if task in results}
+    def ap(task):
+        value = float((results or {}).get(task, {}).get("AP", float("nan")))
+        return 0.0 if math.isnan(value) else round(value, 2)
+
+    return {"bbox": ap("bbox"), "segm": ap("segm")}
 
 
 def main():
