@@ -170,10 +170,10 @@ def _rename(sd: Dict[str, Tensor], rules, skip=()) -> Tuple[Dict[str, Tensor], L
     return out, dropped
 
 
-def _check_v1_without_ce(model: PublishedModel, framework: str) -> None:
+def _check_v1(model: PublishedModel, framework: str, ce_supported: bool = False) -> None:
     if model.version != 1:
         raise ConversionError(f"{framework}: the v2 (pre-activation) ResNet has no counterpart there; use a v1 model")
-    if model.ce:
+    if model.ce and not ce_supported:
         raise ConversionError(f"{framework}: Channel Equilibrium backbones are not supported by this converter yet")
 
 
@@ -184,13 +184,15 @@ def to_detectron2(model: PublishedModel) -> Tuple[dict, List[str]]:
     the layout ``DetectionCheckpointer`` expects of a ``.pkl`` backbone file
     (its heuristics add the ``backbone.bottom_up.`` prefix). Build the
     detectron2 ResNet with ``STRIDE_IN_1X1: False`` (the stride is in the 3x3
-    convolution here).
+    convolution here), and with ``MODEL.RESNETS.CE.ENABLED`` for a CE model.
     """
-    _check_v1_without_ce(model, "detectron2")
+    _check_v1(model, "detectron2", ce_supported=True)
     stage = lambda m: f"res{int(m.group(1)) + 1}.{m.group(2)}."
     rules = [
         (r"^conv1\.weight$", "stem.conv1.weight"),
         (r"^sn1\.", "stem.conv1.norm."),
+        (r"^ce1\.", "stem.conv1.ce."),  # CE as ssn_plugins.detectron2 adds it (MODEL.RESNETS.CE)
+        (r"^layer(\d)\.(\d+)\.ce(\d)\.", lambda m: stage(m) + f"conv{m.group(3)}.ce."),
         (r"^layer(\d)\.(\d+)\.conv(\d)\.weight$", lambda m: stage(m) + f"conv{m.group(3)}.weight"),
         (r"^layer(\d)\.(\d+)\.sn(\d)\.", lambda m: stage(m) + f"conv{m.group(3)}.norm."),
         (r"^layer(\d)\.(\d+)\.downsample\.0\.weight$", lambda m: stage(m) + "shortcut.weight"),
@@ -209,7 +211,7 @@ def to_openmmlab(model: PublishedModel) -> Tuple[dict, List[str]]:
     whose ``norm_cfg`` type is ``SN``/``SSN`` (names kept as ``bn`` by the
     plugin's registration).
     """
-    _check_v1_without_ce(model, "OpenMMLab")
+    _check_v1(model, "OpenMMLab")
     rules = [
         (r"^conv1\.weight$", "conv1.weight"),
         (r"^sn1\.", "bn1."),
@@ -240,7 +242,7 @@ def to_i3d(model: PublishedModel, conv1_t: int = 5, inflate=None,
     :data:`I3D_R50_INFLATE` for ResNet-50 and to every block otherwise.
     Returns ``({"state_dict": ..., "meta": ...}, dropped keys)``.
     """
-    _check_v1_without_ce(model, "I3D")
+    _check_v1(model, "I3D")
     if inflate_style not in ("3x1x1", "3x3x3"):
         raise ConversionError(f"inflate_style must be '3x1x1' or '3x3x3', got {inflate_style!r}")
     blocks = DEPTHS[model.depth][1]

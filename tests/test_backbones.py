@@ -61,12 +61,15 @@ def trained_looking_resnet(depth=50, norm="SSN", using_bn=True, version=1, ceil=
 
 def published_layout(model: ResNet) -> dict:
     """What the authors' training script saves: ``module.`` keys, (1,C,1,1) / (1,C,1) shapes, long flags."""
+    switchable = {name for name, m in model.named_modules() if isinstance(m, S.SwitchNorm)}
     sd = {}
     for key, value in model.state_dict().items():
-        name = key.rsplit(".", 1)[-1]
+        owner, name = key.rsplit(".", 1)
         if name == "num_batches_tracked":
             continue
-        if name in ("weight", "bias") and value.dim() == 1 and not key.startswith("fc."):
+        if owner not in switchable:  # only the SN layers have the authors' shapes
+            pass
+        elif name in ("weight", "bias"):
             value = value.reshape(1, -1, 1, 1)
         elif name in ("running_mean", "running_var"):
             value = value.reshape(1, -1, 1)
@@ -245,3 +248,42 @@ def test_convert_checkpoint_tool(tmp_path):
     result = subprocess.run([sys.executable, str(tool), str(tmp_path / "junk.pth"), "-o", str(tmp_path / "j")],
                             capture_output=True, text=True)
     assert result.returncode != 0 and "conversion failed" in result.stderr
+
+
+def test_ce_backbone_gives_the_same_features_in_detectron2(tmp_path):
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.modeling.backbone.resnet import BasicStem
+    from detectron2.modeling.backbone.resnet import ResNet as D2ResNet
+
+    from ssn_plugins.detectron2 import add_channel_equilibrium
+
+    torch.manual_seed(0)
+    model = ResNet(50, "SN", ce=True)
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):  # running estimates of CE and BN from real crops
+            model(photo_batch(crops=4, seed=5))
+        for m in model.modules():
+            if isinstance(m, S.ChannelEquilibrium):
+                m.mix_logit.fill_(0.4)
+    model.eval()
+    published = read_published(published_layout(model), ceil_mode_pool=False)
+    assert published.ce
+    converted, _ = to_detectron2(published)
+    path = tmp_path / "ce50_d2.pkl"
+    with open(path, "wb") as f:
+        pickle.dump(converted, f)
+    d2 = D2ResNet(BasicStem(3, 64, norm=S.SwitchNorm2d),
+                  D2ResNet.make_default_stages(50, stride_in_1x1=False, norm=S.SwitchNorm2d),
+                  out_features=["res2", "res3", "res4", "res5"])
+    assert add_channel_equilibrium(d2) == 1 + 3 + 4 + 6
+    d2.eval()
+    checkpointer = DetectionCheckpointer(d2)
+    incompatible = checkpointer._load_model(checkpointer._load_file(str(path)))
+    assert not incompatible.missing_keys and not incompatible.unexpected_keys
+    x = photo_batch()
+    ours, theirs = model.stages(x), d2(x)
+    for name in ("res2", "res3", "res4", "res5"):
+        torch.testing.assert_close(theirs[name], ours[name], rtol=1e-4, atol=1e-4, msg=name)
+    with pytest.raises(ConversionError, match="Channel Equilibrium"):
+        to_openmmlab(published)

@@ -188,3 +188,22 @@ def test_radius_hook_follows_the_iteration_and_resumes():
     trainer.register_hooks([sd.RadiusSchedule(resumed, 0, 10)])
     trainer.train(7, 9)
     assert float(resumed.backbone.bottom_up.res2[0].conv1.norm.radius) == pytest.approx(0.8)
+
+
+def test_channel_equilibrium_config_switch():
+    cfg = load_cfg(REPO / "configs" / "detectron2" / "mask_rcnn_R_50_FPN_1x_ssn.yaml", "MODEL.WEIGHTS", "",
+                   "MODEL.RESNETS.CE.ENABLED", "True", "MODEL.RESNETS.CE.GROUP_SIZE", "16",
+                   "MODEL.ROI_HEADS.NUM_CLASSES", "2", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "16",
+                   "MODEL.RPN.POST_NMS_TOPK_TRAIN", "32")
+    model = sd.build_model(cfg)
+    bottom_up = model.backbone.bottom_up
+    ce = [n for n, m in bottom_up.named_modules() if isinstance(m, S.ChannelEquilibrium)]
+    assert len(ce) == 14 and "stem.conv1.ce" in ce and "res2.0.conv3.ce" in ce
+    assert not any(n.startswith("res5") for n in ce)
+    model.train()
+    losses = model(batched_inputs(size=(96, 128)))
+    sum(losses.values()).backward()
+    assert bottom_up.res3[0].conv3.ce.mix_logit.grad is not None
+    import copy
+    twin = copy.deepcopy(model)  # the hook reads the CE from the convolution it runs on
+    assert twin.backbone.bottom_up.res2[0].conv3.ce is not bottom_up.res2[0].conv3.ce

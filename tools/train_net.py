@@ -48,10 +48,9 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_model(cls, cfg):
-        model = super().build_model(cfg)
-        frozen = ssn_d2.freeze_switch_norms(model)
-        if frozen:
-            logger.info("froze %d SN/SSN layers in frozen stages", frozen)
+        # CE (MODEL.RESNETS.CE) and frozen SN/SSN layers in frozen stages on top of detectron2's build_model
+        model = ssn_d2.build_model(cfg)
+        logger.info("Model:\n%s", model)
         return model
 
     @classmethod

@@ -5,6 +5,7 @@ and ``"SyncSSN"`` valid wherever detectron2 resolves a norm name; call
 ``add_ssn_config(cfg)`` before reading a config and ``configure_norms(cfg)``
 after it (``tools/train_net.py`` does both).
 """
+from .channel_equilibrium import add_channel_equilibrium, build_model
 from .config import add_ssn_config, merge_config_file
 from .datasets import register_real_mini
 from .hooks import (BatchAverageStatistics, RadiusSchedule, RatioScalars, freeze_switch_norms,
@@ -16,4 +17,5 @@ register_norms()
 
 __all__ = ["add_ssn_config", "merge_config_file", "configure_norms", "register_norms", "NORM_LAYERS",
            "build_ssn_optimizer", "ssn_hooks", "freeze_switch_norms", "RadiusSchedule", "BatchAverageStatistics",
-           "RatioScalars", "register_real_mini", "recompute_detection_statistics"]
+           "RatioScalars", "register_real_mini", "recompute_detection_statistics", "build_model",
+           "add_channel_equilibrium"]

@@ -9,7 +9,8 @@ MODEL_ZOO_PREFIX = "detectron2://"
 
 
 def add_ssn_config(cfg) -> None:
-    """Add ``cfg.MODEL.SSN``: layer, radius schedule, optimizer and inference-statistics options."""
+    """Add ``cfg.MODEL.SSN`` (layer, radius schedule, optimizer and inference-statistics options) and
+    ``cfg.MODEL.RESNETS.CE`` (Channel Equilibrium in the ResNet)."""
     cfg.MODEL.SSN = CN()
     # the layers
     cfg.MODEL.SSN.USING_BN = True            # candidates [IN, LN, BN]; False: [IN, LN] (one image per GPU)
@@ -30,6 +31,11 @@ def add_ssn_config(cfg) -> None:
     cfg.MODEL.SSN.BATCH_AVERAGE_ITERS = 200
     # iterations between ratio scalars (mean ratio per candidate, one-hot vectors) in the event storage
     cfg.MODEL.SSN.SCALARS_PERIOD = 20
+    # Channel Equilibrium after the stem norm and the last norm of each block in res2-res4 (CE paper);
+    # takes effect through ssn_plugins.detectron2.build_model (tools/train_net.py uses it)
+    cfg.MODEL.RESNETS.CE = CN()
+    cfg.MODEL.RESNETS.CE.ENABLED = False
+    cfg.MODEL.RESNETS.CE.GROUP_SIZE = 64
 
 
 def _resolve_base(base: str, including_file: str) -> str:

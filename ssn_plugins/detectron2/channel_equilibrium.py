@@ -1,0 +1,48 @@
+"""Channel Equilibrium in detectron2's ResNet (``MODEL.RESNETS.CE.ENABLED``).
+
+The CE paper puts CE after the stem's norm and after the last norm of every
+block in stages 1-3 (detectron2's res2-res4), before the residual addition
+and ReLU. detectron2's ``Conv2d`` applies its norm inside ``forward``, so CE
+runs as a forward hook on that convolution and lives on it as ``.ce``:
+parameter names are detectron2's plus ``stem.conv1.ce.*`` and
+``resK.i.conv3.ce.*`` (``conv2`` in basic blocks).
+"""
+import torch
+from detectron2.modeling import build_model as d2_build_model
+
+from ..layers import ChannelEquilibrium
+from .hooks import freeze_switch_norms
+
+CE_STAGES = ("res2", "res3", "res4")
+
+
+def _apply_ce(conv, inputs, output):
+    return conv.ce(output)
+
+
+def _attach(conv, group_size: int) -> None:
+    conv.ce = ChannelEquilibrium(conv.out_channels, group_size=group_size).to(conv.weight.device)
+    if not conv.weight.requires_grad:  # a stage frozen by FREEZE_AT keeps its CE as it is too
+        conv.ce.requires_grad_(False)
+    conv.register_forward_hook(_apply_ce)
+
+
+def add_channel_equilibrium(resnet: torch.nn.Module, group_size: int = 64) -> int:
+    """Add CE to a detectron2 ``ResNet`` in the CE paper's places; returns how many blocks got one."""
+    _attach(resnet.stem.conv1, group_size)
+    count = 1
+    for stage in CE_STAGES:
+        for block in getattr(resnet, stage, []):
+            _attach(block.conv3 if hasattr(block, "conv3") else block.conv2, group_size)
+            count += 1
+    return count
+
+
+def build_model(cfg) -> torch.nn.Module:
+    """detectron2's ``build_model`` plus CE (if ``MODEL.RESNETS.CE.ENABLED``) and frozen SN/SSN layers in frozen stages."""
+    model = d2_build_model(cfg)
+    if cfg.MODEL.RESNETS.CE.ENABLED:
+        backbone = model.backbone
+        add_channel_equilibrium(getattr(backbone, "bottom_up", backbone), cfg.MODEL.RESNETS.CE.GROUP_SIZE)
+    freeze_switch_norms(model)
+    return model
