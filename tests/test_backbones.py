@@ -156,21 +156,23 @@ def test_read_published_variants(tmp_path):
         to_detectron2(published)
 
 
-def test_detectron2_backbone_gives_the_same_features(ssn50, tmp_path):
-    from detectron2.checkpoint import DetectionCheckpointer
+def d2_resnet50(norm):
+    """detectron2's ResNet-50 (stride in the 3x3 convolutions) with ``norm``, all four stages out."""
     from detectron2.modeling.backbone.resnet import BasicStem
     from detectron2.modeling.backbone.resnet import ResNet as D2ResNet
 
-    model, published = ssn50
-    converted, dropped = to_detectron2(published)
-    assert dropped == ["fc.weight", "fc.bias"]
-    path = tmp_path / "ssn50_d2.pkl"
+    return D2ResNet(BasicStem(3, 64, norm=norm), D2ResNet.make_default_stages(50, stride_in_1x1=False, norm=norm),
+                    out_features=["res2", "res3", "res4", "res5"])
+
+
+def assert_same_features_in_detectron2(model, converted, d2, tmp_path):
+    """``converted`` loads into ``d2`` through DetectionCheckpointer exactly and gives ``model``'s features."""
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    path = tmp_path / "backbone_d2.pkl"
     with open(path, "wb") as f:
         pickle.dump(converted, f)
-
-    norm = S.SparseSwitchNorm2d
-    d2 = D2ResNet(BasicStem(3, 64, norm=norm), D2ResNet.make_default_stages(50, stride_in_1x1=False, norm=norm),
-                  out_features=["res2", "res3", "res4", "res5"]).eval()
+    d2.eval()
     checkpointer = DetectionCheckpointer(d2)
     incompatible = checkpointer._load_model(checkpointer._load_file(str(path)))
     assert not incompatible.missing_keys and not incompatible.unexpected_keys
@@ -178,6 +180,13 @@ def test_detectron2_backbone_gives_the_same_features(ssn50, tmp_path):
     ours, theirs = model.stages(x), d2(x)
     for name in ("res2", "res3", "res4", "res5"):
         torch.testing.assert_close(theirs[name], ours[name], rtol=1e-4, atol=1e-4, msg=name)
+
+
+def test_detectron2_backbone_gives_the_same_features(ssn50, tmp_path):
+    model, published = ssn50
+    converted, dropped = to_detectron2(published)
+    assert dropped == ["fc.weight", "fc.bias"]
+    assert_same_features_in_detectron2(model, converted, d2_resnet50(S.SparseSwitchNorm2d), tmp_path)
 
 
 def test_openmmlab_backbone_gives_the_same_features(tmp_path):
@@ -251,10 +260,6 @@ def test_convert_checkpoint_tool(tmp_path):
 
 
 def test_ce_backbone_gives_the_same_features_in_detectron2(tmp_path):
-    from detectron2.checkpoint import DetectionCheckpointer
-    from detectron2.modeling.backbone.resnet import BasicStem
-    from detectron2.modeling.backbone.resnet import ResNet as D2ResNet
-
     from ssn_plugins.detectron2 import add_channel_equilibrium
 
     torch.manual_seed(0)
@@ -270,20 +275,8 @@ def test_ce_backbone_gives_the_same_features_in_detectron2(tmp_path):
     published = read_published(published_layout(model), ceil_mode_pool=False)
     assert published.ce
     converted, _ = to_detectron2(published)
-    path = tmp_path / "ce50_d2.pkl"
-    with open(path, "wb") as f:
-        pickle.dump(converted, f)
-    d2 = D2ResNet(BasicStem(3, 64, norm=S.SwitchNorm2d),
-                  D2ResNet.make_default_stages(50, stride_in_1x1=False, norm=S.SwitchNorm2d),
-                  out_features=["res2", "res3", "res4", "res5"])
+    d2 = d2_resnet50(S.SwitchNorm2d)
     assert add_channel_equilibrium(d2) == 1 + 3 + 4 + 6
-    d2.eval()
-    checkpointer = DetectionCheckpointer(d2)
-    incompatible = checkpointer._load_model(checkpointer._load_file(str(path)))
-    assert not incompatible.missing_keys and not incompatible.unexpected_keys
-    x = photo_batch()
-    ours, theirs = model.stages(x), d2(x)
-    for name in ("res2", "res3", "res4", "res5"):
-        torch.testing.assert_close(theirs[name], ours[name], rtol=1e-4, atol=1e-4, msg=name)
+    assert_same_features_in_detectron2(model, converted, d2, tmp_path)
     with pytest.raises(ConversionError, match="Channel Equilibrium"):
         to_openmmlab(published)
