@@ -74,13 +74,12 @@ def _radial_push(point: Tensor, centre: Tensor, radius: Tensor, fallback: Tensor
     return torch.where(inside, centre + direction * radius, point)
 
 
-def _face_fallback(support: Tensor) -> Tensor:
-    """A deterministic unit direction inside the face ``support`` through its centroid.
+def _face_fallback(support: Tensor, dtype: torch.dtype) -> Tensor:
+    """A deterministic unit direction (in ``dtype``) inside the face ``support`` (a bool mask) through its centroid.
 
     Points from the centroid towards the first vertex of the face; zero when
     the face is a single vertex (there is nowhere to move).
     """
-    dtype = torch.get_default_dtype() if not support.is_floating_point() else support.dtype
     s = support.to(dtype)
     size = s.sum(dim=-1, keepdim=True)
     first = s * (s.cumsum(dim=-1) == 1).to(dtype)
@@ -132,7 +131,7 @@ def sparsestmax(z: Tensor, radius: Union[float, Tensor], dim: int = -1) -> Tenso
     all_ones = torch.ones(v.shape, dtype=torch.bool, device=v.device)
     # 1-2: onto the plane, then out of the circle around the centre.
     p = v - (v.sum(dim=-1, keepdim=True) - 1) / k
-    p = _radial_push(p, centre, r, _face_fallback(all_ones))
+    p = _radial_push(p, centre, r, _face_fallback(all_ones, v.dtype))
     # 3-4: while outside the simplex, project onto it and leave the face's circle.
     for _ in range(k - 1):
         outside = (p < 0).any(dim=-1, keepdim=True)
@@ -144,7 +143,7 @@ def sparsestmax(z: Tensor, radius: Union[float, Tensor], dim: int = -1) -> Tenso
         face_r = _safe_sqrt(face_r2)
         # A single vertex has no circle to leave; an inactive constraint has radius 0.
         face_r = torch.where(size > 1, face_r, torch.zeros_like(face_r))
-        pushed = _radial_push(q, face_centre, face_r, _face_fallback(support))
+        pushed = _radial_push(q, face_centre, face_r, _face_fallback(support, v.dtype))
         p = torch.where(outside, pushed, p)
     # Rounding can leave -1e-17 after the last push: clamp keeps the output on the simplex.
     p = torch.clamp(p, min=0)

@@ -108,10 +108,15 @@ class Distributed:
         return t.tolist()
 
 
+def candidates(args) -> tuple:
+    """The SN/SSN candidate list the arguments ask for."""
+    return ("IN", "LN") if args.no_bn else ("IN", "LN", "BN")
+
+
 def build_model(args) -> ResNet:
     norm_kwargs = {}
     if args.norm in SWITCHABLE:
-        norm_kwargs["candidates"] = ("IN", "LN") if args.no_bn else ("IN", "LN", "BN")
+        norm_kwargs["candidates"] = candidates(args)
     num_classes = len(torchvision.datasets.ImageFolder(args.data / "train").classes)
     return ResNet(args.depth, args.norm, norm_kwargs=norm_kwargs, version=args.version, ce=args.ce,
                   last_gamma=args.last_gamma, ceil_mode_pool=args.ceil_mode_pool, num_classes=num_classes)
@@ -194,7 +199,7 @@ def save_atomically(obj, path: Path):
 
 def export_backbones(model: ResNet, args, out: Path):
     arch = {"depth": args.depth, "version": args.version, "norm": args.norm,
-            "candidates": ("IN", "LN") if args.no_bn else ("IN", "LN", "BN"),
+            "candidates": candidates(args),
             "sparse": args.norm in ("SSN", "SyncSSN"), "ce": args.ce, "num_classes": model.fc.out_features,
             "ceil_mode_pool": args.ceil_mode_pool}
     described = PublishedModel(**arch, state_dict=model.state_dict())
