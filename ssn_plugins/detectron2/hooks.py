@@ -9,6 +9,7 @@ from detectron2.utils.events import EventStorage
 from ..batch_stats import layers_with_batch_statistics, recompute_batch_statistics
 from ..layers import SwitchNorm
 from ..radius import RadiusScheduler, sparse_layers
+from ..selection import mean_ratios
 
 logger = logging.getLogger(__name__)
 
@@ -66,20 +67,15 @@ class RatioScalars(HookBase):
     """Puts the mean SN/SSN ratio of each candidate (over layers) into the event storage (TensorBoard)."""
 
     def __init__(self, model: torch.nn.Module, period: int = 20):
-        self._layers = [m for m in model.modules() if isinstance(m, SwitchNorm)]
+        self._model = model
+        self._enabled = any(isinstance(m, SwitchNorm) for m in model.modules())
         self._period = period
 
     def after_step(self):
-        if not self._layers or (self.trainer.iter + 1) % self._period or not comm.is_main_process():
+        if not self._enabled or (self.trainer.iter + 1) % self._period or not comm.is_main_process():
             return
-        sums = {}
-        with torch.no_grad():
-            for layer in self._layers:
-                for kind, ratios in zip(("mean", "var"), layer.ratios()):
-                    for name, value in zip(layer.candidates, ratios.float().tolist()):
-                        sums[f"ssn_{kind}_ratio_{name}"] = sums.get(f"ssn_{kind}_ratio_{name}", 0.0) + value
-        self.trainer.storage.put_scalars(**{k: v / len(self._layers) for k, v in sums.items()},
-                                         smoothing_hint=False)
+        ratios = mean_ratios(self._model)
+        self.trainer.storage.put_scalars(**{f"ssn_{k}": v for k, v in ratios.items()}, smoothing_hint=False)
 
 
 def ssn_hooks(cfg, model: torch.nn.Module, train_loader_factory):

@@ -1,0 +1,191 @@
+"""mmengine hooks for SN/SSN training: radius schedule, batch-average statistics, norm_eval, scalars.
+
+``configs/_base_/ssn_runtime.py`` lists all four in ``custom_hooks``. Each
+works on the model unwrapped from its (distributed) wrapper and does nothing
+when the model has no layer it concerns.
+"""
+import copy
+import json
+import logging
+from pathlib import Path
+from typing import Iterator, List, Optional
+
+from mmengine.dist import is_main_process
+from mmengine.hooks import Hook
+from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
+from mmengine.registry import HOOKS
+from torch import nn
+
+from ..batch_stats import average_statistics_across_processes, layers_with_batch_statistics, recompute_batch_statistics
+from ..layers import ChannelEquilibrium, SwitchNorm
+from ..radius import RadiusScheduler, sparse_layers
+from ..selection import describe_selection, format_selection, mean_ratios
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside mmengine's (distributed) wrappers."""
+    return model.module if is_model_wrapper(model) else model
+
+
+@HOOKS.register_module(force=True)
+class SparsestMaxRadiusHook(Hook):
+    """Sets the SparsestMax radius of every SSN layer from the runner's iteration before each step.
+
+    ``radius = max_radius * clamp((iter - start_iter) / (end_iter - start_iter), 0, 1)``
+    with ``end_iter`` defaulting to the run's ``max_iters`` (the paper's
+    ``t / T``). The radius depends only on the iteration, so a resumed run
+    continues the schedule. Puts ``train/ssn_radius`` and
+    ``train/ssn_one_hot`` (fixed ratio vectors, two per layer) into the message
+    hub, which the logger prints and sends to the visualizer backends.
+    """
+
+    priority = "NORMAL"
+
+    def __init__(self, start_iter: int = 0, end_iter: Optional[int] = None, max_radius: float = 1.0):
+        self.start_iter, self.end_iter, self.max_radius = start_iter, end_iter, max_radius
+        self.scheduler: Optional[RadiusScheduler] = None
+
+    def before_train(self, runner) -> None:
+        model = unwrap(runner.model)
+        if not sparse_layers(model):
+            return
+        end_iter = self.end_iter if self.end_iter is not None else runner.max_iters
+        self.scheduler = RadiusScheduler(model, total_iters=end_iter, start_iter=self.start_iter,
+                                         max_radius=self.max_radius)
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        if self.scheduler is None:
+            return
+        state = self.scheduler.step(runner.iter)
+        runner.message_hub.update_scalar("train/ssn_radius", state["radius"])
+        runner.message_hub.update_scalar("train/ssn_one_hot", state["fixed"])
+
+
+def norm_eval_layers(model: nn.Module) -> List[nn.Module]:
+    """The SN/SSN/CE layers inside modules with ``norm_eval=True`` (each once)."""
+    layers = {}
+    for owner in model.modules():
+        if getattr(owner, "norm_eval", False) is True:
+            layers.update((id(m), m) for m in owner.modules() if isinstance(m, (SwitchNorm, ChannelEquilibrium)))
+    return list(layers.values())
+
+
+def _forever(loader) -> Iterator:
+    while True:
+        yield from loader
+
+
+@HOOKS.register_module(force=True)
+class BatchAverageStatisticsHook(Hook):
+    """Recomputes BN statistics as averages over training batches before validation and testing.
+
+    The SN paper's recommended inference mode: the running statistics of every
+    SN/SSN layer with a BN candidate (and every BatchNorm) become averages over
+    ``num_iters`` batches of a loader built from the config's
+    ``train_dataloader`` (its own loader, so training's data order is
+    untouched), pooled over processes. Layers frozen by ``norm_eval`` keep
+    their statistics. The new statistics stay in the model and
+    are saved in later checkpoints. A test run whose config has no
+    ``train_dataloader`` keeps the checkpoint's statistics, with a warning.
+    """
+
+    priority = "ABOVE_NORMAL"  # before anything else that runs at before_val / before_test
+
+    def __init__(self, num_iters: int = 200, before_val: bool = True, before_test: bool = True):
+        if num_iters < 1:
+            raise ValueError(f"num_iters must be >= 1, got {num_iters}")
+        self.num_iters, self._before_val, self._before_test = num_iters, before_val, before_test
+        self._batches: Optional[Iterator] = None
+
+    def _recompute(self, runner) -> None:
+        model = unwrap(runner.model)
+        if not layers_with_batch_statistics(model):
+            return
+        if self._batches is None:
+            # the runner's train_dataloader settings (a dict until the train loop builds its own loader from it)
+            loader_cfg = runner.cfg.get("train_dataloader") or getattr(runner, "_train_dataloader", None)
+            if not isinstance(loader_cfg, dict):
+                print_log("BatchAverageStatisticsHook: no train_dataloader settings to build a loader from; "
+                          "keeping the moving-average statistics", logger="current", level=logging.WARNING)
+                return
+            self._batches = _forever(runner.build_dataloader(copy.deepcopy(loader_cfg), seed=runner.seed))
+        print_log(f"Recomputing batch-average statistics over {self.num_iters} training batches ...",
+                  logger="current")
+
+        def forward(m, batch):
+            m._run_forward(m.data_preprocessor(batch, True), mode="loss")
+
+        recompute_batch_statistics(model, self._batches, self.num_iters, forward=forward,
+                                   frozen=norm_eval_layers(model))
+        average_statistics_across_processes(model)
+
+    def before_val(self, runner) -> None:
+        if self._before_val:
+            self._recompute(runner)
+
+    def before_test(self, runner) -> None:
+        if self._before_test:
+            self._recompute(runner)
+
+
+@HOOKS.register_module(force=True)
+class SwitchNormEvalHook(Hook):
+    """Extends ``norm_eval=True`` to SN/SSN/CE layers.
+
+    OpenMMLab backbones with ``norm_eval=True`` put their ``_BatchNorm`` layers
+    in eval mode whenever they enter training mode; SN/SSN/CE layers are not
+    ``_BatchNorm`` subclasses, so this hook puts every one of them inside a
+    module with ``norm_eval=True`` in eval mode before each training
+    iteration (after the loop's ``model.train()``): they then normalize with
+    their running statistics and stop updating them, as frozen BatchNorm does.
+    Their parameters still train unless ``norm_cfg`` has ``requires_grad=False``.
+    """
+
+    priority = "NORMAL"
+
+    def __init__(self):
+        self._layers = None
+
+    def before_train(self, runner) -> None:
+        self._layers = norm_eval_layers(unwrap(runner.model))
+        if self._layers:
+            print_log(f"SwitchNormEvalHook: {len(self._layers)} SN/SSN/CE layers follow norm_eval=True",
+                      logger="current")
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        for layer in self._layers or ():
+            layer.eval()
+
+
+@HOOKS.register_module(force=True)
+class SwitchNormScalarsHook(Hook):
+    """Sends the mean SN/SSN ratio of each candidate to the visualizer backends, and reports the selection.
+
+    Every ``interval`` iterations it writes ``ssn/mean_ratio_<IN|LN|BN>`` and
+    ``ssn/var_ratio_<...>`` (averaged over layers) with
+    ``runner.visualizer.add_scalars`` (TensorBoard, local JSON, ...). After
+    training it logs each layer's ratios and selection and writes them to
+    ``<work_dir>/ssn_selection.json``.
+    """
+
+    priority = "LOW"
+
+    def __init__(self, interval: int = 50):
+        self.interval = interval
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        if not self.every_n_train_iters(runner, self.interval) or not is_main_process():
+            return
+        ratios = mean_ratios(unwrap(runner.model))
+        if ratios:
+            runner.visualizer.add_scalars({f"ssn/{k}": v for k, v in ratios.items()}, step=runner.iter + 1)
+
+    def after_train(self, runner) -> None:
+        if not is_main_process():
+            return
+        rows = describe_selection(unwrap(runner.model))
+        if not rows:
+            return
+        print_log("normalizer per layer:\n" + format_selection(rows), logger="current")
+        Path(runner.work_dir, "ssn_selection.json").write_text(json.dumps(rows, indent=1))

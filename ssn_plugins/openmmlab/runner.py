@@ -1,0 +1,57 @@
+"""Building an mmengine ``Runner`` from a config, as OpenMMLab's ``tools/train.py`` does, for any scope."""
+import argparse
+import os
+import os.path as osp
+from typing import Optional, Sequence
+
+import torch
+from mmengine.config import Config, DictAction
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+
+def add_runner_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The arguments OpenMMLab's tools share: ``--work-dir``, ``--cfg-options``, ``--launcher``, ``--local-rank``."""
+    parser.add_argument("--work-dir", help="where logs and checkpoints go (default: ./work_dirs/<config name>)")
+    parser.add_argument("--cfg-options", nargs="+", action=DictAction,
+                        help="override config entries, key=value (e.g. train_cfg.max_iters=100)")
+    parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none",
+                        help="job launcher (torchrun: pytorch)")
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=0)
+    return parser
+
+
+def load_config(path: str, work_dir: Optional[str] = None, cfg_options: Optional[dict] = None,
+                launcher: str = "none") -> Config:
+    """Read ``path`` and apply the command-line settings.
+
+    Without CUDA the distributed backend becomes ``gloo`` (the upstream
+    configs name ``nccl``, which needs GPUs), so multi-process runs work on CPU.
+    """
+    os.environ.setdefault("LOCAL_RANK", "0")
+    cfg = Config.fromfile(path)
+    cfg.launcher = launcher
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get("work_dir") is None:
+        cfg.work_dir = osp.join("./work_dirs", osp.splitext(osp.basename(path))[0])
+    if not torch.cuda.is_available():
+        cfg.setdefault("env_cfg", {}).setdefault("dist_cfg", {})["backend"] = "gloo"
+    imports = cfg.get("custom_imports", {}).get("imports", [])
+    if "ssn_plugins.openmmlab" not in imports:
+        import ssn_plugins.openmmlab  # noqa: F401  (a config without the plugin base still gets the layers)
+    return cfg
+
+
+def build_runner(cfg: Config) -> Runner:
+    """``Runner.from_cfg``, or the registered runner a config names with ``runner_type``."""
+    return RUNNERS.build(cfg) if "runner_type" in cfg else Runner.from_cfg(cfg)
+
+
+def parse(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """Parse ``argv`` and export ``LOCAL_RANK`` for launchers that pass ``--local-rank``."""
+    args = parser.parse_args(argv)
+    os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
+    return args
