@@ -58,16 +58,23 @@ def _safe_sqrt(x: Tensor) -> Tensor:
                        torch.zeros_like(x))
 
 
-def _radial_push(point: Tensor, centre: Tensor, radius: Tensor, fallback: Tensor) -> Tensor:
+def _radial_push(point: Tensor, centre: Tensor, radius: Tensor, fallback: Tensor, support: Tensor,
+                 noise: Tensor) -> Tensor:
     """Move ``point`` away from ``centre`` onto the sphere of ``radius`` if it lies inside.
 
-    Points exactly at the centre have no direction; they move along
-    ``fallback`` (a unit vector in the same affine plane) instead of dividing
-    by zero. The double ``where`` keeps NaN out of the backward pass.
+    Both lie in the affine plane of the face ``support`` (coordinates summing
+    to 1, zero off the support); the offset is projected onto that plane
+    first, so rounding in ``point``'s coordinates cannot tilt the direction
+    out of it. Offsets no longer than ``noise`` (the rounding error of the
+    computation that produced ``point``) have no meaningful direction: those
+    points move along ``fallback`` (a unit vector in the plane) instead. The
+    double ``where`` keeps NaN out of the backward pass.
     """
+    s = support.to(point.dtype)
     offset = point - centre
+    offset = (offset - (offset * s).sum(dim=-1, keepdim=True) / s.sum(dim=-1, keepdim=True)) * s
     dist = _safe_sqrt((offset * offset).sum(dim=-1, keepdim=True))
-    degenerate = dist <= torch.finfo(point.dtype).tiny ** 0.5
+    degenerate = dist <= noise
     safe_dist = torch.where(degenerate, torch.ones_like(dist), dist)
     direction = torch.where(degenerate, fallback, offset / safe_dist)
     inside = dist < radius
@@ -129,9 +136,12 @@ def sparsestmax(z: Tensor, radius: Union[float, Tensor], dim: int = -1) -> Tenso
 
     centre = torch.full((k,), 1.0 / k, dtype=v.dtype, device=v.device)
     all_ones = torch.ones(v.shape, dtype=torch.bool, device=v.device)
+    # Rounding error of the plane projection below, which works at the logits' magnitude: an offset from
+    # a centre this small is noise (equal logits such as 1, 1, 1 land a few ulps off the centre).
+    noise = 64 * torch.finfo(v.dtype).eps * (1 + v.detach().abs().amax(dim=-1, keepdim=True))
     # 1-2: onto the plane, then out of the circle around the centre.
     p = v - (v.sum(dim=-1, keepdim=True) - 1) / k
-    p = _radial_push(p, centre, r, _face_fallback(all_ones, v.dtype))
+    p = _radial_push(p, centre, r, _face_fallback(all_ones, v.dtype), all_ones, noise)
     # 3-4: while outside the simplex, project onto it and leave the face's circle.
     for _ in range(k - 1):
         outside = (p < 0).any(dim=-1, keepdim=True)
@@ -143,7 +153,7 @@ def sparsestmax(z: Tensor, radius: Union[float, Tensor], dim: int = -1) -> Tenso
         face_r = _safe_sqrt(face_r2)
         # A single vertex has no circle to leave; an inactive constraint has radius 0.
         face_r = torch.where(size > 1, face_r, torch.zeros_like(face_r))
-        pushed = _radial_push(q, face_centre, face_r, _face_fallback(support, v.dtype))
+        pushed = _radial_push(q, face_centre, face_r, _face_fallback(support, v.dtype), support, noise)
         p = torch.where(outside, pushed, p)
     # Rounding can leave -1e-17 after the last push: clamp keeps the output on the simplex.
     p = torch.clamp(p, min=0)

@@ -95,6 +95,18 @@ def test_optimizer_without_paramwise_cfg_still_slows_the_ratios():
     assert groups["sn.weight"] == groups["conv.weight"] == pytest.approx((0.1, 1e-4))
 
 
+def test_optimizer_clips_the_ratio_gradients_before_each_step():
+    model = Net()
+    wrapper = build_optim_wrapper(model, dict(optimizer=dict(type="SGD", lr=0.1),
+                                              constructor="SSNOptimWrapperConstructor"))
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 10.0)
+    wrapper.step()
+    ratio_norm = torch.cat([model.sn.mean_weight.grad, model.sn.var_weight.grad]).norm()
+    assert ratio_norm == pytest.approx(1.0, rel=1e-5)
+    assert torch.all(model.conv.weight.grad == 10.0)  # only the ratios are clipped
+
+
 def test_optimizer_custom_keys_win():
     groups = _groups(dict(custom_keys={"sn.mean_weight": dict(lr_mult=1.0, decay_mult=1.0)}, ratio_lr_mult=0.5))
     assert groups["sn.mean_weight"] == pytest.approx((0.1, 1e-4))
@@ -218,7 +230,8 @@ def test_resume_without_trusted_loading_fails_on_this_torch(tmp_path):
 
 
 def test_batch_average_statistics_before_validation(tmp_path):
-    runner = _runner(tmp_path / "v", max_iters=3, hooks=[dict(type="BatchAverageStatisticsHook", num_iters=2),
+    # the default: one pass over the training set (16 samples, 4 batches)
+    runner = _runner(tmp_path / "v", max_iters=3, hooks=[dict(type="BatchAverageStatisticsHook"),
                                                           dict(type="SwitchNormEvalHook")])
     trained = {}
 
@@ -229,7 +242,7 @@ def test_batch_average_statistics_before_validation(tmp_path):
     runner.register_hook(Capture(), priority="LOWEST")
     runner.train()
     expected = trained["model"]
-    batches = [runner.train_dataloader.collate_fn(_dataset()[i * 4:(i + 1) * 4]) for i in range(2)]
+    batches = [runner.train_dataloader.collate_fn(_dataset()[i * 4:(i + 1) * 4]) for i in range(4)]
     S.recompute_batch_statistics(expected, batches, frozen=[expected.frozen.sn],
                                  forward=lambda m, b: m(**m.data_preprocessor(b, True), mode="loss"))
     for name in ("ssn", "sn", "frozen.sn"):

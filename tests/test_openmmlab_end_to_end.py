@@ -42,3 +42,54 @@ def test_mask_rcnn_ssn_on_real_instances(in_tmp):
     for when in ("before", "after"):
         assert set(summary[when]) == {"coco/bbox_mAP", "coco/segm_mAP"}
         assert all(0.0 <= v <= 1.0 for v in summary[when].values())
+
+
+def test_train_resume_and_test_tools(in_tmp):
+    """tools/mm_train.py, its --resume on an mmseg checkpoint (torch 2.14 loading), and tools/mm_test.py."""
+    import mm_test
+    import mm_train
+
+    from ssn_plugins.datasets.real_mini import write_segmentation
+
+    write_segmentation(in_tmp / "datasets/real_mini_seg")
+    config = str(openmmlab_real_mini.TASKS["seg"][0])
+    small = ["model.data_preprocessor.size=(128,128)", "train_dataloader.dataset.pipeline.3.crop_size=(128,128)",
+             "custom_hooks.1.num_iters=1", "default_hooks.logger.interval=1",
+             "default_hooks.checkpoint.interval=1"]
+    work_dir = in_tmp / "tools"
+    mm_train.main([config, "--work-dir", str(work_dir), "--cfg-options", "train_cfg.max_iters=2",
+                   "train_cfg.val_interval=100", *small])
+    mm_train.main([config, "--work-dir", str(work_dir), "--resume", "--cfg-options", "train_cfg.max_iters=3",
+                   "train_cfg.val_interval=100", *small])
+    runs = sorted(p for p in work_dir.iterdir() if p.is_dir())
+    steps = [[json.loads(line)["step"] for line in (run / "vis_data" / "scalars.json").read_text().splitlines()
+              if "loss" in line] for run in runs]
+    assert steps == [[1, 2], [3]]  # the second run went on from the checkpoint of iteration 2
+    metrics = mm_test.main([config, str(work_dir / "iter_3.pth"), "--work-dir", str(work_dir), "--cfg-options",
+                            *small])
+    assert 0.0 <= metrics["mIoU"] <= 100.0
+
+
+def test_two_process_training_on_cpu(in_tmp):
+    """``torchrun`` + ``--launcher pytorch`` on CPU: gloo, and a DDP wrapper without device_ids."""
+    import socket
+    import subprocess
+
+    from ssn_plugins.datasets.real_mini import write_segmentation
+
+    write_segmentation(in_tmp / "datasets/real_mini_seg")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    work_dir = in_tmp / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port),
+               str(TOOLS / "mm_train.py"), openmmlab_real_mini.TASKS["seg"][0], "--launcher", "pytorch",
+               "--work-dir", str(work_dir), "--cfg-options", "train_cfg.max_iters=2", "train_cfg.val_interval=100",
+               "model.data_preprocessor.size=(128,128)", "train_dataloader.dataset.pipeline.3.crop_size=(128,128)",
+               "train_dataloader.num_workers=0", "train_dataloader.persistent_workers=False",
+               "default_hooks.logger.interval=1"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    log = next(work_dir.glob("*/*.log")).read_text()
+    assert "Distributed launcher: pytorch" in log and "Distributed training: True" in log and "World size: 2" in log
+    assert (work_dir / "iter_2.pth").exists()

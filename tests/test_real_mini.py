@@ -1,4 +1,6 @@
-"""The real mini instance-segmentation set: its masks are the packages' human annotations."""
+"""The real mini sets (COCO instances, mmseg semantic segmentation): their masks are the packages' human annotations."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 from pycocotools.coco import COCO
@@ -50,3 +52,46 @@ def test_detectron2_catalog(mini):
     assert len(records) == 3 and sum(len(r["annotations"]) for r in records) == 152
     assert MetadataCatalog.get(train_name).thing_classes == CATEGORIES
     assert sd.register_real_mini(root, prefix="real_mini_test") == (train_name, val_name)  # idempotent
+
+
+def test_segmentation_set_matches_the_instance_masks(tmp_path):
+    from PIL import Image
+
+    from ssn_plugins.datasets.real_mini import SEG_CLASSES, write_segmentation
+
+    assert write_segmentation(tmp_path) == {"train": 6, "val": 3}
+    samples = {s.name: s for s in load_annotated_images()}
+    for stem, flipped in (("voc", False), ("nuclei", False), ("arc2017_flip", True)):
+        source = samples[stem.replace("_flip", "")]
+        split = "train" if flipped else "val"
+        labels = np.asarray(Image.open(tmp_path / "ann_dir" / split / f"{stem}.png"))
+        image = np.asarray(Image.open(tmp_path / "img_dir" / split / f"{stem}.png"))
+        masks = source.masks[:, :, ::-1] if flipped else source.masks
+        assert np.array_equal(image, source.image[:, ::-1] if flipped else source.image)
+        # independently: the class of the last instance that covers a pixel, background where none does
+        classes = np.array([SEG_CLASSES.index(c) for c in source.categories])
+        covered = masks.any(0)
+        last = len(masks) - 1 - np.argmax(masks[::-1], axis=0)
+        assert np.array_equal(labels, np.where(covered, classes[last], 0))
+
+
+def test_segmentation_set_loads_in_mmseg(tmp_path):
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+
+    from ssn_plugins.datasets.real_mini import SEG_CLASSES, write_segmentation
+
+    write_segmentation(tmp_path)
+    cfg = Config.fromfile(str(Path(__file__).resolve().parents[1] / "configs/mmseg/real_mini/"
+                              "deeplabv3_r18-d8_ssn_real-mini-256x256.py"))
+    import mmseg.datasets  # noqa: F401
+    from mmseg.registry import DATASETS
+
+    with DefaultScope.overwrite_default_scope("mmseg"):
+        val = DATASETS.build({**cfg.val_dataloader.dataset, "data_root": str(tmp_path)})
+        train = DATASETS.build({**cfg.train_dataloader.dataset, "data_root": str(tmp_path)})
+    assert len(train) == 6 and len(val) == 3
+    assert list(val.metainfo["classes"]) == SEG_CLASSES
+    sample = val[0]
+    values = set(np.unique(sample["data_samples"].gt_sem_seg.data.numpy()).tolist())
+    assert values <= set(range(len(SEG_CLASSES))) and len(values) > 1

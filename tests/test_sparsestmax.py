@@ -79,6 +79,33 @@ def test_degenerate_centre_is_deterministic_and_finite():
     assert torch.isfinite(z.grad).all()
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("k", [2, 3, 4])
+def test_equal_logits_of_any_value_move_towards_the_first_candidate(dtype, k):
+    """Equal logits such as (1, 1, 1) land a few ulps off the centre after the plane projection; that rounding
+    must neither pick a direction out of the plane (which used to leave the ratios at the centre) nor give NaN."""
+    values = torch.tensor([0.0, 1.0, -3.7, 1 / 3, 1000.1], dtype=dtype)
+    radii = torch.linspace(0.01, max_radius(k) * 0.999, 25, dtype=torch.float64)
+    z = values.repeat_interleave(len(radii))[:, None].expand(-1, k).contiguous()
+    r = radii.repeat(len(values)).to(dtype)
+    p = sparsestmax(z, r).double()
+    u = torch.full((k,), 1 / k, dtype=torch.float64)
+    vertex = torch.zeros(k, dtype=torch.float64)
+    vertex[0] = 1
+    expected = u + (r.double() / max_radius(k))[:, None] * (vertex - u)
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(p, expected, atol=tol, rtol=0)
+
+
+def test_nearly_equal_float32_logits_stay_finite_and_feasible():
+    g = torch.Generator().manual_seed(0)
+    z = 1 + 1e-7 * torch.randn(2000, 3, generator=g)
+    for radius in [0.1, 0.5952, 0.7, 0.8]:
+        p = sparsestmax(z, radius)
+        assert torch.isfinite(p).all() and (p >= 0).all()
+        assert ((p.double() - 1 / 3).norm(dim=-1) >= radius - 1e-5).all()
+
+
 def test_batched_and_dim_and_per_row_radius():
     z = torch.randn(5, 3, 7, dtype=torch.float64)
     radius = torch.rand(5, 7, dtype=torch.float64) * 0.8

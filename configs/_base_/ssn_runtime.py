@@ -4,8 +4,8 @@
 # itself (mmengine forbids the same key in two base files).
 custom_imports = dict(imports=['ssn_plugins.openmmlab'], allow_failed_imports=False)
 custom_hooks = [
-    dict(type='SparsestMaxRadiusHook'),                      # radius t/T, continues on resume
-    dict(type='BatchAverageStatisticsHook', num_iters=200),  # batch-average BN statistics before val/test
-    dict(type='SwitchNormEvalHook'),                         # norm_eval=True also freezes SN/SSN/CE statistics
-    dict(type='SwitchNormScalarsHook', interval=50),         # mean ratios to the visualizer, selection at the end
+    dict(type='SparsestMaxRadiusHook'),       # radius t/T, continues on resume
+    dict(type='BatchAverageStatisticsHook'),  # batch-average BN statistics before val/test (<= 200 batches)
+    dict(type='SwitchNormEvalHook'),          # norm_eval=True also freezes SN/SSN/CE statistics
+    dict(type='SwitchNormScalarsHook', interval=50),  # mean ratios to the visualizer, selection at the end
 ]

@@ -82,7 +82,8 @@ class BatchAverageStatisticsHook(Hook):
 
     The SN paper's recommended inference mode: the running statistics of every
     SN/SSN layer with a BN candidate (and every BatchNorm) become averages over
-    ``num_iters`` batches of a loader built from the config's
+    ``num_iters`` batches (default: one pass over the training set, at most
+    200 batches, the paper's figure) of a loader built from the config's
     ``train_dataloader`` (its own loader, so training's data order is
     untouched), pooled over processes. Layers frozen by ``norm_eval`` keep
     their statistics. The new statistics stay in the model and
@@ -92,11 +93,12 @@ class BatchAverageStatisticsHook(Hook):
 
     priority = "ABOVE_NORMAL"  # before anything else that runs at before_val / before_test
 
-    def __init__(self, num_iters: int = 200, before_val: bool = True, before_test: bool = True):
-        if num_iters < 1:
-            raise ValueError(f"num_iters must be >= 1, got {num_iters}")
+    def __init__(self, num_iters: Optional[int] = None, before_val: bool = True, before_test: bool = True):
+        if num_iters is not None and num_iters < 1:
+            raise ValueError(f"num_iters must be >= 1 or None, got {num_iters}")
         self.num_iters, self._before_val, self._before_test = num_iters, before_val, before_test
         self._batches: Optional[Iterator] = None
+        self._count = num_iters
 
     def _recompute(self, runner) -> None:
         model = unwrap(runner.model)
@@ -109,14 +111,15 @@ class BatchAverageStatisticsHook(Hook):
                 print_log("BatchAverageStatisticsHook: no train_dataloader settings to build a loader from; "
                           "keeping the moving-average statistics", logger="current", level=logging.WARNING)
                 return
-            self._batches = _forever(runner.build_dataloader(copy.deepcopy(loader_cfg), seed=runner.seed))
-        print_log(f"Recomputing batch-average statistics over {self.num_iters} training batches ...",
-                  logger="current")
+            loader = runner.build_dataloader(copy.deepcopy(loader_cfg), seed=runner.seed)
+            self._count = self.num_iters if self.num_iters is not None else min(len(loader), 200)
+            self._batches = _forever(loader)
+        print_log(f"Recomputing batch-average statistics over {self._count} training batches ...", logger="current")
 
         def forward(m, batch):
             m._run_forward(m.data_preprocessor(batch, True), mode="loss")
 
-        recompute_batch_statistics(model, self._batches, self.num_iters, forward=forward,
+        recompute_batch_statistics(model, self._batches, self._count, forward=forward,
                                    frozen=norm_eval_layers(model))
         average_statistics_across_processes(model)
 

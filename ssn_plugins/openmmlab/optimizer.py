@@ -18,6 +18,7 @@ from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
 from torch import nn
 
 from ..layers import ChannelEquilibrium, SwitchNorm
+from ..optim import clip_ratio_grad_norm
 
 RATIO_NAMES = ("mean_weight", "var_weight")
 
@@ -33,6 +34,10 @@ class SSNOptimWrapperConstructor(DefaultOptimWrapperConstructor):
       ``norm_decay_mult`` and are exempt from ``bias_lr_mult``, exactly as
       BatchNorm's are.
     - ``custom_keys`` still take precedence over both rules, as upstream.
+    - Before every optimizer step the gradient norm of all ratio logits
+      together is clipped to ``ratio_clip_grad`` (default 1.0, the published
+      recipe; ``None`` turns it off), through a step pre-hook on the optimizer,
+      so it also holds under ``AmpOptimWrapper`` (whose scaler unscales first).
     """
 
     def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg: Optional[dict] = None):
@@ -41,6 +46,7 @@ class SSNOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         paramwise_cfg = dict(paramwise_cfg or {})
         self.ratio_lr_mult = float(paramwise_cfg.setdefault("ratio_lr_mult", 0.1))
         self.ratio_decay_mult = float(paramwise_cfg.setdefault("ratio_decay_mult", 0.0))
+        self.ratio_clip_grad = paramwise_cfg.setdefault("ratio_clip_grad", 1.0)
         super().__init__(optim_wrapper_cfg, paramwise_cfg)
         self._ratio_count = 0
 
@@ -74,5 +80,14 @@ class SSNOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         optim_wrapper = super().__call__(model)
         if self._ratio_count:
             print_log(f"SSNOptimWrapperConstructor: {self._ratio_count} SN/SSN ratio logits at "
-                      f"lr x {self.ratio_lr_mult:g}, weight decay x {self.ratio_decay_mult:g}", logger="current")
+                      f"lr x {self.ratio_lr_mult:g}, weight decay x {self.ratio_decay_mult:g}, "
+                      f"gradient norm clipped to {self.ratio_clip_grad}", logger="current")
+        if self.ratio_clip_grad is not None and self._ratio_count:
+            max_norm = float(self.ratio_clip_grad)
+            unwrapped = model.module if hasattr(model, "module") else model
+
+            def clip_ratio_gradients(optimizer, args, kwargs):
+                clip_ratio_grad_norm(unwrapped, max_norm)
+
+            optim_wrapper.optimizer.register_step_pre_hook(clip_ratio_gradients)
         return optim_wrapper

@@ -26,7 +26,8 @@ def load_config(path: str, work_dir: Optional[str] = None, cfg_options: Optional
     """Read ``path`` and apply the command-line settings.
 
     Without CUDA the distributed backend becomes ``gloo`` (the upstream
-    configs name ``nccl``, which needs GPUs), so multi-process runs work on CPU.
+    configs name ``nccl``, which needs GPUs) and the DDP wrapper gets no
+    ``device_ids``, so multi-process runs work on CPU.
     """
     os.environ.setdefault("LOCAL_RANK", "0")
     cfg = Config.fromfile(path)
@@ -39,6 +40,11 @@ def load_config(path: str, work_dir: Optional[str] = None, cfg_options: Optional
         cfg.work_dir = osp.join("./work_dirs", osp.splitext(osp.basename(path))[0])
     if not torch.cuda.is_available():
         cfg.setdefault("env_cfg", {}).setdefault("dist_cfg", {})["backend"] = "gloo"
+        if launcher != "none" and cfg.get("model_wrapper_cfg") is None:
+            # the Runner's default wrapper passes device_ids=[LOCAL_RANK], which DDP rejects for a CPU model
+            cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None,
+                                         broadcast_buffers=False,
+                                         find_unused_parameters=cfg.get("find_unused_parameters", False))
     imports = cfg.get("custom_imports", {}).get("imports", [])
     if "ssn_plugins.openmmlab" not in imports:
         import ssn_plugins.openmmlab  # noqa: F401  (a config without the plugin base still gets the layers)

@@ -5,7 +5,8 @@ _base_ = '../mask_rcnn/mask-rcnn_r50_fpn_ssn-all_1x_coco.py'
 data_root = 'datasets/real_mini/'
 metainfo = dict(classes=('bottle', 'chair', 'person', 'diningtable', 'item', 'nucleus'))
 model = dict(
-    backbone=dict(init_cfg=None),  # nothing can be downloaded here
+    # nothing can be downloaded here: from scratch, so no stage is frozen (the 1x config freezes the stem and layer1)
+    backbone=dict(init_cfg=None, frozen_stages=-1),
     roi_head=dict(bbox_head=dict(num_classes=6), mask_head=dict(num_classes=6)),
     train_cfg=dict(rpn_proposal=dict(max_per_img=300), rcnn=dict(sampler=dict(num=128))),
     test_cfg=dict(rpn=dict(max_per_img=300), rcnn=dict(max_per_img=200)))  # the nuclei image has 125 instances
@@ -42,12 +43,6 @@ param_scheduler = [
 ]
 default_hooks = dict(logger=dict(interval=10),
                      checkpoint=dict(interval=max_epochs))
-custom_hooks = [
-    dict(type='SparsestMaxRadiusHook'),
-    dict(type='BatchAverageStatisticsHook', num_iters=6),
-    dict(type='SwitchNormEvalHook'),
-    dict(type='SwitchNormScalarsHook', interval=10),
-]
 randomness = dict(seed=7)
 env_cfg = dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo'))
 work_dir = 'work_dirs/real_mini_mask_rcnn_ssn_mmdet'

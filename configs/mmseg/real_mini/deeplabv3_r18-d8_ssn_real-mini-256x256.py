@@ -62,12 +62,6 @@ default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='SegVisualizationHook'))
-custom_hooks = [
-    dict(type='SparsestMaxRadiusHook'),
-    dict(type='BatchAverageStatisticsHook', num_iters=6),
-    dict(type='SwitchNormEvalHook'),
-    dict(type='SwitchNormScalarsHook', interval=20),
-]
 randomness = dict(seed=7)
 env_cfg = dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo'))
 work_dir = 'work_dirs/real_mini_deeplabv3_r18_ssn'
