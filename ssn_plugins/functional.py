@@ -317,6 +317,10 @@ def selected_norm(
         return F.batch_norm(x, running_mean, running_var, weight, bias,
                             training or running_mean is None, momentum, eps)
     if candidate == "IN":
+        if math.prod(x.shape[2:]) == 1:
+            # F.instance_norm refuses a single value per channel; IN is still defined there (each value is
+            # its own mean, variance 0, so the output is β), as in the general path: group norm with C groups
+            return F.group_norm(x, x.shape[1], weight, bias, eps)
         return F.instance_norm(x, None, None, weight, bias, True, 0.0, eps)
     if candidate == "LN":
         return F.group_norm(x, 1, weight, bias, eps)

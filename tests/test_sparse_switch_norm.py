@@ -230,3 +230,21 @@ def test_stale_precomputed_ratios_are_not_used():
         net[1].mean_weight.add_(torch.tensor([5.0, 0.0, 0.0], dtype=torch.float64))  # an optimizer step
     fresh = S.sparsestmax(net[1].mean_weight, net[1].radius)
     torch.testing.assert_close(net[1].ratios()[0], fresh)
+
+
+def test_selected_in_on_one_value_per_channel_is_defined():
+    """F.instance_norm refuses 1x1 maps in training; a layer fixed on IN gives what the general path gives there."""
+    fixed = S.SparseSwitchNorm2d(8)
+    fixed.fix("mean", "IN")
+    fixed.fix("var", "IN")
+    with torch.no_grad():
+        fixed.bias.copy_(torch.arange(8.0))
+    general = S.SwitchNorm2d(8)
+    general.load_state_dict({k: v for k, v in fixed.state_dict().items() if k in general.state_dict()}, strict=False)
+    with torch.no_grad():
+        general.mean_weight.copy_(torch.tensor([30.0, 0.0, 0.0]))  # softmax ~ one-hot on IN
+        general.var_weight.copy_(torch.tensor([30.0, 0.0, 0.0]))
+    x = torch.randn(4, 8, 1, 1)
+    out = fixed(x)
+    torch.testing.assert_close(out, torch.arange(8.0).view(1, 8, 1, 1).expand(4, 8, 1, 1), atol=1e-4, rtol=0)
+    torch.testing.assert_close(out, general(x), atol=1e-4, rtol=0)  # rounding of x - mean, over sqrt(eps)

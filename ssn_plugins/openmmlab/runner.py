@@ -5,6 +5,7 @@ import os.path as osp
 from typing import Optional, Sequence
 
 import torch
+import torch.distributed as dist
 from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
@@ -52,7 +53,14 @@ def load_config(path: str, work_dir: Optional[str] = None, cfg_options: Optional
 
 
 def build_runner(cfg: Config) -> Runner:
-    """``Runner.from_cfg``, or the registered runner a config names with ``runner_type``."""
+    """``Runner.from_cfg``, or the registered runner a config names with ``runner_type``.
+
+    Without CUDA a launched run's process group is created here (gloo), since
+    mmengine's ``init_dist`` calls ``torch.cuda.set_device`` unconditionally;
+    the Runner then finds it initialised and uses it.
+    """
+    if cfg.launcher != "none" and not torch.cuda.is_available() and not dist.is_initialized():
+        dist.init_process_group(backend="gloo")
     return RUNNERS.build(cfg) if "runner_type" in cfg else Runner.from_cfg(cfg)
 
 
