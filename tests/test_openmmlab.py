@@ -266,3 +266,15 @@ def test_scalars_reach_the_visualizer_and_the_selection_is_saved(tmp_path):
     assert any("ssn_radius" in r for r in records)
     rows = json.loads((tmp_path / "s" / "ssn_selection.json").read_text())
     assert [r["name"] for r in rows] == ["ssn", "frozen.sn", "sn"]
+
+
+@pytest.mark.parametrize("scope", ["mmdet", "mmseg"])
+def test_zero_init_residual_reaches_switchable_norms(scope):
+    """The README's claim: OpenMMLab's init rules set norm3's weight by name, so they work on SN/SSN too."""
+    registry = _scope_registries(scope)
+    with DefaultScope.overwrite_default_scope(scope):
+        model = registry.MODELS.build(dict(type="ResNet", depth=50, norm_cfg=dict(type="SSN"), zero_init_residual=True))
+    model.init_weights()
+    block = model.layer1[0]
+    assert isinstance(block.norm3, S.SparseSwitchNorm2d)
+    assert torch.all(block.norm3.weight == 0) and torch.all(block.norm1.weight == 1)
