@@ -7,6 +7,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .functional import batch_moments
 from .layers.switch_norm import SwitchNorm
 
 __all__ = ["recompute_batch_statistics", "layers_with_batch_statistics", "average_statistics_across_processes"]
@@ -117,19 +118,15 @@ def average_statistics_across_processes(model: nn.Module) -> int:
     """
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return 1
-    world = dist.get_world_size()
     layers = layers_with_batch_statistics(model)
-    if not layers:
-        return world
-    flat = torch.cat([torch.cat([m.running_mean.double(), m.running_var.double() + m.running_mean.double() ** 2])
-                      for m in layers])
-    dist.all_reduce(flat)
-    flat /= world
-    offset = 0
-    for m in layers:
-        c = m.running_mean.numel()
-        mean, second_moment = flat[offset:offset + c], flat[offset + c:offset + 2 * c]
-        offset += 2 * c
-        m.running_mean.copy_(mean)
-        m.running_var.copy_(torch.clamp(second_moment - mean ** 2, min=0))
-    return world
+    if layers:
+        # one row per process, every layer's channels side by side: batch_moments pools rows across the
+        # group exactly so (float64 sums of mean and var + mean², one all-reduce)
+        means = torch.cat([m.running_mean for m in layers])[None]
+        variances = torch.cat([m.running_var for m in layers])[None]
+        mean, var, _ = batch_moments(means, variances, process_group=dist.group.WORLD)
+        for m, layer_mean, layer_var in zip(layers, mean.split([m.num_features for m in layers]),
+                                            var.split([m.num_features for m in layers])):
+            m.running_mean.copy_(layer_mean)
+            m.running_var.copy_(layer_var)
+    return dist.get_world_size()

@@ -88,3 +88,40 @@ def test_convert_sync_keeps_state_and_selection():
     assert converted[7].selection == ("BN", "BN")
     x = torch.randn(4, 3, 5, 5, dtype=torch.float64)
     torch.testing.assert_close(converted.eval()(x), model.eval()(x))
+
+
+def _stats_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), S.SwitchNorm2d(4), nn.ReLU(),
+                         nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4)).double()
+
+
+def _stats_batches():
+    torch.manual_seed(2)
+    return [torch.randn(3, 3, 5, 5, dtype=torch.float64) * (1 + i) + i for i in range(4)]
+
+
+def _pooled_stats_worker(rank, world, init_file, out_dir):
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        model = _stats_model()
+        S.recompute_batch_statistics(model, _stats_batches()[2 * rank:2 * rank + 2])
+        assert S.average_statistics_across_processes(model) == 2
+        torch.save({n: b.clone() for n, b in model.named_buffers() if "running" in n},
+                   os.path.join(out_dir, f"stats{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_batch_averages_pooled_across_two_processes_equal_one_process(tmp_path):
+    """Each process averages its own batches; pooling them gives what one process gets from all batches."""
+    mp.spawn(_pooled_stats_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    single = _stats_model()
+    S.recompute_batch_statistics(single, _stats_batches())
+    assert S.average_statistics_across_processes(single) == 1  # no process group: unchanged
+    expected = {n: b for n, b in single.named_buffers() if "running" in n}
+    for rank in range(2):
+        got = torch.load(tmp_path / f"stats{rank}.pt", weights_only=True)
+        assert got.keys() == expected.keys()
+        for name, value in expected.items():
+            torch.testing.assert_close(got[name], value, msg=name)
