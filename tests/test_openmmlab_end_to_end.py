@@ -11,6 +11,9 @@ sys.path.insert(0, str(TOOLS))
 
 import openmmlab_real_mini  # noqa: E402
 
+#: the segmentation config at 128x128 crops instead of 256x256, for speed
+SMALL_CROPS = ["model.data_preprocessor.size=(128,128)", "train_dataloader.dataset.pipeline.3.crop_size=(128,128)"]
+
 
 @pytest.fixture
 def in_tmp(tmp_path, monkeypatch):
@@ -20,9 +23,8 @@ def in_tmp(tmp_path, monkeypatch):
 
 def test_deeplabv3_ssn_on_real_segmentation(in_tmp, capsys):
     summary = openmmlab_real_mini.main([
-        "seg", "--work-dir", str(in_tmp / "seg"), "--cfg-options", "train_cfg.max_iters=3",
-        "model.data_preprocessor.size=(128,128)",
-        "train_dataloader.dataset.pipeline.3.crop_size=(128,128)", "custom_hooks.1.num_iters=2"])
+        "seg", "--work-dir", str(in_tmp / "seg"), "--cfg-options", "train_cfg.max_iters=3", *SMALL_CROPS,
+        "custom_hooks.1.num_iters=2"])
     print(json.dumps(summary))
     assert (in_tmp / "datasets/real_mini_seg/ann_dir/val/voc.png").exists()
     assert summary["iterations"] == 3
@@ -53,8 +55,7 @@ def test_train_resume_and_test_tools(in_tmp):
 
     write_segmentation(in_tmp / "datasets/real_mini_seg")
     config = str(openmmlab_real_mini.TASKS["seg"][0])
-    small = ["model.data_preprocessor.size=(128,128)", "train_dataloader.dataset.pipeline.3.crop_size=(128,128)",
-             "custom_hooks.1.num_iters=1", "default_hooks.logger.interval=1",
+    small = [*SMALL_CROPS, "custom_hooks.1.num_iters=1", "default_hooks.logger.interval=1",
              "default_hooks.checkpoint.interval=1"]
     work_dir = in_tmp / "tools"
     # mmengine keeps one visualizer per name in a process: a name per run keeps each run's scalars in its own dir
@@ -86,8 +87,7 @@ def test_two_process_training_on_cpu(in_tmp):
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port),
                str(TOOLS / "mm_train.py"), openmmlab_real_mini.TASKS["seg"][0], "--launcher", "pytorch",
                "--work-dir", str(work_dir), "--cfg-options", "train_cfg.max_iters=2", "train_cfg.val_interval=100",
-               "model.data_preprocessor.size=(128,128)", "train_dataloader.dataset.pipeline.3.crop_size=(128,128)",
-               "train_dataloader.num_workers=0", "train_dataloader.persistent_workers=False",
+               *SMALL_CROPS, "train_dataloader.num_workers=0", "train_dataloader.persistent_workers=False",
                "default_hooks.logger.interval=1"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
