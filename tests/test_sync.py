@@ -109,6 +109,7 @@ def _pooled_stats_worker(rank, world, init_file, out_dir):
         assert S.average_statistics_across_processes(model) == 2
         torch.save({n: b.clone() for n, b in model.named_buffers() if "running" in n},
                    os.path.join(out_dir, f"stats{rank}.pt"))
+        dist.barrier()  # neither process tears gloo down while the other still talks to it
     finally:
         dist.destroy_process_group()
 
