@@ -18,7 +18,7 @@ from torch import Tensor
 from .models.resnet import DEPTHS, ResNet
 
 __all__ = ["PublishedModel", "read_published", "build_resnet", "to_detectron2", "to_openmmlab", "to_i3d",
-           "ConversionError", "I3D_R50_INFLATE"]
+           "inflate_openmmlab_resnet", "ConversionError", "I3D_R50_INFLATE"]
 
 #: norm names whose layers take ``candidates``
 SWITCHABLE = ("SN", "SSN", "SyncSN", "SyncSSN")
@@ -243,34 +243,70 @@ def to_i3d(model: PublishedModel, conv1_t: int = 5, inflate=None,
     Returns ``({"state_dict": ..., "meta": ...}, dropped keys)``.
     """
     _check_v1(model, "I3D")
+    out, dropped, inflate = _inflate_resnet(model.state_dict, model.depth, "sn", "bn", conv1_t, inflate,
+                                            inflate_style)
+    meta = {"ssn_plugins": {**model.architecture(), "conv1_t": conv1_t, "inflate": [list(s) for s in inflate],
+                            "inflate_style": inflate_style}}
+    return {"state_dict": out, "meta": meta}, dropped
+
+
+def inflate_openmmlab_resnet(state_dict: Dict[str, Tensor], depth: int = 50, norm: str = "bn", conv1_t: int = 5,
+                             inflate=None, inflate_style: str = "3x1x1") -> Tuple[dict, List[str]]:
+    """A 2-D OpenMMLab ResNet checkpoint (``conv1``, ``{norm}1``, ``layerK.i.{norm}N``) inflated like :func:`to_i3d`.
+
+    For baselines whose norm mmaction2's own 2-D inflation cannot load: it
+    looks for ``ConvModule.bn``, while a GN layer is ``ConvModule.gn``. The
+    norm attribute keeps its name (``norm='gn'`` gives ``conv1.gn.weight``).
+    From a whole model's checkpoint (keys ``backbone.*``) the backbone is taken.
+    Returns ``({"state_dict": ..., "meta": ...}, dropped keys)``; load it with
+    ``pretrained=<file>, pretrained2d=False``.
+    """
+    if depth not in DEPTHS:
+        raise ConversionError(f"depth must be one of {sorted(DEPTHS)}, got {depth}")
+    if not re.fullmatch(r"[a-z]+", norm):
+        raise ConversionError(f"norm must be the layers' attribute name such as 'bn' or 'gn', got {norm!r}")
+    if any(k.startswith("backbone.") for k in state_dict):  # a whole model: keep its backbone
+        plain = {k[len("backbone."):]: v for k, v in state_dict.items() if k.startswith("backbone.")}
+    else:
+        plain = dict(state_dict)
+    if f"{norm}1.weight" not in plain:
+        found = sorted({m.group(1) for k in plain if (m := re.match(r"^([a-z]+)1\.weight$", k))} - {"conv"})
+        raise ConversionError(f"no stem norm '{norm}1.weight' in the checkpoint (stem norms found: {found})")
+    out, dropped, inflate = _inflate_resnet(plain, depth, norm, norm, conv1_t, inflate, inflate_style)
+    meta = {"ssn_plugins": {"depth": depth, "norm": norm, "conv1_t": conv1_t, "inflate": [list(s) for s in inflate],
+                            "inflate_style": inflate_style}}
+    return {"state_dict": out, "meta": meta}, dropped
+
+
+def _inflate_resnet(state_dict: Dict[str, Tensor], depth: int, norm_in: str, norm_out: str, conv1_t: int,
+                    inflate, inflate_style: str) -> Tuple[Dict[str, Tensor], List[str], tuple]:
+    """The I3D renaming and kernel inflation shared by :func:`to_i3d` and :func:`inflate_openmmlab_resnet`."""
     if inflate_style not in ("3x1x1", "3x3x3"):
         raise ConversionError(f"inflate_style must be '3x1x1' or '3x3x3', got {inflate_style!r}")
-    blocks = DEPTHS[model.depth][1]
+    blocks = DEPTHS[depth][1]
     if inflate is None:
-        inflate = I3D_R50_INFLATE if model.depth == 50 else tuple((1,) * n for n in blocks)
+        inflate = I3D_R50_INFLATE if depth == 50 else tuple((1,) * n for n in blocks)
     if tuple(len(s) for s in inflate) != blocks:
-        raise ConversionError(f"inflate pattern {inflate} does not match ResNet-{model.depth}'s blocks {blocks}")
+        raise ConversionError(f"inflate pattern {inflate} does not match ResNet-{depth}'s blocks {blocks}")
     inflated_conv = "conv1" if inflate_style == "3x1x1" else "conv2"
     out, dropped = {}, []
-    for key, value in model.state_dict.items():
+    for key, value in state_dict.items():
         if key.startswith("fc."):
             dropped.append(key)
         elif key == "conv1.weight":
             out["conv1.conv.weight"] = _inflate(value, conv1_t)
-        elif key.startswith("sn1."):
-            out["conv1.bn." + key[len("sn1."):]] = value
+        elif key.startswith(f"{norm_in}1."):
+            out[f"conv1.{norm_out}." + key[len(norm_in) + 2:]] = value
         elif m := re.match(r"^layer(\d)\.(\d+)\.(conv\d)\.weight$", key):
             stage, block, conv = int(m.group(1)), int(m.group(2)), m.group(3)
             t = 3 if inflate[stage - 1][block] and conv == inflated_conv else 1
             out[f"layer{stage}.{block}.{conv}.conv.weight"] = _inflate(value, t)
-        elif m := re.match(r"^(layer\d\.\d+)\.sn(\d)\.(.+)$", key):
-            out[f"{m.group(1)}.conv{m.group(2)}.bn.{m.group(3)}"] = value
+        elif m := re.match(rf"^(layer\d\.\d+)\.{norm_in}(\d)\.(.+)$", key):
+            out[f"{m.group(1)}.conv{m.group(2)}.{norm_out}.{m.group(3)}"] = value
         elif m := re.match(r"^(layer\d\.\d+)\.downsample\.0\.weight$", key):
             out[f"{m.group(1)}.downsample.conv.weight"] = value.unsqueeze(2)
         elif m := re.match(r"^(layer\d\.\d+)\.downsample\.1\.(.+)$", key):
-            out[f"{m.group(1)}.downsample.bn.{m.group(2)}"] = value
+            out[f"{m.group(1)}.downsample.{norm_out}.{m.group(2)}"] = value
         else:
             raise ConversionError(f"no rule for key {key!r}")
-    meta = {"ssn_plugins": {**model.architecture(), "conv1_t": conv1_t, "inflate": [list(s) for s in inflate],
-                            "inflate_style": inflate_style}}
-    return {"state_dict": out, "meta": meta}, dropped
+    return out, dropped, inflate

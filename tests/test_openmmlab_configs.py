@@ -80,3 +80,64 @@ def test_config_names_its_pretrained_backbone(path):
         assert re.fullmatch(rf"converted/{'ssn' if 'ssn' in norm else 'sn'}_r50_8x\d+_mm\.pth", checkpoint)
     else:
         assert checkpoint.startswith(("torchvision://", "open-mmlab://"))
+
+
+VIDEO = sorted(p for p in (CONFIGS / "mmaction").rglob("*.py") if "_base_" not in p.parts)
+KINETICS = [p for p in VIDEO if "kinetics400" in p.name]
+VIDEO_NORM_CLASS = {"bn3d": nn.BatchNorm3d, "gn": nn.GroupNorm, "sn3d": S.SwitchNorm3d,
+                    "ssn3d": S.SparseSwitchNorm3d, "syncssn3d": S.SyncSparseSwitchNorm3d}
+
+
+def video_norm_of(path: Path) -> str:
+    return re.search(r"_(bn3d|gn|sn3d|ssn3d|syncssn3d)_", path.name).group(1)
+
+
+def test_every_kinetics_setting_is_shipped():
+    names = {p.name for p in KINETICS}
+    assert names == {f"i3d_r50_{norm}_8xb{batch}-32x2x1-100e_kinetics400-rgb.py"
+                     for norm in VIDEO_NORM_CLASS for batch in (8, 4)}
+
+
+@pytest.mark.parametrize("path", VIDEO, ids=lambda p: p.name)
+def test_video_config_builds(path):
+    cfg = Config.fromfile(str(path))
+    assert set(cfg.custom_imports.imports) == {"ssn_plugins.openmmlab", "ssn_plugins.openmmlab.video_datasets"}
+    assert {h.type for h in cfg.custom_hooks} == PLUGIN_HOOKS
+    assert cfg.optim_wrapper.constructor == "SSNOptimWrapperConstructor"
+    for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        assert cfg[loader].dataset.type == "RobustVideoDataset"
+    # the 10-clip test: ten clips spread over the video, softmax averaged
+    sampler = next(t for t in cfg.test_dataloader.dataset.pipeline if t.type == "SampleFrames")
+    assert sampler.num_clips == 10 and sampler.test_mode
+    assert not any(t.type == "ThreeCrop" for t in cfg.test_dataloader.dataset.pipeline)
+    assert cfg.model.cls_head.average_clips == "prob"
+    with DefaultScope.overwrite_default_scope("mmaction"):
+        import mmaction.models  # noqa: F401
+        from mmaction.registry import MODELS
+        cfg.model.backbone.pretrained = None
+        model = MODELS.build(cfg.model)
+    norms = [m for m in model.backbone.modules()
+             if isinstance(m, (nn.modules.batchnorm._NormBase, nn.GroupNorm, S.SwitchNorm))]
+    assert len(norms) == 53 and {type(m) for m in norms} == {VIDEO_NORM_CLASS[video_norm_of(path)]}
+    assert model.backbone.conv1.conv.kernel_size == (5, 7, 7)  # ImageNet-inflated I3D stem
+
+
+@pytest.mark.parametrize("path", KINETICS, ids=lambda p: p.name)
+def test_kinetics_config_follows_the_paper(path):
+    """32-frame clips every 2nd frame, 8 or 4 clips per GPU (learning rate scaled), inflated ImageNet weights."""
+    cfg = Config.fromfile(str(path))
+    batch = int(re.search(r"_8xb(\d)-", path.name).group(1))
+    assert cfg.train_dataloader.batch_size == batch
+    assert cfg.optim_wrapper.optimizer.lr == pytest.approx(0.01 * batch / 8)
+    assert cfg.auto_scale_lr.base_batch_size == 8 * batch
+    for loader in ("train_dataloader", "test_dataloader"):
+        sampler = next(t for t in cfg[loader].dataset.pipeline if t.type == "SampleFrames")
+        assert (sampler.clip_len, sampler.frame_interval) == (32, 2)
+    assert cfg.train_cfg.max_epochs == 100
+    backbone, norm = cfg.model.backbone, video_norm_of(path)
+    if norm == "bn3d":
+        assert backbone.pretrained2d and backbone.pretrained == "torchvision://resnet50"
+    else:
+        expected = {"gn": "gn_r50", "sn3d": "sn_r50_8x32", "ssn3d": f"ssn_r50_8x{batch}",
+                    "syncssn3d": "ssn_r50_8x32"}[norm]
+        assert not backbone.pretrained2d and backbone.pretrained == f"converted/{expected}_i3d.pth"

@@ -1,5 +1,6 @@
-"""The OpenMMLab real-data runs, shortened: mmseg DeepLabV3 + SSN (mIoU) and mmdet Mask R-CNN + SSN (COCO AP)
-train on the real mini sets through tools/openmmlab_real_mini.py and report their metrics."""
+"""The OpenMMLab real-data runs, shortened: mmseg DeepLabV3 + SSN (mIoU), mmdet Mask R-CNN + SSN (COCO AP) and
+mmaction2 I3D + SSN3d (10-clip top-1) train on the real sets through tools/openmmlab_real_mini.py and report
+their metrics."""
 import json
 import sys
 from pathlib import Path
@@ -44,6 +45,31 @@ def test_mask_rcnn_ssn_on_real_instances(in_tmp):
     for when in ("before", "after"):
         assert set(summary[when]) == {"coco/bbox_mAP", "coco/segm_mAP"}
         assert all(0.0 <= v <= 1.0 for v in summary[when].values())
+
+
+def test_i3d_ssn3d_on_real_clips(in_tmp):
+    """Kinetics-style real clips, the radius schedule, batch averages and ratio scalars in video training."""
+    summary = openmmlab_real_mini.main([
+        "video", "--work-dir", str(in_tmp / "video"), "--cfg-options", "train_cfg.max_iters=4",
+        "custom_hooks.1.num_iters=2", "custom_hooks.3.interval=1", "default_hooks.logger.interval=1",
+        "train_dataloader.dataset.pipeline.4.scale=(64,64)", "val_dataloader.dataset.pipeline.4.crop_size=64"])
+    print(json.dumps(summary))
+    assert (in_tmp / "datasets/real_clips/real_clips_train_list_videos.txt").read_text().count("\n") == 36
+    assert summary["iterations"] == 4
+    for when in ("before", "after"):
+        assert set(summary[when]) == {"acc/top1", "acc/top2", "acc/mean1"}
+        assert all(0.0 <= v <= 1.0 for v in summary[when].values())
+    run = next(p for p in (in_tmp / "video").iterdir() if p.is_dir())
+    log = next(run.glob("*.log")).read_text()
+    # before the untrained evaluation and before the final validation
+    assert log.count("Recomputing batch-average statistics over 2 training batches") == 2
+    scalars = [json.loads(line) for line in (run / "vis_data" / "scalars.json").read_text().splitlines()]
+    radii = [s["ssn_radius"] for s in scalars if "ssn_radius" in s]
+    assert radii == [0.0, 0.25, 0.5, 0.75]  # t / T before each of the 4 iterations
+    assert any("ssn/mean_ratio_BN" in s for s in scalars)
+    selection = json.loads((in_tmp / "video" / "ssn_selection.json").read_text())
+    assert len(selection) == 53 and selection[0]["name"] == "backbone.conv1.bn"
+    assert {layer["type"] for layer in selection} == {"SparseSwitchNorm3d"}
 
 
 def test_train_resume_and_test_tools(in_tmp):

@@ -105,15 +105,21 @@ def test_mask_rcnn_train_step(norm, samples):
     assert kinds == {S.SwitchNorm2d if norm == "sn" else S.SparseSwitchNorm2d}
 
 
-@pytest.mark.parametrize("norm", ["SN3d", "SSN3d", "SyncSSN3d"])
+I3D_NORMS = {"BN3d": torch.nn.BatchNorm3d, "GN": torch.nn.GroupNorm, "SN3d": S.SwitchNorm3d,
+             "SSN3d": S.SparseSwitchNorm3d, "SyncSSN3d": S.SyncSparseSwitchNorm3d}
+
+
+@pytest.mark.parametrize("norm", sorted(I3D_NORMS))
 def test_i3d_train_step(norm, samples, tmp_path):
-    """mmaction2's I3D ResNet3d-50 normalizes (N, C, T, H, W) with the 5-D layers; a clip pans over a real photo."""
+    """mmaction2's I3D ResNet3d-50 normalizes (N, C, T, H, W) with the 5-D layers (and the BN3d / GN
+    baselines); a clip pans over a real photo."""
     from mmaction.registry import MODELS
     from mmaction.structures import ActionDataSample
 
     (tmp_path / "i3d.py").write_text("_base_ = ['mmaction::_base_/models/i3d_r50.py']\n")
     cfg = Config.fromfile(str(tmp_path / "i3d.py"))
-    cfg.model.backbone.update(pretrained=None, pretrained2d=False, norm_cfg=dict(type=norm, requires_grad=True))
+    norm_cfg = dict(type=norm, requires_grad=True, **({"num_groups": 32} if norm == "GN" else {}))
+    cfg.model.backbone.update(pretrained=None, pretrained2d=False, norm_cfg=norm_cfg)
     cfg.model.cls_head.num_classes = 3
     image = torch.from_numpy(np.asarray(Image.fromarray(samples["voc"].image).resize((160, 120)))).permute(2, 0, 1)
     inputs, data_samples = [], []
@@ -124,8 +130,9 @@ def test_i3d_train_step(norm, samples, tmp_path):
         data_samples.append(sample)
     with DefaultScope.overwrite_default_scope("mmaction"):
         model = MODELS.build(cfg.model)
-        expected = {"SN3d": S.SwitchNorm3d, "SSN3d": S.SparseSwitchNorm3d, "SyncSSN3d": S.SyncSparseSwitchNorm3d}[norm]
-        assert type(model.backbone.conv1.bn) is expected  # named bn, as 2-D -> 3-D inflation expects
+        assert type(model.backbone.conv1.norm) is I3D_NORMS[norm]
+        if norm != "GN":
+            assert model.backbone.conv1.norm_name == "bn"  # as mmaction2's 2-D -> 3-D inflation expects
         train_once(model, dict(optimizer=dict(type="SGD", lr=0.01, momentum=0.9),
                                constructor="SSNOptimWrapperConstructor"),
                    {"inputs": inputs, "data_samples": data_samples})

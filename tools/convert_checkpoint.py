@@ -2,6 +2,10 @@
 
     python tools/convert_checkpoint.py resnet50v1_ssn_8x32.pth --to all -o converted/ssn_r50_8x32
     python tools/convert_checkpoint.py resnet50v1_sn.pth --to detectron2 -o converted/sn_r50
+    python tools/convert_checkpoint.py resnet50_gn.pth --openmmlab-norm gn --to i3d -o converted/gn_r50
+
+The last form inflates a 2-D OpenMMLab ResNet whose norm layers mmaction2's own
+2-D->3-D inflation cannot load (GN: ``conv1.gn``, not ``conv1.bn``).
 
 Writes ``<out>.pth`` (torch ``ssn_plugins.models.ResNet``: ``{"state_dict", "meta"}``),
 ``<out>_d2.pkl`` (detectron2 ``MODEL.WEIGHTS``), ``<out>_mm.pth`` (OpenMMLab
@@ -16,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from ssn_plugins.checkpoints import ConversionError, read_published, to_detectron2, to_i3d, to_openmmlab
+from ssn_plugins.checkpoints import (ConversionError, inflate_openmmlab_resnet, read_published, to_detectron2, to_i3d,
+                                    to_openmmlab)
 
 TARGETS = ("torch", "detectron2", "openmmlab", "i3d")
 
@@ -52,6 +57,20 @@ def convert(source: Path, out: Path, targets, ceil_mode_pool=None, trust_pickle=
     return written
 
 
+def inflate_openmmlab(source: Path, out: Path, norm: str, depth: int, trust_pickle=False, conv1_t=5,
+                      inflate_style="3x1x1") -> Path:
+    """Inflate a 2-D OpenMMLab ResNet checkpoint (norm attribute ``norm``) to ``<out>_i3d.pth``."""
+    loaded = torch.load(source, map_location="cpu", weights_only=not trust_pickle)
+    state_dict = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else loaded
+    converted, dropped = inflate_openmmlab_resnet(state_dict, depth, norm, conv1_t, inflate_style=inflate_style)
+    path = out.with_name(out.name + "_i3d.pth")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(converted, path)
+    print(f"i3d: wrote {path} ({len(converted['state_dict'])} tensors)"
+          + (f" (dropped {', '.join(dropped)})" if dropped else ""))
+    return path
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", type=Path, help="a published SN/SSN/CE ResNet checkpoint")
@@ -66,9 +85,19 @@ def main(argv=None):
                         help="load with weights_only=False (only for files you trust)")
     parser.add_argument("--i3d-conv1-t", type=int, default=5, help="frames of the inflated stem convolution")
     parser.add_argument("--i3d-inflate-style", choices=("3x1x1", "3x3x3"), default="3x1x1")
+    parser.add_argument("--openmmlab-norm", metavar="NAME",
+                        help="the input is a 2-D OpenMMLab ResNet (not an SN/SSN release) whose norm layers are "
+                             "NAME1 / layerK.i.NAME{1,2,3}, e.g. gn; only --to i3d")
+    parser.add_argument("--depth", type=int, default=50, help="ResNet depth, with --openmmlab-norm")
     args = parser.parse_args(argv)
     targets = TARGETS if "all" in args.to else tuple(args.to)
     try:
+        if args.openmmlab_norm:
+            if targets != ("i3d",):
+                parser.error("--openmmlab-norm converts for I3D only: give --to i3d")
+            inflate_openmmlab(args.checkpoint, args.out, args.openmmlab_norm, args.depth, args.trust_pickle,
+                              args.i3d_conv1_t, args.i3d_inflate_style)
+            return
         convert(args.checkpoint, args.out, targets, args.ceil_mode_pool, args.trust_pickle, args.i3d_conv1_t,
                 args.i3d_inflate_style)
     except ConversionError as e:

@@ -1,11 +1,13 @@
-"""OpenMMLab end to end on real annotated images, on CPU: mIoU (mmseg) or COCO AP (mmdet) before and after.
+"""OpenMMLab end to end on real annotated data, on CPU: mIoU (mmseg), COCO AP (mmdet) or top-1 (mmaction2)
+before and after.
 
     python tools/openmmlab_real_mini.py seg    # DeepLabV3 R18-D8 + SSN, mmseg's IoUMetric
     python tools/openmmlab_real_mini.py det    # Mask R-CNN R50-FPN + SSN, mmdet's CocoMetric (pycocotools)
+    python tools/openmmlab_real_mini.py video  # I3D ResNet3d-50 + SSN3d, 10-clip test, mmaction2's AccMetric
     python tools/openmmlab_real_mini.py seg --cfg-options train_cfg.max_iters=10
 
-It builds the real mini set if missing (tools/build_real_mini_seg.py / build_real_mini_coco.py),
-evaluates the freshly initialised model, trains with the config's hooks (radius schedule, ratio
+It builds the real set if missing (tools/build_real_mini_seg.py / build_real_mini_coco.py /
+build_real_clips.py), evaluates the freshly initialised model, trains with the config's hooks (radius schedule, ratio
 scalars) and takes the training loop's final validation (both evaluations with batch-average
 statistics over training batches), and
 writes ``summary.json`` in the work directory: the metrics before and after and the seconds per
@@ -21,6 +23,7 @@ import torch
 
 from mmengine.hooks import Hook
 
+from ssn_plugins.datasets.real_clips import write_kinetics_style
 from ssn_plugins.datasets.real_mini import write_coco, write_segmentation
 from ssn_plugins.openmmlab.checkpoint import trusted_checkpoints
 from ssn_plugins.openmmlab.hooks import BatchAverageStatisticsHook, unwrap
@@ -33,6 +36,9 @@ TASKS = {
             write_segmentation, "ann_dir/val", ("mIoU", "aAcc", "mAcc")),
     "det": (ROOT / "configs/mmdet/real_mini/mask-rcnn_r50_fpn_ssn-all_real-mini.py", "datasets/real_mini",
             write_coco, "annotations/instances_val.json", ("coco/bbox_mAP", "coco/segm_mAP")),
+    "video": (ROOT / "configs/mmaction/real_clips/i3d_r50_ssn3d_8xb4-8x1x1-200it_real-clips-rgb.py",
+              "datasets/real_clips", write_kinetics_style, "real_clips_val_list_videos.txt",
+              ("acc/top1", "acc/top2", "acc/mean1")),
 }
 
 
@@ -64,7 +70,7 @@ def main(argv=None):
     config, data_root, writer, marker, metric_names = TASKS[args.task]
     cfg = load_config(str(args.config or config), args.work_dir, args.cfg_options, args.launcher)
     if not Path(data_root, marker).exists():  # the configs read it relative to the working directory
-        print(f"building the real mini set in {data_root} ...")
+        print(f"building the real {args.task} set in {data_root} ...")
         writer(Path(data_root))
     runner = build_runner(cfg)
     final = {}

@@ -1,0 +1,7 @@
+# I3D ResNet3d-50 on Kinetics-400, BN3d baseline at 4 clips per GPU (8 GPUs): learning rate scaled
+# linearly with the total batch (0.01 at 64 clips -> 0.005 at 32).
+_base_ = './i3d_r50_bn3d_8xb8-32x2x1-100e_kinetics400-rgb.py'
+train_dataloader = dict(batch_size=4)
+val_dataloader = dict(batch_size=4)
+optim_wrapper = dict(optimizer=dict(lr=0.005))
+auto_scale_lr = dict(base_batch_size=32)

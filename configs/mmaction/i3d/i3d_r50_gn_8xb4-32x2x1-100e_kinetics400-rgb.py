@@ -1,0 +1,6 @@
+# I3D ResNet3d-50 on Kinetics-400, GN baseline at 4 clips per GPU (8 GPUs), learning rate 0.005.
+_base_ = './i3d_r50_gn_8xb8-32x2x1-100e_kinetics400-rgb.py'
+train_dataloader = dict(batch_size=4)
+val_dataloader = dict(batch_size=4)
+optim_wrapper = dict(optimizer=dict(lr=0.005))
+auto_scale_lr = dict(base_batch_size=32)
