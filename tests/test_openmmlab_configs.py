@@ -141,3 +141,6 @@ def test_kinetics_config_follows_the_paper(path):
         expected = {"gn": "gn_r50", "sn3d": "sn_r50_8x32", "ssn3d": f"ssn_r50_8x{batch}",
                     "syncssn3d": "ssn_r50_8x32"}[norm]
         assert not backbone.pretrained2d and backbone.pretrained == f"converted/{expected}_i3d.pth"
+    if norm == "gn":  # Detectron's GN model takes BGR input without scaling; decord gives RGB frames
+        preprocessor = cfg.model.data_preprocessor
+        assert preprocessor.to_rgb and preprocessor.mean[0] == 103.530 and preprocessor.std == [1.0, 1.0, 1.0]

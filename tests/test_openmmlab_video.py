@@ -200,14 +200,14 @@ def test_ten_clip_test_averages_softmax_over_clips(clips):
 
 
 def test_gn_resnet_inflates_for_i3d(tmp_path):
-    """A 2-D OpenMMLab GN ResNet-50 (caffe style, as open-mmlab://detectron/resnet50_gn) loads into a GN I3D."""
+    """A 2-D OpenMMLab GN ResNet-50 (as open-mmlab://detectron/resnet50_gn) loads into a GN I3D."""
     import sys
     from mmaction.models.backbones import ResNet3d
     from mmdet.models.backbones import ResNet
 
     gn = dict(type="GN", num_groups=32, requires_grad=True)
     torch.manual_seed(0)
-    resnet = ResNet(depth=50, style="caffe", norm_cfg=gn)
+    resnet = ResNet(depth=50, norm_cfg=gn)
     for m in resnet.modules():
         if isinstance(m, torch.nn.GroupNorm):
             m.weight.data.uniform_(0.5, 1.5)
@@ -219,7 +219,7 @@ def test_gn_resnet_inflates_for_i3d(tmp_path):
     import convert_checkpoint
     convert_checkpoint.main([str(path), "--openmmlab-norm", "gn", "--to", "i3d", "-o", str(tmp_path / "gn_r50")])
     converted = torch.load(tmp_path / "gn_r50_i3d.pth", weights_only=True)
-    i3d = ResNet3d(depth=50, pretrained=None, pretrained2d=False, style="caffe", norm_cfg=gn,
+    i3d = ResNet3d(depth=50, pretrained=None, pretrained2d=False, norm_cfg=gn,
                    conv1_kernel=(5, 7, 7), conv1_stride_t=2, pool1_stride_t=2, inflate=I3D_R50_INFLATE)
     assert i3d.load_state_dict(converted["state_dict"], strict=True)
     torch.testing.assert_close(i3d.conv1.gn.weight, resnet.gn1.weight)

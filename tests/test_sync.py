@@ -1,4 +1,5 @@
-"""SyncSN / SyncSSN: a two-process gloo run equals one process on the concatenated batch."""
+"""SyncSN / SyncSSN (2-D and the 5-D video layers): a two-process gloo run equals one process on the
+concatenated batch."""
 import os
 
 import pytest
@@ -10,13 +11,21 @@ from torch import nn
 import ssn_plugins as S
 
 
-def build(sync: bool) -> nn.Module:
-    sn, ssn = (S.SyncSwitchNorm2d, S.SyncSparseSwitchNorm2d) if sync else (S.SwitchNorm2d, S.SparseSwitchNorm2d)
+LAYERS = {  # (spatial dims, sync) -> (SN, SSN, conv)
+    (2, False): (S.SwitchNorm2d, S.SparseSwitchNorm2d, nn.Conv2d),
+    (2, True): (S.SyncSwitchNorm2d, S.SyncSparseSwitchNorm2d, nn.Conv2d),
+    (3, False): (S.SwitchNorm3d, S.SparseSwitchNorm3d, nn.Conv3d),
+    (3, True): (S.SyncSwitchNorm3d, S.SyncSparseSwitchNorm3d, nn.Conv3d),
+}
+
+
+def build(sync: bool, dims: int = 2) -> nn.Module:
+    sn, ssn, conv = LAYERS[dims, sync]
     torch.manual_seed(0)
     model = nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1), sn(4), nn.ReLU(),
-        nn.Conv2d(4, 4, 3, padding=1), ssn(4, radius=0.3), nn.ReLU(),
-        nn.Conv2d(4, 4, 1), ssn(4),
+        conv(3, 4, 3, padding=1), sn(4), nn.ReLU(),
+        conv(4, 4, 3, padding=1), ssn(4, radius=0.3), nn.ReLU(),
+        conv(4, 4, 1), ssn(4),
     ).double()
     with torch.no_grad():
         for p in model.parameters():
@@ -44,20 +53,22 @@ def _worker(rank, world, init_file, out_dir, x, weights, sizes):
     try:
         start = sum(sizes[:rank])
         part = slice(start, start + sizes[rank])
-        result = run(build(sync=True), x[part], weights[part])
+        result = run(build(sync=True, dims=x.dim() - 2), x[part], weights[part])
         torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("sizes", [(3, 3), (5, 1), (6, 0)], ids=["even", "uneven", "empty-rank"])
-def test_two_process_gloo_equals_single_process(tmp_path, sizes):
+@pytest.mark.parametrize("sizes, dims", [((3, 3), 2), ((5, 1), 2), ((6, 0), 2), ((1, 3), 3)],
+                         ids=["even", "uneven", "empty-rank", "video-uneven"])
+def test_two_process_gloo_equals_single_process(tmp_path, sizes, dims):
     torch.manual_seed(1)
-    x = torch.randn(sum(sizes), 3, 6, 5, dtype=torch.float64) * 2 + 0.5
-    weights = torch.randn(sum(sizes), 4, 6, 5, dtype=torch.float64)
+    extent = (6, 5) if dims == 2 else (4, 6, 5)  # (H, W) or (T, H, W)
+    x = torch.randn(sum(sizes), 3, *extent, dtype=torch.float64) * 2 + 0.5
+    weights = torch.randn(sum(sizes), 4, *extent, dtype=torch.float64)
     mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path), x, weights, sizes), nprocs=2)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
-    single = run(build(sync=False), x, weights)
+    single = run(build(sync=False, dims=dims), x, weights)
 
     torch.testing.assert_close(torch.cat([r["y"] for r in ranks]), single["y"])
     # DDP needs a gradient for every parameter, fixed selections included
