@@ -265,14 +265,17 @@ def inflate_openmmlab_resnet(state_dict: Dict[str, Tensor], depth: int = 50, nor
         raise ConversionError(f"depth must be one of {sorted(DEPTHS)}, got {depth}")
     if not re.fullmatch(r"[a-z]+", norm):
         raise ConversionError(f"norm must be the layers' attribute name such as 'bn' or 'gn', got {norm!r}")
+    outside = []
     if any(k.startswith("backbone.") for k in state_dict):  # a whole model: keep its backbone
         plain = {k[len("backbone."):]: v for k, v in state_dict.items() if k.startswith("backbone.")}
+        outside = [k for k in state_dict if not k.startswith("backbone.")]
     else:
         plain = dict(state_dict)
     if f"{norm}1.weight" not in plain:
         found = sorted({m.group(1) for k in plain if (m := re.match(r"^([a-z]+)1\.weight$", k))} - {"conv"})
         raise ConversionError(f"no stem norm '{norm}1.weight' in the checkpoint (stem norms found: {found})")
     out, dropped, inflate = _inflate_resnet(plain, depth, norm, norm, conv1_t, inflate, inflate_style)
+    dropped = outside + dropped
     meta = {"ssn_plugins": {"depth": depth, "norm": norm, "conv1_t": conv1_t, "inflate": [list(s) for s in inflate],
                             "inflate_style": inflate_style}}
     return {"state_dict": out, "meta": meta}, dropped

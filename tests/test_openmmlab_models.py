@@ -121,7 +121,7 @@ def test_i3d_train_step(norm, samples, tmp_path):
     norm_cfg = dict(type=norm, requires_grad=True, **({"num_groups": 32} if norm == "GN" else {}))
     cfg.model.backbone.update(pretrained=None, pretrained2d=False, norm_cfg=norm_cfg)
     cfg.model.cls_head.num_classes = 3
-    image = torch.from_numpy(np.asarray(Image.fromarray(samples["voc"].image).resize((160, 120)))).permute(2, 0, 1)
+    image = torch.from_numpy(np.array(Image.fromarray(samples["voc"].image).resize((160, 120)))).permute(2, 0, 1)
     inputs, data_samples = [], []
     for label, step in enumerate((4, 8)):
         clip = torch.stack([image[:, 20:84, t * step:t * step + 64] for t in range(8)], dim=1)  # (C, T, H, W)

@@ -229,3 +229,6 @@ def test_gn_resnet_inflates_for_i3d(tmp_path):
     torch.testing.assert_close(i3d.layer1[0].downsample.gn.weight, resnet.layer1[0].downsample[1].weight)
     with pytest.raises(ConversionError, match=r"stem norms found: \['gn'\]"):
         inflate_openmmlab_resnet(resnet.state_dict(), norm="bn")
+    whole_model = {**{f"backbone.{k}": v for k, v in resnet.state_dict().items()}, "neck.lateral.weight": torch.ones(1)}
+    converted, dropped = inflate_openmmlab_resnet(whole_model, norm="gn")
+    assert dropped == ["neck.lateral.weight"] and len(converted["state_dict"]) == len(resnet.state_dict())
