@@ -233,6 +233,31 @@ def test_i3d_checkpoint_loads_into_mmaction_resnet3d(ssn50, tmp_path):
     assert torch.isfinite(i3d(video)).all()
 
 
+@pytest.mark.parametrize("norm", ["SN", "SSN"])
+def test_i3d_without_temporal_kernels_gives_the_2d_features_on_a_still_video(norm):
+    """Ratios, selections, running statistics and affine parameters all reach the right 5-D layers: with
+    1-frame kernels, a video of one repeated photo gives the 2-D model's features at every frame (eval mode;
+    IN over (T, H, W) and LN over (C, T, H, W) of identical frames equal IN / LN of one frame)."""
+    import ssn_plugins.openmmlab  # noqa: F401
+    from mmaction.models.backbones import ResNet3d
+
+    model = trained_looking_resnet(50, norm)  # the padded stem pooling, which ResNet3d has
+    published = read_published(published_layout(model), ceil_mode_pool=False)
+    flat = tuple((0,) * n for n in (3, 4, 6, 3))
+    converted, _ = to_i3d(published, conv1_t=1, inflate=flat)
+    i3d = ResNet3d(depth=50, pretrained=None, pretrained2d=False, norm_cfg=dict(type=f"{norm}3d"),
+                   conv1_kernel=(1, 7, 7), conv1_stride_t=1, pool1_stride_t=1, inflate=flat)
+    i3d.load_state_dict(converted["state_dict"], strict=True)
+    model.double().eval(), i3d.double().eval()  # float64: 53 layers of 3-D against 2-D kernels sum in other orders
+    x = photo_batch(size=(96, 128)).double()
+    with torch.no_grad():
+        expected = model.stages(x)["res5"]
+        video = i3d(x.unsqueeze(2).repeat(1, 1, 4, 1, 1))  # (N, C, T, H, W), 4 identical frames
+    assert video.shape[2] == 2  # mmaction2's pool2 halves time after layer1
+    for t in range(video.shape[2]):
+        torch.testing.assert_close(video[:, :, t], expected, rtol=1e-9, atol=1e-9)
+
+
 def test_convert_checkpoint_tool(tmp_path):
     import subprocess
     import sys
