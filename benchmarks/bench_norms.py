@@ -24,9 +24,9 @@ RESNET50_SHAPES = [(64, 112, 112), (64, 56, 56), (256, 56, 56), (128, 28, 28), (
                    (256, 14, 14), (1024, 14, 14), (512, 7, 7), (2048, 7, 7)]
 
 
-def sparse(candidate: str):
+def sparse(candidate: str, cls=S.SparseSwitchNorm2d):
     def make(c):
-        m = S.SparseSwitchNorm2d(c)
+        m = cls(c)
         m.fix("mean", candidate)
         m.fix("var", candidate)
         return m
@@ -83,12 +83,14 @@ def time_all(steps: dict, rounds: int) -> dict:
     return best
 
 
-def layer_table(batch: int, shapes, rounds: int):
+def layer_table(batch: int, shapes, rounds: int, kinds=None):
+    """``[(input shape, {kind: (seconds, saved bytes)})]`` for ``shapes`` = ``(C, *spatial)`` and ``kinds``
+    (default :data:`LAYERS`) = ``{name: factory(C)}``."""
     rows = []
-    for c, h, w in shapes:
-        x = torch.randn(batch, c, h, w, requires_grad=True)
+    for c, *extent in shapes:
+        x = torch.randn(batch, c, *extent, requires_grad=True)
         grad = torch.randn_like(x)
-        layers = {name: make(c).train() for name, make in LAYERS.items()}
+        layers = {name: make(c).train() for name, make in (kinds or LAYERS).items()}
 
         def step_of(layer):
             def step():
@@ -99,7 +101,7 @@ def layer_table(batch: int, shapes, rounds: int):
 
         times = time_all({name: step_of(layer) for name, layer in layers.items()}, rounds)
         results = {name: (times[name], saved_bytes(lambda: layer(x))) for name, layer in layers.items()}
-        rows.append(((batch, c, h, w), results))
+        rows.append(((batch, c, *extent), results))
     return rows
 
 
@@ -142,20 +144,28 @@ def resnet50_steps(batch: int, size: int, rounds: int) -> dict:
                 model = S.convert_norm(model, to="SSN", radius=0.3)
                 S.batched_ratios(model)  # as RadiusScheduler sets it up
         if norm == "SSN sparse":
-            # the papers: with one-hot ratios about half of the layers pick BN
-            for i, m in enumerate(S.sparse_layers(model)):
-                choice = ("BN", "IN", "LN")[i % 3] if i % 2 else "BN"
-                m.fix("mean", choice)
-                m.fix("var", choice)
-        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-
-        def step(model=model, opt=opt):
-            opt.zero_grad(set_to_none=True)
-            nn.functional.cross_entropy(model(x), y).backward()
-            opt.step()
-
-        steps[norm] = step
+            fix_half_bn(model)
+        steps[norm] = sgd_step(model, x, y)
     return time_all(steps, rounds)
+
+
+def fix_half_bn(model: nn.Module) -> None:
+    """Fix every SSN layer's selection: half of them BN, the rest IN and LN (the papers find about half BN)."""
+    for i, m in enumerate(S.sparse_layers(model)):
+        choice = ("BN", "IN", "LN")[i % 3] if i % 2 else "BN"
+        m.fix("mean", choice)
+        m.fix("var", choice)
+
+
+def sgd_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+    """A function running one cross-entropy SGD step of ``model`` on ``(x, y)``."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    return step
 
 
 def main():

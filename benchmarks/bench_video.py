@@ -18,19 +18,10 @@ from torch import nn
 import ssn_plugins as S
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_norms import time_all  # noqa: E402  (same timing rules as the 2-D table)
+from bench_norms import fix_half_bn, layer_table, sgd_step, sparse, time_all  # noqa: E402  (as for 2-D layers)
 
 # (channels, frames, height, width) of I3D ResNet-50's norm layers for 32-frame clips at 224x224
 I3D_SHAPES = [(64, 16, 112, 112), (256, 8, 56, 56), (512, 8, 28, 28), (1024, 8, 14, 14), (2048, 8, 7, 7)]
-
-
-def sparse3d(candidate: str):
-    def make(c):
-        m = S.SparseSwitchNorm3d(c)
-        m.fix("mean", candidate)
-        m.fix("var", candidate)
-        return m
-    return make
 
 
 LAYERS = {
@@ -39,27 +30,11 @@ LAYERS = {
     "GroupNorm(1)": lambda c: nn.GroupNorm(1, c),
     "SN3d": S.SwitchNorm3d,
     "SSN3d soft": lambda c: S.SparseSwitchNorm3d(c, radius=0.3),
-    "SSN3d sparse BN": sparse3d("BN"),
-    "SSN3d sparse IN": sparse3d("IN"),
-    "SSN3d sparse LN": sparse3d("LN"),
+    "SSN3d sparse BN": sparse("BN", S.SparseSwitchNorm3d),
+    "SSN3d sparse IN": sparse("IN", S.SparseSwitchNorm3d),
+    "SSN3d sparse LN": sparse("LN", S.SparseSwitchNorm3d),
 }
 NATIVE_OF = {"SSN3d sparse BN": "BatchNorm3d", "SSN3d sparse IN": "InstanceNorm3d", "SSN3d sparse LN": "GroupNorm(1)"}
-
-
-def layer_rows(batch: int, shapes, rounds: int):
-    for c, t, h, w in shapes:
-        x = torch.randn(batch, c, t, h, w, requires_grad=True)
-        grad = torch.randn_like(x)
-        layers = {name: make(c).train() for name, make in LAYERS.items()}
-
-        def step_of(layer):
-            def step():
-                layer.zero_grad(set_to_none=True)
-                x.grad = None
-                layer(x).backward(grad)
-            return step
-
-        yield (batch, c, t, h, w), time_all({name: step_of(layer) for name, layer in layers.items()}, rounds)
 
 
 def i3d_steps(batch: int, frames: int, size: int, rounds: int) -> dict:
@@ -82,18 +57,8 @@ def i3d_steps(batch: int, frames: int, size: int, rounds: int) -> dict:
             S.set_radius(model, 0.3)
             S.batched_ratios(model)
         if norm == "SSN3d sparse":
-            for i, m in enumerate(S.sparse_layers(model)):  # about half BN, as the papers find
-                choice = ("BN", "IN", "LN")[i % 3] if i % 2 else "BN"
-                m.fix("mean", choice)
-                m.fix("var", choice)
-        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-
-        def step(model=model, opt=opt):
-            opt.zero_grad(set_to_none=True)
-            nn.functional.cross_entropy(model(x), y).backward()
-            opt.step()
-
-        steps[norm] = step
+            fix_half_bn(model)
+        steps[norm] = sgd_step(model, x, y)
     return time_all(steps, rounds)
 
 
@@ -109,7 +74,8 @@ def main():
     print("| input (N, C, T, H, W) | " + " | ".join(names) + " | " + " | ".join(f"{n} / native" for n in NATIVE_OF)
           + " |")
     print("|---" * (len(names) + len(NATIVE_OF) + 1) + "|")
-    for shape, times in layer_rows(2, shapes, rounds):
+    for shape, results in layer_table(2, shapes, rounds, LAYERS):
+        times = {name: seconds for name, (seconds, _) in results.items()}
         cells = [f"{times[n] / times['BatchNorm3d']:.2f}" for n in names]
         cells += [f"{times[n] / times[native]:.2f}" for n, native in NATIVE_OF.items()]
         print(f"| {shape} | " + " | ".join(cells) + " |")

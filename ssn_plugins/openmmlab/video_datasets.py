@@ -38,7 +38,7 @@ from mmengine.logging import print_log
 from mmaction.datasets import RawframeDataset, VideoDataset
 from mmaction.registry import DATASETS
 
-#: consecutive failures with no success after which a training pipeline is taken to be broken
+#: failures before any sample has loaded (in a process) after which the training pipeline is taken to be broken
 FAILURES_BEFORE_GIVING_UP = 20
 _NAMED_IN_WARNING = 5
 
