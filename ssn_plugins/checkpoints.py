@@ -243,11 +243,9 @@ def to_i3d(model: PublishedModel, conv1_t: int = 5, inflate=None,
     Returns ``({"state_dict": ..., "meta": ...}, dropped keys)``.
     """
     _check_v1(model, "I3D")
-    out, dropped, inflate = _inflate_resnet(model.state_dict, model.depth, "sn", "bn", conv1_t, inflate,
-                                            inflate_style)
-    meta = {"ssn_plugins": {**model.architecture(), "conv1_t": conv1_t, "inflate": [list(s) for s in inflate],
-                            "inflate_style": inflate_style}}
-    return {"state_dict": out, "meta": meta}, dropped
+    out, dropped, inflation = _inflate_resnet(model.state_dict, model.depth, "sn", "bn", conv1_t, inflate,
+                                              inflate_style)
+    return {"state_dict": out, "meta": {"ssn_plugins": {**model.architecture(), **inflation}}}, dropped
 
 
 def inflate_openmmlab_resnet(state_dict: Dict[str, Tensor], depth: int = 50, norm: str = "bn", conv1_t: int = 5,
@@ -274,16 +272,16 @@ def inflate_openmmlab_resnet(state_dict: Dict[str, Tensor], depth: int = 50, nor
     if f"{norm}1.weight" not in plain:
         found = sorted({m.group(1) for k in plain if (m := re.match(r"^([a-z]+)1\.weight$", k))} - {"conv"})
         raise ConversionError(f"no stem norm '{norm}1.weight' in the checkpoint (stem norms found: {found})")
-    out, dropped, inflate = _inflate_resnet(plain, depth, norm, norm, conv1_t, inflate, inflate_style)
-    dropped = outside + dropped
-    meta = {"ssn_plugins": {"depth": depth, "norm": norm, "conv1_t": conv1_t, "inflate": [list(s) for s in inflate],
-                            "inflate_style": inflate_style}}
-    return {"state_dict": out, "meta": meta}, dropped
+    out, dropped, inflation = _inflate_resnet(plain, depth, norm, norm, conv1_t, inflate, inflate_style)
+    return {"state_dict": out, "meta": {"ssn_plugins": {"depth": depth, "norm": norm, **inflation}}}, outside + dropped
 
 
 def _inflate_resnet(state_dict: Dict[str, Tensor], depth: int, norm_in: str, norm_out: str, conv1_t: int,
-                    inflate, inflate_style: str) -> Tuple[Dict[str, Tensor], List[str], tuple]:
-    """The I3D renaming and kernel inflation shared by :func:`to_i3d` and :func:`inflate_openmmlab_resnet`."""
+                    inflate, inflate_style: str) -> Tuple[Dict[str, Tensor], List[str], dict]:
+    """The I3D renaming and kernel inflation shared by :func:`to_i3d` and :func:`inflate_openmmlab_resnet`.
+
+    Returns the inflated state dict, the dropped keys and the inflation settings for the file's metadata.
+    """
     if inflate_style not in ("3x1x1", "3x3x3"):
         raise ConversionError(f"inflate_style must be '3x1x1' or '3x3x3', got {inflate_style!r}")
     blocks = DEPTHS[depth][1]
@@ -312,4 +310,4 @@ def _inflate_resnet(state_dict: Dict[str, Tensor], depth: int, norm_in: str, nor
             out[f"{m.group(1)}.downsample.{norm_out}.{m.group(2)}"] = value
         else:
             raise ConversionError(f"no rule for key {key!r}")
-    return out, dropped, inflate
+    return out, dropped, {"conv1_t": conv1_t, "inflate": [list(s) for s in inflate], "inflate_style": inflate_style}

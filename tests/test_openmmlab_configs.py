@@ -28,6 +28,10 @@ def build_offline(cfg: Config):
             import mmseg.models  # noqa: F401
             from mmseg.registry import MODELS
             cfg.model.pretrained = None
+        elif scope == "mmaction":
+            import mmaction.models  # noqa: F401
+            from mmaction.registry import MODELS
+            cfg.model.backbone.pretrained = None
         else:
             import mmdet.models  # noqa: F401
             from mmdet.registry import MODELS
@@ -111,11 +115,7 @@ def test_video_config_builds(path):
     assert sampler.num_clips == 10 and sampler.test_mode
     assert not any(t.type == "ThreeCrop" for t in cfg.test_dataloader.dataset.pipeline)
     assert cfg.model.cls_head.average_clips == "prob"
-    with DefaultScope.overwrite_default_scope("mmaction"):
-        import mmaction.models  # noqa: F401
-        from mmaction.registry import MODELS
-        cfg.model.backbone.pretrained = None
-        model = MODELS.build(cfg.model)
+    model = build_offline(cfg)
     norms = [m for m in model.backbone.modules()
              if isinstance(m, (nn.modules.batchnorm._NormBase, nn.GroupNorm, S.SwitchNorm))]
     assert len(norms) == 53 and {type(m) for m in norms} == {VIDEO_NORM_CLASS[video_norm_of(path)]}

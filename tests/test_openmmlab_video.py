@@ -67,13 +67,16 @@ def test_real_clip_set_layouts(clips):
             assert start >= train_starts[video] + 16
 
 
-def video_list(clips, tmp_path, extra):
-    """The real training list plus ``extra`` lines, with every video copied under ``tmp_path``."""
-    root = tmp_path / "videos"
-    shutil.copytree(clips / "videos_train", root)
-    lines = (clips / "real_clips_train_list_videos.txt").read_text().splitlines() + extra
+def training_lines(clips, layout="videos"):
+    return (clips / f"real_clips_train_list_{layout}.txt").read_text().splitlines()
+
+
+def video_list(clips, tmp_path, extra, layout="videos"):
+    """The real training list plus ``extra`` lines, with every video (or frame folder) copied under ``tmp_path``."""
+    root = tmp_path / layout
+    shutil.copytree(clips / f"{layout}_train", root)
     ann = tmp_path / "list.txt"
-    ann.write_text("\n".join(lines) + "\n")
+    ann.write_text("\n".join(training_lines(clips, layout) + extra) + "\n")
     return root, ann
 
 
@@ -81,7 +84,7 @@ def test_video_dataset_skips_unreadable_short_and_missing_videos(clips, tmp_path
     root, ann = video_list(clips, tmp_path, ["broken.mp4 0", "short.mp4 1", "gone.mp4 2"])
     (root / "broken.mp4").write_bytes(b"\x00not a video" * 100)
     write_video(root / "short.mp4", np.zeros((3, 64, 64, 3), np.uint8))
-    lines = (clips / "real_clips_train_list_videos.txt").read_text().splitlines()
+    lines = training_lines(clips)
     with mock.patch.object(VD, "print_log") as log:
         dataset = build_dataset(type="RobustVideoDataset", ann_file=str(ann), data_prefix=dict(video=str(root)),
                                 pipeline=PIPELINE, min_frames=8)
@@ -128,15 +131,11 @@ def test_a_pipeline_that_fails_everywhere_is_reported_not_skipped_forever(clips,
 
 
 def test_rawframe_dataset_skips_missing_incomplete_and_short_folders(clips, tmp_path):
-    root = tmp_path / "rawframes"
-    shutil.copytree(clips / "rawframes_train", root)
-    lines = (clips / "real_clips_train_list_rawframes.txt").read_text().splitlines()
-    incomplete = lines[1].split()[0]
+    lines = training_lines(clips, "rawframes")
+    incomplete, short = lines[1].split()[0], lines[2].split()[0]
+    root, ann = video_list(clips, tmp_path, ["wave/not_there 16 0", f"{short} 4 {lines[2].split()[-1]}"],
+                           "rawframes")
     (root / incomplete / "img_00016.jpg").unlink()
-    short = lines[2].split()[0]
-    extra = ["wave/not_there 16 0", f"{short} 4 {lines[2].split()[-1]}"]
-    ann = tmp_path / "list.txt"
-    ann.write_text("\n".join(lines + extra) + "\n")
     with mock.patch.object(VD, "print_log"):
         dataset = build_dataset(type="RobustRawframeDataset", ann_file=str(ann), data_prefix=dict(img=str(root)),
                                 pipeline=RAW_PIPELINE, min_frames=8)

@@ -54,15 +54,14 @@ def download_orig_tarball(package: str, tarball: str, sha256: str, cache: Path) 
         options = ["-oDir::Etc::SourceList=/dev/null", f"-oDir::Etc::SourceParts={scratch / 'etc'}",
                    f"-oDir::State::Lists={scratch / 'lists'}", f"-oDir::Cache={scratch / 'cache'}",
                    "-oDebug::NoLocking=1", "-oAPT::Sandbox::User=root", "-q"]
+        downloaded = scratch / "download" / tarball
         for command in (["update"], ["source", "--download-only", package]):
             result = subprocess.run(["apt-get", *options, *command], cwd=scratch / "download",
                                     capture_output=True, text=True)
-            fetched = (scratch / "download" / tarball).exists()
             # The Debian-side files (.debian.tar.xz) may be missing on a mirror; only the upstream tarball matters.
-            if result.returncode != 0 and not (command[0] == "source" and fetched):
+            if result.returncode != 0 and not (command[0] == "source" and downloaded.exists()):
                 raise SourceFetchError(f"apt-get {' '.join(command)} failed for {package!r}:\n"
                                        + (result.stderr or result.stdout)[-2000:])
-        downloaded = scratch / "download" / tarball
         if not downloaded.exists():
             raise SourceFetchError(f"apt-get did not fetch {tarball} for {package!r} (a different version?); "
                                    f"got {sorted(p.name for p in (scratch / 'download').iterdir())}")

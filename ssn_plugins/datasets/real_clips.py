@@ -19,6 +19,7 @@ over each video's part), so chance is 1/3. The validation windows come from
 later moments of the training videos, not from other videos: a score on them
 shows that a pipeline learns, not how well it generalises.
 """
+import os
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -44,7 +45,6 @@ LAYOUTS = ("videos", "rawframes")
 
 
 def default_cache() -> Path:
-    import os
     return Path(os.environ.get("SSN_PLUGINS_CACHE", Path.home() / ".cache/ssn_plugins"), "data", DEBIAN_PACKAGE)
 
 
