@@ -8,8 +8,10 @@ the authors' layout; the result is a canonical state dict (``(C,)``
 parameters, ``bool`` flags) that the ``to_*`` functions rename. Pure key
 mapping: no framework is imported here.
 """
+import pickle
 import re
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Dict, List, Tuple
 
 import torch
@@ -17,7 +19,7 @@ from torch import Tensor
 
 from .models.resnet import DEPTHS, ResNet
 
-__all__ = ["PublishedModel", "read_published", "build_resnet", "to_detectron2", "to_openmmlab", "to_i3d",
+__all__ = ["PublishedModel", "read_published", "load_checkpoint_file", "build_resnet", "to_detectron2", "to_openmmlab", "to_i3d",
            "inflate_openmmlab_resnet", "ConversionError", "I3D_R50_INFLATE"]
 
 #: norm names whose layers take ``candidates``
@@ -68,13 +70,7 @@ def _unwrap(obj) -> Dict[str, Tensor]:
 
 
 def _infer(sd: Dict[str, Tensor]) -> dict:
-    blocks = {}
-    for key in sd:
-        m = re.match(r"layer([1-4])\.(\d+)\.", key)
-        if m:
-            blocks[int(m.group(1))] = max(blocks.get(int(m.group(1)), 0), int(m.group(2)) + 1)
-    kind = "bottleneck" if "layer1.0.conv3.weight" in sd else "basic"
-    counts = tuple(blocks.get(i, 0) for i in range(1, 5))
+    kind, counts = _block_layout(sd)
     depth = next((d for d, (k, c) in DEPTHS.items() if k == kind and c == counts), None)
     if depth is None:
         raise ConversionError(f"unrecognised ResNet: {kind} blocks per stage {counts}")
@@ -106,6 +102,31 @@ def build_resnet(arch: dict, **overrides) -> ResNet:
                   num_classes=arch["num_classes"])
 
 
+def load_checkpoint_file(path, trust_pickle: bool = False):
+    """``torch.load`` of ``path`` on CPU, with every failure turned into a :class:`ConversionError` naming the file.
+
+    ``weights_only=True`` unless ``trust_pickle``; the advice to pass
+    ``--trust-pickle`` is given only when that is what refused the file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ConversionError(f"{path}: no such file")
+    if not path.is_file():
+        raise ConversionError(f"{path}: not a file")
+    if path.stat().st_size == 0:
+        raise ConversionError(f"{path}: the file is empty")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+    except pickle.UnpicklingError as e:
+        if not trust_pickle and "weights_only" in str(e).lower().replace(" ", "_"):
+            first = str(e).strip().splitlines()[0]
+            raise ConversionError(f"{path}: refused by weights-only loading ({first}); if you trust the file, "
+                                  f"pass trust_pickle=True (--trust-pickle)") from e
+        raise ConversionError(f"{path}: not a readable checkpoint ({e})") from e
+    except Exception as e:  # noqa: BLE001 - truncated zips, foreign formats, ...: all end as one message
+        raise ConversionError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from e
+
+
 def read_published(source, ceil_mode_pool=None, trust_pickle: bool = False) -> PublishedModel:
     """Read a published SN/SSN/CE ResNet checkpoint (a path or an already loaded object).
 
@@ -119,27 +140,30 @@ def read_published(source, ceil_mode_pool=None, trust_pickle: bool = False) -> P
         ConversionError: on anything unrecognised (unknown keys, shapes, architecture).
     """
     if not isinstance(source, dict):
-        try:
-            source = torch.load(source, map_location="cpu", weights_only=not trust_pickle)
-        except Exception as e:  # noqa: BLE001 - re-raised with the way out
-            if trust_pickle:
-                raise
-            raise ConversionError(f"could not load {source} with weights_only=True ({e}); if you trust the file, "
-                                  f"pass trust_pickle=True (--trust-pickle)") from e
+        source = load_checkpoint_file(source, trust_pickle)
     sd = _unwrap(source)
     arch = _infer(sd)
     if ceil_mode_pool is not None:
         arch["ceil_mode_pool"] = ceil_mode_pool
     model = build_resnet(arch)
-    result = model.load_state_dict(dict(sd), strict=False)
+    try:
+        result = model.load_state_dict(dict(sd), strict=False)
+    except RuntimeError as e:  # shape mismatches, invalid radii: torch lists them all
+        raise ConversionError(f"the tensors do not fit the inferred {arch['norm']} ResNet-{arch['depth']}: "
+                              + str(e).replace("\n\t", "; ").strip()) from e
     if result.unexpected_keys:
         raise ConversionError(f"unrecognised keys: {sorted(result.unexpected_keys)[:10]}")
     # The authors' layers have no num_batches_tracked: those are the only keys allowed to be missing.
     missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
     if missing:
         raise ConversionError(f"keys missing from the checkpoint: {sorted(missing)[:10]}")
-    model_sd = model.state_dict()
     layers = [m for m in model.modules() if hasattr(m, "mean_weight")]
+    for layer in layers:
+        # The authors' layers compute the unbiased IN variance: the flag travels in every converted file,
+        # so whichever model loads it reproduces their math with nothing set by hand.
+        layer.official_compat = True
+    _check_finite(model)
+    model_sd = model.state_dict()
     report = [f"ResNet-{arch['depth']} v{arch['version']}, {arch['norm']} over "
               f"{list(arch['candidates'])}, {len(layers)} norm layers"
               + (", with CE" if arch["ce"] else "") + (f", {arch['num_classes']}-way fc" if arch["num_classes"] else "")]
@@ -152,6 +176,17 @@ def read_published(source, ceil_mode_pool=None, trust_pickle: bool = False) -> P
                     counts[s] = counts.get(s, 0) + 1
         report.append(f"fixed selections: {fixed} of {2 * len(layers)} ratio vectors {counts}")
     return PublishedModel(**arch, state_dict=model_sd, report=report)
+
+
+def _check_finite(model: torch.nn.Module) -> None:
+    """Refuse statistics, parameters or radii that are NaN/inf or out of range (a diverged or damaged file)."""
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise ConversionError(f"{name} holds NaN or inf values (a diverged run or a damaged file)")
+        if name.endswith("running_var") and (t < 0).any():
+            raise ConversionError(f"{name} holds negative variances")
+        if name.endswith("radius") and (t < 0).any():
+            raise ConversionError(f"{name} is negative")
 
 
 def _rename(sd: Dict[str, Tensor], rules, skip=()) -> Tuple[Dict[str, Tensor], List[str]]:
@@ -272,8 +307,23 @@ def inflate_openmmlab_resnet(state_dict: Dict[str, Tensor], depth: int = 50, nor
     if f"{norm}1.weight" not in plain:
         found = sorted({m.group(1) for k in plain if (m := re.match(r"^([a-z]+)1\.weight$", k))} - {"conv"})
         raise ConversionError(f"no stem norm '{norm}1.weight' in the checkpoint (stem norms found: {found})")
+    found = _block_layout(plain)
+    if found != DEPTHS[depth]:
+        raise ConversionError(f"--depth {depth} expects {DEPTHS[depth][0]} blocks per stage {DEPTHS[depth][1]}, but "
+                              f"the checkpoint has {found[0]} blocks per stage {found[1]}")
     out, dropped, inflation = _inflate_resnet(plain, depth, norm, norm, conv1_t, inflate, inflate_style)
     return {"state_dict": out, "meta": {"ssn_plugins": {"depth": depth, "norm": norm, **inflation}}}, outside + dropped
+
+
+def _block_layout(sd: Dict[str, Tensor]) -> Tuple[str, Tuple[int, ...]]:
+    """``("basic" | "bottleneck", blocks per stage)`` read from ``layerK.i.`` keys."""
+    blocks = {}
+    for key in sd:
+        m = re.match(r"layer([1-4])\.(\d+)\.", key)
+        if m:
+            blocks[int(m.group(1))] = max(blocks.get(int(m.group(1)), 0), int(m.group(2)) + 1)
+    kind = "bottleneck" if "layer1.0.conv3.weight" in sd else "basic"
+    return kind, tuple(blocks.get(i, 0) for i in range(1, 5))
 
 
 def _inflate_resnet(state_dict: Dict[str, Tensor], depth: int, norm_in: str, norm_out: str, conv1_t: int,
@@ -282,6 +332,8 @@ def _inflate_resnet(state_dict: Dict[str, Tensor], depth: int, norm_in: str, nor
 
     Returns the inflated state dict, the dropped keys and the inflation settings for the file's metadata.
     """
+    if not (isinstance(conv1_t, int) and conv1_t >= 1):
+        raise ConversionError(f"conv1_t (frames of the inflated stem convolution) must be an int >= 1, got {conv1_t!r}")
     if inflate_style not in ("3x1x1", "3x3x3"):
         raise ConversionError(f"inflate_style must be '3x1x1' or '3x3x3', got {inflate_style!r}")
     blocks = DEPTHS[depth][1]

@@ -25,6 +25,9 @@ CANDIDATES: Tuple[str, ...] = ("IN", "LN", "BN")
 
 def check_candidates(candidates: Sequence[str]) -> Tuple[str, ...]:
     """Validate a candidate list and return it in canonical ``[IN, LN, BN]`` order."""
+    if isinstance(candidates, str):
+        raise ValueError(f"candidates must be a list of names such as ('IN', 'LN', 'BN'), got the string "
+                         f"{candidates!r}; write ({candidates!r},) for a single candidate")
     unknown = [c for c in candidates if c not in CANDIDATES]
     if unknown:
         raise ValueError(f"unknown normalizer candidate(s) {unknown}; choose from {list(CANDIDATES)}")
@@ -311,16 +314,21 @@ def selected_norm(
 
     Equal to :func:`switch_norm` with a one-hot ratio on ``candidate`` (and
     ``unbiased_in=False``): BN is ``F.batch_norm``, IN ``F.instance_norm``,
-    LN ``F.group_norm`` with one group.
+    LN ``F.group_norm`` with one group. As there, an empty batch gives an
+    empty output, and IN of a single value per channel is defined (each
+    value is its own mean with variance 0, so the output is ``bias``).
     """
+    if x.shape[0] == 0 or (candidate == "IN" and math.prod(x.shape[2:]) == 1):
+        # The native kernels refuse both. x * 0 keeps the input, and weight * 0 the scale, in the graph
+        # with a zero gradient (DDP expects one for every parameter).
+        y = x * 0
+        if weight is not None:
+            y = y + _broadcast(weight * 0 + bias, x.dim()).to(x.dtype)
+        return y
     if candidate == "BN":
         return F.batch_norm(x, running_mean, running_var, weight, bias,
                             training or running_mean is None, momentum, eps)
     if candidate == "IN":
-        if math.prod(x.shape[2:]) == 1:
-            # F.instance_norm refuses a single value per channel; IN is still defined there (each value is
-            # its own mean, variance 0, so the output is β), as in the general path: group norm with C groups
-            return F.group_norm(x, x.shape[1], weight, bias, eps)
         return F.instance_norm(x, None, None, weight, bias, True, 0.0, eps)
     if candidate == "LN":
         return F.group_norm(x, 1, weight, bias, eps)

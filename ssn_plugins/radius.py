@@ -19,10 +19,11 @@ def sparse_layers(model: nn.Module) -> List[SparseSwitchNorm]:
 def set_radius(model: nn.Module, radius: float) -> Dict[str, int]:
     """Set the SparsestMax radius of every SSN layer and fix the ratios that became one-hot.
 
-    All open ratio vectors are projected in one batched call per device and
-    candidate count, with one host synchronisation in all. Fixed logits are
-    reset to their exact one-hot values (an optimizer's momentum may have
-    nudged them).
+    All open ratio vectors are projected in one batched call per device,
+    dtype and candidate count, with the same logits, radius buffer and
+    arithmetic as the forward pass (so both agree on every selection in every
+    dtype), and one host synchronisation in all. Fixed logits are reset to
+    their exact one-hot values (an optimizer's momentum may have nudged them).
 
     Args:
         model: any module; layers other than :class:`SparseSwitchNorm` are ignored.
@@ -31,30 +32,42 @@ def set_radius(model: nn.Module, radius: float) -> Dict[str, int]:
     Returns:
         ``{"layers": number of SSN layers, "fixed": fixed ratio vectors,
         "newly_fixed": vectors fixed by this call}`` (two vectors per layer).
+
+    Raises:
+        ValueError: on a bad radius, or when an open layer's ratio logits are
+            not finite (a diverged run), naming the layer.
     """
     radius = float(radius)
     if not math.isfinite(radius) or radius < 0:
         raise ValueError(f"radius must be a finite number >= 0, got {radius}")
+    names = {id(m): name for name, m in model.named_modules()}
     layers = sparse_layers(model)
-    open_vectors = {}  # (device, K) -> [(layer, vector index)]
+    open_vectors = {}  # (device, dtype, K) -> [(layer, vector index)]
     with torch.no_grad():
         for layer in layers:
+            layer._sync_selection()
             layer.radius.fill_(radius)
             for v, index in enumerate(layer._selected):
                 if index is None:
-                    key = (layer.mean_weight.device, len(layer.candidates))
-                    open_vectors.setdefault(key, []).append((layer, v))
+                    logits = layer._logits(v)
+                    open_vectors.setdefault((logits.device, logits.dtype, logits.shape[0]), []).append((layer, v))
                 else:
                     layer._logits(v).copy_(layer._one_hot(index))
         found = []
         for entries in open_vectors.values():
-            logits = torch.stack([layer._logits(v).detach().float() for layer, v in entries])
-            ratios = sparsestmax(logits, radius)
+            logits = torch.stack([layer._logits(v) for layer, v in entries])
+            ratios = sparsestmax(logits, torch.stack([layer.radius for layer, _ in entries]))
             one_hot = (ratios > 0).sum(-1) == 1
-            found.append((entries, torch.stack([one_hot.long(), ratios.argmax(-1)], -1)))
+            finite = torch.isfinite(logits).all(-1)
+            found.append((entries, torch.stack([one_hot.long(), ratios.argmax(-1), finite.long()], -1)))
         newly_fixed = 0
         for entries, flags in found:
-            for (layer, v), (is_one_hot, index) in zip(entries, flags.tolist()):
+            for (layer, v), (is_one_hot, index, finite) in zip(entries, flags.tolist()):
+                if not finite:
+                    vector = ("mean_weight", "var_weight")[v]
+                    raise ValueError(f"SSN layer {names.get(id(layer)) or type(layer).__name__!r}: ratio logits "
+                                     f"{vector} are not finite ({layer._logits(v).tolist()}); the training "
+                                     f"diverged (lower the learning rate or check the loss)")
                 if is_one_hot:
                     layer.fix(("mean", "var")[v], layer.candidates[index])
                     newly_fixed += 1
@@ -62,16 +75,28 @@ def set_radius(model: nn.Module, radius: float) -> Dict[str, int]:
     return {"layers": len(layers), "fixed": fixed, "newly_fixed": newly_fixed}
 
 
-def precompute_ratios(layers: List[SparseSwitchNorm]) -> None:
-    """Project the open ratio vectors of all ``layers`` in one SparsestMax call per device and size.
+def _release_precomputed(layer: SparseSwitchNorm):
+    def release(grad):
+        layer._precomputed = None
+        return grad
+    return release
 
-    Each layer's next :meth:`~SparseSwitchNorm.ratios` call uses its share
-    (differentiably: gradients flow back to every layer's logits) if its
-    logits and radius are unchanged since; otherwise it computes its own.
+
+def precompute_ratios(layers: List[SparseSwitchNorm]) -> None:
+    """Project the open ratio vectors of all ``layers`` in one SparsestMax call per device, dtype and size.
+
+    Each layer's :meth:`~SparseSwitchNorm.ratios` calls use its share
+    (differentiably: gradients flow back to every layer's logits) while its
+    logits and radius are unchanged. With gradients enabled the share is
+    released once its gradient has been computed, so a later forward never
+    reuses a graph that backward has freed; until then it also serves the
+    re-computation of a non-reentrant ``torch.utils.checkpoint`` region, which
+    must see the tensors the first forward used.
     """
     groups = {}
     for layer in layers:
         layer._precomputed = None
+        layer._sync_selection()
         for v, index in enumerate(layer._selected):
             if index is None:
                 logits = layer._logits(v)
@@ -80,7 +105,7 @@ def precompute_ratios(layers: List[SparseSwitchNorm]) -> None:
     results = {}
     for entries in groups.values():
         logits = torch.stack([layer._logits(v) for layer, v in entries])
-        radii = torch.stack([layer.radius.to(logits.dtype) for layer, _ in entries])
+        radii = torch.stack([layer.radius for layer, _ in entries])
         for (layer, v), ratios in zip(entries, sparsestmax(logits, radii).unbind(0)):
             results.setdefault(id(layer), [None, None])[v] = ratios
     for layer in layers:
@@ -89,28 +114,30 @@ def precompute_ratios(layers: List[SparseSwitchNorm]) -> None:
             for v, index in enumerate(layer._selected):
                 if index is not None:
                     ratios[v] = layer._one_hot(index)
+                elif ratios[v].requires_grad:
+                    ratios[v].register_hook(_release_precomputed(layer))
             layer._precomputed = (layer._ratio_inputs_version(), tuple(ratios))
+
+
+def _precompute_hook(model: nn.Module, args) -> None:
+    # A module-level function (not a closure over a layer list) so that a model with the hook can be
+    # pickled, and a deep copy's hook works on the copy's own layers.
+    precompute_ratios(sparse_layers(model))
 
 
 def batched_ratios(model: nn.Module):
     """Make ``model`` project all its SSN ratio vectors in one batched call per forward.
 
-    Installs a forward pre-hook (running :func:`precompute_ratios`) and a
-    forward hook that drops unused results. Without it every layer runs its
-    own SparsestMax: the same numbers, but about a hundred small operations
-    per layer instead of per model (on a GPU, as many kernel launches).
-    :class:`RadiusScheduler` installs it. Returns the two hook handles.
+    Installs a forward pre-hook running :func:`precompute_ratios` on the SSN
+    layers the model holds at each call. Without it every layer runs its own
+    SparsestMax: the same numbers, but about a hundred small operations per
+    layer instead of per model (on a GPU, as many kernel launches).
+    :class:`RadiusScheduler` installs it (once per model). Returns the hook handle.
     """
-    layers = sparse_layers(model)
-
-    def before(module, args):
-        precompute_ratios(layers)
-
-    def after(module, args, output):
-        for layer in layers:
-            layer._precomputed = None
-
-    return model.register_forward_pre_hook(before), model.register_forward_hook(after)
+    for hook in model._forward_pre_hooks.values():
+        if hook is _precompute_hook:
+            return None
+    return model.register_forward_pre_hook(_precompute_hook)
 
 
 class RadiusScheduler:
@@ -120,9 +147,10 @@ class RadiusScheduler:
     by default ``t / total_iters`` as in the paper, so with three candidates
     every layer is one-hot after about 82 % of training. It also makes the
     model project all ratios in one batched call per forward
-    (:func:`batched_ratios`, for the SSN layers present when it is built).
-    It holds no iteration counter of its own: a resumed run passes its iteration and
-    continues the schedule (the radius is also in every SSN layer's state).
+    (:func:`batched_ratios`). It holds no iteration counter of its own: a
+    resumed run passes its iteration and continues the schedule (the radius
+    is also in every SSN layer's state). The model stays picklable and
+    deep-copyable.
 
     Example::
 
@@ -140,7 +168,7 @@ class RadiusScheduler:
         if not math.isfinite(max_radius) or max_radius < 0:
             raise ValueError(f"max_radius must be a finite number >= 0, got {max_radius}")
         self.model = model
-        self.hooks = batched_ratios(model)
+        batched_ratios(model)
         self.start_iter = start_iter
         self.end_iter = end_iter
         self.max_radius = max_radius

@@ -24,19 +24,29 @@ def max_radius(num_candidates: int) -> float:
 
 
 def _simplex_projection(v: Tensor) -> Tensor:
-    """Euclidean projection of each row of ``v`` (last dim) onto the simplex."""
+    """Euclidean projection of each row of ``v`` (last dim) onto the simplex.
+
+    The row maximum is subtracted first (the projection is shift-invariant), so
+    huge logits stay on the simplex; NaN rows give NaN rows.
+    """
     k = v.shape[-1]
+    v = v - v.detach().amax(dim=-1, keepdim=True)
     v_sorted, _ = torch.sort(v, dim=-1, descending=True)
     cumsum = v_sorted.cumsum(dim=-1)
     ranks = torch.arange(1, k + 1, device=v.device, dtype=v.dtype)
     in_support = 1 + ranks * v_sorted > cumsum
-    support_size = in_support.sum(dim=-1, keepdim=True)  # >= 1 always
+    # >= 1 for finite rows (the maximum, 0, is always in); 0 only for NaN rows, whose tau is then NaN
+    support_size = in_support.sum(dim=-1, keepdim=True).clamp(min=1)
     tau = (cumsum.gather(-1, support_size - 1) - 1) / support_size.to(v.dtype)
     return torch.clamp(v - tau, min=0)
 
 
 def sparsemax(z: Tensor, dim: int = -1) -> Tensor:
     """Sparsemax (Martins & Astudillo, 2016): ``argmin_p ||p - z||`` over the simplex.
+
+    Computed in ``z``'s dtype after subtracting each slice's maximum, so the
+    output stays on the simplex for logits of any size; a slice holding NaN
+    gives NaN.
 
     Args:
         z: logits of any shape; the simplex is taken along ``dim``.
@@ -48,44 +58,42 @@ def sparsemax(z: Tensor, dim: int = -1) -> Tensor:
     """
     if not torch.is_floating_point(z):
         raise TypeError(f"sparsemax expects a floating-point tensor, got {z.dtype}")
+    if z.dim() == 0:
+        raise ValueError("sparsemax expects at least one dimension holding the candidates, got a 0-d tensor")
+    if z.shape[dim] == 0 or z.numel() == 0:
+        return z.clone()
     return _simplex_projection(z.movedim(dim, -1)).movedim(-1, dim)
+
+
+def _centred(v: Tensor, support: Tensor) -> Tensor:
+    """``v - mean_F(v)`` on the face ``F = support`` (a bool mask), zero off it.
+
+    The face's maximum is subtracted first, so entries that are equal on the
+    face give an exact zero: only an exactly centred point has no direction.
+    """
+    s = support.to(v.dtype)
+    top = torch.where(support, v, torch.full_like(v, -torch.inf)).amax(dim=-1, keepdim=True)
+    shifted = (v - top) * s
+    return (shifted - shifted.sum(dim=-1, keepdim=True) / s.sum(dim=-1, keepdim=True)) * s
+
+
+def _safe_norm(d: Tensor) -> Tensor:
+    """``||d||`` over the last dim, with gradient 0 (not NaN) at ``d = 0``."""
+    sq = (d * d).sum(dim=-1, keepdim=True)
+    positive = sq > 0
+    return torch.where(positive, torch.sqrt(torch.where(positive, sq, torch.ones_like(sq))), torch.zeros_like(sq))
 
 
 def _safe_sqrt(x: Tensor) -> Tensor:
     """``sqrt(max(x, 0))`` whose gradient is 0, not NaN, where ``x <= 0``."""
     positive = x > 0
-    return torch.where(positive, torch.sqrt(torch.where(positive, x, torch.ones_like(x))),
-                       torch.zeros_like(x))
-
-
-def _radial_push(point: Tensor, centre: Tensor, radius: Tensor, fallback: Tensor, support: Tensor,
-                 noise: Tensor) -> Tensor:
-    """Move ``point`` away from ``centre`` onto the sphere of ``radius`` if it lies inside.
-
-    Both lie in the affine plane of the face ``support`` (coordinates summing
-    to 1, zero off the support); the offset is projected onto that plane
-    first, so rounding in ``point``'s coordinates cannot tilt the direction
-    out of it. Offsets no longer than ``noise`` (the rounding error of the
-    computation that produced ``point``) have no meaningful direction: those
-    points move along ``fallback`` (a unit vector in the plane) instead. The
-    double ``where`` keeps NaN out of the backward pass.
-    """
-    s = support.to(point.dtype)
-    offset = point - centre
-    offset = (offset - (offset * s).sum(dim=-1, keepdim=True) / s.sum(dim=-1, keepdim=True)) * s
-    dist = _safe_sqrt((offset * offset).sum(dim=-1, keepdim=True))
-    degenerate = dist <= noise
-    safe_dist = torch.where(degenerate, torch.ones_like(dist), dist)
-    direction = torch.where(degenerate, fallback, offset / safe_dist)
-    inside = dist < radius
-    return torch.where(inside, centre + direction * radius, point)
+    return torch.where(positive, torch.sqrt(torch.where(positive, x, torch.ones_like(x))), torch.zeros_like(x))
 
 
 def _face_fallback(support: Tensor, dtype: torch.dtype) -> Tensor:
-    """A deterministic unit direction (in ``dtype``) inside the face ``support`` (a bool mask) through its centroid.
+    """A deterministic unit direction inside the face ``support`` from its centroid towards its first vertex.
 
-    Points from the centroid towards the first vertex of the face; zero when
-    the face is a single vertex (there is nowhere to move).
+    Zero when the face is a single vertex (there is nowhere to move).
     """
     s = support.to(dtype)
     size = s.sum(dim=-1, keepdim=True)
@@ -93,6 +101,26 @@ def _face_fallback(support: Tensor, dtype: torch.dtype) -> Tensor:
     d = first - s / size
     norm = d.norm(dim=-1, keepdim=True)
     return torch.where(norm > 0, d / norm.clamp_min(1e-30), torch.zeros_like(d))
+
+
+def _push_out(point: Tensor, direction: Tensor, support: Tensor, radius: Tensor) -> Tensor:
+    """Move ``point`` onto the circle of ``radius`` around the centroid of face ``support`` if it lies inside.
+
+    ``direction`` is the (unnormalised) offset of ``point`` from that centroid,
+    computed from the logits themselves rather than from ``point``'s rounded
+    coordinates, so its sign pattern is exact however small it is. A zero
+    offset (an exactly centred point) moves along the face's fallback
+    direction. The double ``where`` keeps NaN out of the backward pass.
+    """
+    s = support.to(point.dtype)
+    centroid = s / s.sum(dim=-1, keepdim=True)
+    length = _safe_norm(direction)
+    degenerate = length == 0
+    unit = torch.where(degenerate, _face_fallback(support, point.dtype),
+                       direction / torch.where(degenerate, torch.ones_like(length), length))
+    dist = _safe_norm((point - centroid) * s)
+    inside = (dist < radius) | (degenerate & (radius > 0))
+    return torch.where(inside, centroid + unit * radius, point)
 
 
 def sparsestmax(z: Tensor, radius: Union[float, Tensor], dim: int = -1) -> Tensor:
@@ -108,60 +136,73 @@ def sparsestmax(z: Tensor, radius: Union[float, Tensor], dim: int = -1) -> Tenso
     removes at least one candidate, so ``K - 1`` rounds always suffice and run
     unconditionally (already-finished rows are left unchanged).
 
+    The projection runs in float64 whatever ``z``'s dtype (these are a few
+    numbers per layer) and is cast back, so float32, bf16 and fp16 logits get
+    the float64 projection of their values, forward and backward. Every
+    direction away from a centre is taken from the logits themselves: a
+    vector one ulp from uniform still moves towards its largest entries, and
+    only an exactly uniform vector (on a face: exactly equal entries) falls
+    back to moving towards the first candidate.
+
     ``radius = 0`` gives :func:`sparsemax`; ``radius >= sqrt((K - 1) / K)``
-    (see :func:`max_radius`) gives a one-hot vector. A point exactly at the
-    centre moves towards the first candidate, deterministically.
+    (see :func:`max_radius`) gives the one-hot vector of the largest logit
+    (the first one on ties). NaN logits, and a NaN or negative tensor radius,
+    give NaN in that vector; ``±inf`` logits give NaN unless the radius
+    selects a vertex.
 
     Args:
-        z: logits of any shape; the candidates lie along ``dim``.
-        radius: a non-negative float, or a tensor broadcastable to ``z`` with
+        z: logits of any shape with at least one dimension; the candidates lie along ``dim``.
+        radius: a finite float ``>= 0``, or a tensor broadcastable to ``z`` with
             ``dim`` removed (one radius per vector).
-        dim: the dimension holding the ``K`` candidates.
+        dim: the dimension holding the ``K >= 2`` candidates.
 
     Returns:
-        A tensor shaped like ``z`` of ratios on the simplex.
+        A tensor shaped and typed like ``z`` of ratios on the simplex.
     """
     if not torch.is_floating_point(z):
         raise TypeError(f"sparsestmax expects a floating-point tensor, got {z.dtype}")
+    if z.dim() == 0:
+        raise ValueError("sparsestmax expects at least one dimension holding the candidates, got a 0-d tensor")
     if isinstance(radius, (int, float)):
         if not radius >= 0 or radius == float("inf"):
             raise ValueError(f"sparsestmax radius must be a finite number >= 0, got {radius}")
-        radius = torch.tensor(float(radius), dtype=z.dtype, device=z.device)
-    radius = radius.to(device=z.device, dtype=z.dtype)
-    v = z.movedim(dim, -1)
-    k = v.shape[-1]
+        radius = torch.tensor(float(radius), dtype=torch.float64, device=z.device)
+    k = z.shape[dim]
     if k < 2:
-        raise ValueError(f"sparsestmax needs at least 2 candidates, got {k}")
-    r = radius.unsqueeze(-1)
+        raise ValueError(f"sparsestmax needs at least 2 candidates along dim {dim}, got {k}")
+    out_dtype = z.dtype
+    v = z.movedim(dim, -1).to(torch.float64)
+    r = radius.to(device=z.device, dtype=torch.float64).unsqueeze(-1)
+    invalid_radius = ~(r >= 0)  # NaN or negative
 
     centre = torch.full((k,), 1.0 / k, dtype=v.dtype, device=v.device)
     all_ones = torch.ones(v.shape, dtype=torch.bool, device=v.device)
-    # Rounding error of the plane projection below, which works at the logits' magnitude: an offset from
-    # a centre this small is noise (equal logits such as 1, 1, 1 land a few ulps off the centre).
-    noise = 64 * torch.finfo(v.dtype).eps * (1 + v.detach().abs().amax(dim=-1, keepdim=True))
-    # 1-2: onto the plane, then out of the circle around the centre.
-    p = v - (v.sum(dim=-1, keepdim=True) - 1) / k
-    p = _radial_push(p, centre, r, _face_fallback(all_ones, v.dtype), all_ones, noise)
-    # 3-4: while outside the simplex, project onto it and leave the face's circle.
+    # 1-2: onto the plane (offset d from the centre, exact up to float64 rounding of the logits'
+    # differences), then out of the circle around the centre.
+    d = _centred(v, all_ones)
+    p = _push_out(centre + d, d, all_ones, r)
+    # 3-4: while outside the simplex, project onto it and leave the face's circle. On a face F the offset
+    # of every iterate from c_F is a positive multiple of d - mean_F(d), so the direction comes from d.
     for _ in range(k - 1):
         outside = (p < 0).any(dim=-1, keepdim=True)
         q = _simplex_projection(p)
         support = q > 0
         size = support.sum(dim=-1, keepdim=True).to(v.dtype)
-        face_centre = support.to(v.dtype) / size
         face_r2 = r * r - (1.0 / size - 1.0 / k)
         face_r = _safe_sqrt(face_r2)
         # A single vertex has no circle to leave; an inactive constraint has radius 0.
         face_r = torch.where(size > 1, face_r, torch.zeros_like(face_r))
-        pushed = _radial_push(q, face_centre, face_r, _face_fallback(support, v.dtype), support, noise)
+        pushed = _push_out(q, _centred(d, support), support, face_r)
         p = torch.where(outside, pushed, p)
     # Rounding can leave -1e-17 after the last push: clamp keeps the output on the simplex.
     p = torch.clamp(p, min=0)
     p = p / p.sum(dim=-1, keepdim=True)
-    # At or beyond the vertices' radius only vertices are feasible; rounding
-    # can leave 1e-16 beside the 1, so snap to the exact one-hot vector (whose
-    # gradient is zero, as the vertex does not move with z).
-    tolerance = 8 * torch.finfo(v.dtype).eps
-    vertex = torch.zeros_like(p).scatter_(-1, p.argmax(dim=-1, keepdim=True), 1.0)
+    # At or beyond the vertices' radius only vertices are feasible: the nearest is the largest logit's.
+    # Its gradient is zero (the vertex does not move with z). The tolerance covers a radius stored in a
+    # lower precision than float64 (set to max_radius(K), rounded either way).
+    tolerance = 8 * torch.finfo(radius.dtype if radius.dtype.is_floating_point else torch.float32).eps
+    vertex = torch.zeros_like(p).scatter_(-1, v.argmax(dim=-1, keepdim=True), 1.0)
     p = torch.where(r >= max_radius(k) - tolerance, vertex, p)
-    return p.movedim(-1, dim)
+    bad = invalid_radius | torch.isnan(v).any(dim=-1, keepdim=True)
+    p = torch.where(bad, torch.full_like(p, torch.nan), p)
+    return p.to(out_dtype).movedim(-1, dim)

@@ -40,7 +40,9 @@ def photo_batch(size=(128, 160), crops=2, seed=0) -> torch.Tensor:
 def trained_looking_resnet(depth=50, norm="SSN", using_bn=True, version=1, ceil=False) -> ResNet:
     torch.manual_seed(0)
     candidates = ("IN", "LN", "BN") if using_bn else ("IN", "LN")
-    model = ResNet(depth, norm, norm_kwargs={"candidates": candidates}, version=version, ceil_mode_pool=ceil)
+    # the authors' layers (unbiased IN variance): converted files must reproduce their math
+    model = ResNet(depth, norm, norm_kwargs={"candidates": candidates, "official_compat": True}, version=version,
+                   ceil_mode_pool=ceil)
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, S.SwitchNorm):
@@ -65,7 +67,7 @@ def published_layout(model: ResNet) -> dict:
     sd = {}
     for key, value in model.state_dict().items():
         owner, name = key.rsplit(".", 1)
-        if name == "num_batches_tracked":
+        if name in ("num_batches_tracked", "official_compat_flag"):
             continue
         if owner not in switchable:  # only the SN layers have the authors' shapes
             pass
@@ -248,6 +250,12 @@ def test_i3d_without_temporal_kernels_gives_the_2d_features_on_a_still_video(nor
     i3d = ResNet3d(depth=50, pretrained=None, pretrained2d=False, norm_cfg=dict(type=f"{norm}3d"),
                    conv1_kernel=(1, 7, 7), conv1_stride_t=1, pool1_stride_t=1, inflate=flat)
     i3d.load_state_dict(converted["state_dict"], strict=True)
+    switchable = [m for net in (model, i3d) for m in net.modules() if isinstance(m, S.SwitchNorm)]
+    assert all(m.official_compat for m in switchable)  # the authors' math travels with the converted file
+    for m in switchable:
+        # the unbiased IN variance over (T, H, W) of identical frames is not the one over (H, W): compare the
+        # paper's math, for which the identity is exact
+        m.official_compat = False
     model.double().eval(), i3d.double().eval()  # float64: 53 layers of 3-D against 2-D kernels sum in other orders
     x = photo_batch(size=(96, 128)).double()
     with torch.no_grad():
@@ -288,7 +296,7 @@ def test_ce_backbone_gives_the_same_features_in_detectron2(tmp_path):
     from ssn_plugins.detectron2 import add_channel_equilibrium
 
     torch.manual_seed(0)
-    model = ResNet(50, "SN", ce=True)
+    model = ResNet(50, "SN", ce=True, norm_kwargs={"official_compat": True})  # the authors' layers
     model.train()
     with torch.no_grad():
         for _ in range(3):  # running estimates of CE and BN from real crops

@@ -55,7 +55,7 @@ def test_fast_path_equals_general_path(candidate, monkeypatch):
     grads_fast = torch.autograd.grad(fast.pow(2).sum(), [x, m.weight, m.bias])
     called = []
     monkeypatch.setattr(type(m), "_native", lambda *a: called.append(1))
-    monkeypatch.setattr(type(m), "_can_run_native", lambda self, c: False)
+    monkeypatch.setattr(type(m), "_can_run_native", lambda self, c, x: False)
     general = m(x)
     grads_general = torch.autograd.grad(general.pow(2).sum(), [x, m.weight, m.bias])
     assert not called
@@ -163,12 +163,17 @@ def test_training_ends_one_hot_and_checkpoint_resume_keeps_schedule_state():
 
 def test_reopen_selection():
     m = fixed_layer(2, "BN", "BN")
-    m.reopen_selection()
+    m.reopen_selection(prior=0.5)
     assert m.selection == (None, None) and not m.mean_fixed.item()
-    m(torch.randn(SHAPES[2], dtype=torch.float64)).sum().backward()
-    assert m.mean_weight.grad is not None
-    m.reopen_selection(reset_logits=True)
-    assert torch.equal(m.mean_weight.detach(), torch.ones(3, dtype=torch.float64))
+    # off the vertex, biased towards the old choice (BN)
+    torch.testing.assert_close(m.mean_weight.detach(), torch.tensor([1 / 6, 1 / 6, 2 / 3], dtype=torch.float64))
+    (m(torch.randn(SHAPES[2], dtype=torch.float64)) * torch.randn(SHAPES[2], dtype=torch.float64)).sum().backward()
+    assert m.mean_weight.grad is not None and m.mean_weight.grad.abs().sum() > 0
+    m = fixed_layer(2, "BN", "BN")
+    m.reopen_selection()
+    assert torch.equal(m.mean_weight.detach(), torch.full((3,), 1 / 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="prior"):
+        m.reopen_selection(prior=1.0)
 
 
 def test_loads_the_authors_ssn_layout():

@@ -143,9 +143,9 @@ def authors_switch_norm_2d(x, mean_weight, var_weight, weight, bias, running_mea
 
 
 def test_official_compat_reproduces_the_authors_layer():
-    m = randomize(S.SwitchNorm2d(4, momentum=0.997, official_compat=True).double())
-    assert torch.count_nonzero(m.running_var) == 0  # the authors start it at zero
-    assert abs(m.momentum - 0.003) < 1e-12
+    # official_compat changes the math only: the authors' retention factor 0.997 is momentum 0.003 here
+    m = randomize(S.SwitchNorm2d(4, momentum=0.003, official_compat=True).double())
+    m.running_var.zero_()  # the authors start it at zero
     rm, rv = torch.zeros(4, dtype=torch.float64), torch.zeros(4, dtype=torch.float64)
     for _ in range(3):
         x = torch.randn(SHAPES[2], dtype=torch.float64) * 2 + 1
@@ -159,10 +159,14 @@ def test_official_compat_reproduces_the_authors_layer():
     expected = authors_switch_norm_2d(x, m.mean_weight, m.var_weight, m.weight, m.bias, rm, rv, 0.997, 1e-5,
                                       False)
     torch.testing.assert_close(m(x), expected)
-    # the paper's math differs from the authors' code (unbiased IN variance)
-    paper = S.SwitchNorm2d(4).double().eval()
-    paper.load_state_dict(m.state_dict())
-    assert not torch.allclose(paper(x), m(x))
+    # the flag travels with the weights: a default layer loading them computes the authors' math ...
+    loaded = S.SwitchNorm2d(4).double().eval()
+    loaded.load_state_dict(m.state_dict())
+    assert loaded.official_compat
+    torch.testing.assert_close(loaded(x), m(x))
+    # ... and the paper's math differs from the authors' code (unbiased IN variance)
+    loaded.official_compat = False
+    assert not torch.allclose(loaded(x), m(x))
 
 
 def test_official_compat_rejects_single_position():

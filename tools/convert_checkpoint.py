@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from ssn_plugins.checkpoints import (ConversionError, inflate_openmmlab_resnet, read_published, to_detectron2, to_i3d,
-                                    to_openmmlab)
+from ssn_plugins.checkpoints import (ConversionError, inflate_openmmlab_resnet, load_checkpoint_file, read_published,
+                                    to_detectron2, to_i3d, to_openmmlab)
 
 TARGETS = ("torch", "detectron2", "openmmlab", "i3d")
 
@@ -32,40 +32,58 @@ def convert(source: Path, out: Path, targets, ceil_mode_pool=None, trust_pickle=
     model = read_published(source, ceil_mode_pool=ceil_mode_pool, trust_pickle=trust_pickle)
     for line in model.report:
         print(line)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    written = {}
+    _make_parent(out)
+    converted_files = []
     for target in targets:
         if target == "torch":
-            path = out.with_name(out.name + ".pth")
-            torch.save({"state_dict": model.state_dict, "meta": {"ssn_plugins": model.architecture()}}, path)
-            dropped = []
+            converted, dropped = {"state_dict": model.state_dict, "meta": {"ssn_plugins": model.architecture()}}, []
+            suffix = ".pth"
         elif target == "detectron2":
-            converted, dropped = to_detectron2(model)
-            path = out.with_name(out.name + "_d2.pkl")
-            with open(path, "wb") as f:
-                pickle.dump(converted, f)
+            (converted, dropped), suffix = to_detectron2(model), "_d2.pkl"
         elif target == "openmmlab":
-            converted, dropped = to_openmmlab(model)
-            path = out.with_name(out.name + "_mm.pth")
-            torch.save(converted, path)
+            (converted, dropped), suffix = to_openmmlab(model), "_mm.pth"
         else:
-            converted, dropped = to_i3d(model, conv1_t=conv1_t, inflate_style=inflate_style)
-            path = out.with_name(out.name + "_i3d.pth")
-            torch.save(converted, path)
+            (converted, dropped), suffix = to_i3d(model, conv1_t=conv1_t, inflate_style=inflate_style), "_i3d.pth"
+        converted_files.append((target, converted, dropped, out.with_name(out.name + suffix)))
+    # every target is converted before anything is written: a refused target leaves no partial output
+    written = {}
+    for target, converted, dropped, path in converted_files:
+        _write(converted, path, pickled=target == "detectron2")
         written[target] = path
         print(f"{target}: wrote {path}" + (f" (dropped {', '.join(dropped)})" if dropped else ""))
     return written
 
 
+def _make_parent(out: Path) -> None:
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConversionError(f"cannot create the output folder {out.parent}: {e.strerror or e}") from e
+
+
+def _write(obj, path: Path, pickled: bool = False) -> None:
+    """Save ``obj`` to ``path`` (``pickle`` for detectron2's .pkl, else ``torch.save``), naming the path on failure."""
+    try:
+        if pickled:
+            with open(path, "wb") as f:
+                pickle.dump(obj, f)
+        else:
+            torch.save(obj, path)
+    except (OSError, RuntimeError) as e:  # torch.save reports an unwritable file as a RuntimeError
+        raise ConversionError(f"cannot write {path}: {getattr(e, 'strerror', None) or e}") from e
+
+
 def inflate_openmmlab(source: Path, out: Path, norm: str, depth: int, trust_pickle=False, conv1_t=5,
                       inflate_style="3x1x1") -> Path:
     """Inflate a 2-D OpenMMLab ResNet checkpoint (norm attribute ``norm``) to ``<out>_i3d.pth``."""
-    loaded = torch.load(source, map_location="cpu", weights_only=not trust_pickle)
+    loaded = load_checkpoint_file(source, trust_pickle)
     state_dict = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else loaded
+    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise ConversionError(f"{source}: not a state dict (a dict of tensors, or one under 'state_dict')")
     converted, dropped = inflate_openmmlab_resnet(state_dict, depth, norm, conv1_t, inflate_style=inflate_style)
     path = out.with_name(out.name + "_i3d.pth")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(converted, path)
+    _make_parent(out)
+    _write(converted, path)
     print(f"i3d: wrote {path} ({len(converted['state_dict'])} tensors)"
           + (f" (dropped {', '.join(dropped)})" if dropped else ""))
     return path
@@ -90,6 +108,8 @@ def main(argv=None):
                              "NAME1 / layerK.i.NAME{1,2,3}, e.g. gn; only --to i3d")
     parser.add_argument("--depth", type=int, default=50, help="ResNet depth, with --openmmlab-norm")
     args = parser.parse_args(argv)
+    if args.i3d_conv1_t < 1:
+        parser.error(f"--i3d-conv1-t must be >= 1, got {args.i3d_conv1_t}")
     targets = TARGETS if "all" in args.to else tuple(args.to)
     try:
         if args.openmmlab_norm:
@@ -102,6 +122,8 @@ def main(argv=None):
                 args.i3d_inflate_style)
     except ConversionError as e:
         sys.exit(f"conversion failed: {e}")
+    except Exception as e:  # noqa: BLE001 - the promise is one line naming the file and the cause
+        sys.exit(f"conversion failed: {args.checkpoint}: {type(e).__name__}: {e}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """Sparse Switchable Normalization (Shao et al., CVPR 2019) as ``torch.nn`` modules."""
+import math
 from typing import List, Optional, Tuple
 
 import torch
@@ -34,29 +35,83 @@ class SparseSwitchNorm(SwitchNorm):
     numerically equal to the general path; different candidates for mean and
     variance compute just those two.
 
-    Takes the arguments of :class:`SwitchNorm` plus ``radius`` (initial
-    value, default 0: SparsestMax is then sparsemax). Buffers added:
-    ``radius`` (0-d float), ``mean_fixed``, ``var_fixed`` (0-d bool). The
-    authors' layout (``(1,)`` shaped, ``long`` flags) loads too.
+    Takes the arguments of :class:`SwitchNorm` (with at least two candidates)
+    plus ``radius`` (initial value, a finite number ``>= 0``; default 0:
+    SparsestMax is then sparsemax). Buffers added: ``radius`` (0-d, float32
+    even when the layer is cast to half precision, so the schedule keeps its
+    resolution), ``mean_fixed``, ``var_fixed`` (0-d bool). The authors' layout
+    (``(1,)`` shaped, ``long`` flags) loads too. Writing the flags directly
+    (``m.mean_fixed.fill_(True)``) is honoured at the next forward or
+    :func:`~ssn_plugins.set_radius`: a set flag fixes the vector on its
+    largest logit, a cleared one re-opens it.
+
+    Shape:
+        - Input: ``(N, C, *S)``, as for :class:`SwitchNorm`
+        - Output: same shape and dtype as the input
+
+    Examples::
+
+        >>> m = SparseSwitchNorm2d(64)
+        >>> scheduler = RadiusScheduler(m, total_iters=1000)   # usually the whole model
+        >>> scheduler.step(900)                                  # radius 0.9: every vector one-hot
+        >>> m.selection                                          # e.g. ('BN', 'IN')
     """
 
     def __init__(self, num_features: int, *args, radius: float = 0.0, **kwargs) -> None:
         super().__init__(num_features, *args, **kwargs)
+        name = type(self).__name__
+        if len(self.candidates) < 2:
+            raise ValueError(f"{name} needs at least 2 candidates to select from, got {list(self.candidates)}; "
+                             f"a single normalizer is a plain norm layer")
+        if isinstance(radius, bool) or not isinstance(radius, (int, float)) or not (
+                math.isfinite(radius) and radius >= 0):
+            raise ValueError(f"{name}: radius must be a finite number >= 0, got {radius!r}")
         device = self.mean_weight.device
-        self.register_buffer("radius", torch.tensor(float(radius), device=device))
+        self._initial_radius = float(radius)
+        self.register_buffer("radius", torch.tensor(float(radius), dtype=torch.float32, device=device))
         self.register_buffer("mean_fixed", torch.tensor(False, device=device))
         self.register_buffer("var_fixed", torch.tensor(False, device=device))
         # Host-side copy of the fixed selections (candidate index or None), so
-        # forward picks its path without reading device memory.
+        # forward picks its path without reading device memory; re-read when the
+        # flag buffers are replaced or written.
         self._selected: List[Optional[int]] = [None, None]
+        self._flags_version = self._fixed_flags_version()
         # Ratios projected for this forward by batched_ratios (see radius.py), with the
-        # version counters of the tensors they came from; used once, then dropped.
+        # version counters of the tensors they came from.
         self._precomputed: Optional[tuple] = None
+
+    def reset_parameters(self) -> None:
+        """:meth:`SwitchNorm.reset_parameters`, plus the initial radius and open (unfixed) selections."""
+        super().reset_parameters()
+        with torch.no_grad():
+            self.radius.fill_(self._initial_radius)
+            self.mean_fixed.fill_(False)
+            self.var_fixed.fill_(False)
+        self._selected = [None, None]
+        self._flags_version = self._fixed_flags_version()
+        self._precomputed = None
+
+    def __getstate__(self):
+        # The precomputed ratios carry this forward's autograd graph, which neither pickles nor deep-copies.
+        state = super().__getstate__()
+        state["_precomputed"] = None
+        return state
+
+    def _apply(self, fn, recurse=True):
+        # model.half() / .to(torch.bfloat16) would round the radius to 8 bits of mantissa (0.81 -> 0.809),
+        # moving the schedule and the one-hot threshold; it stays float32 like the integer buffers stay.
+        radius = self._buffers["radius"]
+        result = super()._apply(fn, recurse)
+        new = self._buffers["radius"]
+        if new is not None and new.dtype in (torch.float16, torch.bfloat16) and radius.dtype == torch.float32:
+            self._buffers["radius"] = radius.to(device=new.device)
+        return result
 
     # ---------------------------------------------------------------- selection
     @property
     def selection(self) -> Tuple[Optional[str], Optional[str]]:
         """The fixed candidate for the mean and for the variance (``None`` while still soft)."""
+        self._sync_selection()
         return tuple(None if i is None else self.candidates[i] for i in self._selected)
 
     def _logits(self, vector: int) -> Tensor:
@@ -68,34 +123,75 @@ class SparseSwitchNorm(SwitchNorm):
         one_hot[index] = 1.0  # a device-side fill: no host synchronisation
         return one_hot
 
+    def _fixed_flags_version(self) -> tuple:
+        return self._buffer_version("mean_fixed") + self._buffer_version("var_fixed")
+
+    def _sync_selection(self) -> None:
+        """Re-read the selection if the flag buffers were replaced or written since it was last read."""
+        if self._flags_version != self._fixed_flags_version():
+            self._refresh_selection()
+
     def fix(self, vector: str, candidate: str) -> None:
         """Fix the ``"mean"`` or ``"var"`` ratios on ``candidate`` (logits become one-hot)."""
+        if vector not in _VECTORS:
+            raise ValueError(f"{type(self).__name__}.fix: vector must be 'mean' or 'var', got {vector!r}")
+        if candidate not in self.candidates:
+            raise ValueError(f"{type(self).__name__}.fix: {candidate!r} is not a candidate of this layer; "
+                             f"choose from {list(self.candidates)}")
+        self._sync_selection()
         v = _VECTORS.index(vector)
         index = self.candidates.index(candidate)
         with torch.no_grad():
             self._logits(v).copy_(self._one_hot(index))
             getattr(self, f"{vector}_fixed").fill_(True)
         self._selected[v] = index
+        self._flags_version = self._fixed_flags_version()
 
-    def reopen_selection(self, reset_logits: bool = False) -> None:
-        """Let fixed ratios train again (e.g. to re-select when finetuning a sparse model).
+    def reopen_selection(self, prior: float = 0.0) -> None:
+        """Let fixed ratios train again (to re-select when finetuning a sparse model).
 
-        The logits keep their one-hot values unless ``reset_logits`` sets them
-        back to uniform; the radius schedule of the new run applies from here on.
+        A fixed vector's one-hot logits are a vertex of the simplex, where
+        SparsestMax has a zero gradient and returns the vertex itself at every
+        radius, so the next :func:`~ssn_plugins.set_radius` would fix it again
+        at once. The logits therefore move into the simplex:
+        ``(1 - prior) * uniform + prior * one_hot``. ``prior = 0`` (default)
+        starts the choice afresh from uniform ratios, as training from scratch
+        does; ``0 < prior < 1`` starts it biased towards the old selection. The
+        layer then trains its ratios until the new run's radius schedule fixes
+        them again (start that schedule at a small radius: a radius beyond the
+        point's distance from the centre pushes it straight back out).
         """
+        if not 0.0 <= prior < 1.0:
+            raise ValueError(f"reopen_selection: prior must lie in [0, 1), got {prior}")
+        self._sync_selection()
+        k = len(self.candidates)
         with torch.no_grad():
+            for v, index in enumerate(self._selected):
+                if index is not None:
+                    self._logits(v).copy_(self._one_hot(index) * prior + (1.0 - prior) / k)
             self.mean_fixed.fill_(False)
             self.var_fixed.fill_(False)
-            if reset_logits:
-                self.mean_weight.fill_(1.0)
-                self.var_weight.fill_(1.0)
         self._selected = [None, None]
+        self._flags_version = self._fixed_flags_version()
+        self._precomputed = None
 
     def _refresh_selection(self) -> None:
-        """Re-read the host-side selection from the buffers (after loading a checkpoint)."""
+        """Re-read the host-side selection from the buffers (after loading a checkpoint or editing a flag).
+
+        A set flag fixes the vector on its largest logit (the logits become
+        that one-hot vector, as :meth:`fix` leaves them).
+        """
+        self._flags_version = self._fixed_flags_version()
+        if self.mean_fixed.is_meta or self.mean_weight.is_meta:
+            return  # no values yet (meta device); read again once they are loaded
         flags = torch.stack([self.mean_fixed, self.var_fixed]).tolist()
         argmax = torch.stack([self.mean_weight.argmax(), self.var_weight.argmax()]).tolist()
         self._selected = [a if f else None for f, a in zip(flags, argmax)]
+        with torch.no_grad():
+            for v, index in enumerate(self._selected):
+                if index is not None:
+                    self._logits(v).copy_(self._one_hot(index))
+        self._precomputed = None
 
     # ------------------------------------------------------------------- ratios
     def _ratio_inputs_version(self) -> tuple:
@@ -104,9 +200,11 @@ class SparseSwitchNorm(SwitchNorm):
 
     def ratios(self) -> Tuple[Tensor, Tensor]:
         """``(mean_ratios, var_ratios)``: SparsestMax of the logits, or the fixed one-hot vectors."""
-        precomputed, self._precomputed = self._precomputed, None
+        self._sync_selection()
+        precomputed = self._precomputed
         if precomputed is not None and precomputed[0] == self._ratio_inputs_version():
             return precomputed[1]
+        self._precomputed = None
         mean_index, var_index = self._selected
         if mean_index is None and var_index is None:
             return tuple(sparsestmax(torch.stack([self.mean_weight, self.var_weight]), self.radius).unbind(0))
@@ -129,6 +227,7 @@ class SparseSwitchNorm(SwitchNorm):
         return torch.add(t, torch.dot(self.mean_weight, self.var_weight).to(t.dtype), alpha=0)
 
     def forward(self, x: Tensor) -> Tensor:
+        self._sync_selection()
         self._check_input(x)
         mean_index, var_index = self._selected
         if mean_index is None or var_index is None:
@@ -136,7 +235,7 @@ class SparseSwitchNorm(SwitchNorm):
             if mean_index is not None or var_index is not None:
                 mean_ratios = self._tie_fixed_logits(mean_ratios)
             return self._normalize(x, mean_ratios, var_ratios, self.candidates, self.weight)
-        if mean_index == var_index and self._can_run_native(self.candidates[mean_index]):
+        if mean_index == var_index and self._can_run_native(self.candidates[mean_index], x):
             candidate = self.candidates[mean_index]
             if self.weight is not None:
                 return self._native(x, candidate, self._tie_fixed_logits(self.weight))
@@ -167,6 +266,11 @@ class SparseSwitchNorm(SwitchNorm):
             key = prefix + name
             if key in state_dict:
                 state_dict[key] = state_dict[key].bool()
+        radius = state_dict.get(prefix + "radius")
+        if radius is not None and not radius.is_meta and not (torch.isfinite(radius).all() and (radius >= 0).all()):
+            error_msgs.append(f"{prefix}radius must be a finite number >= 0, got {radius.tolist()} "
+                              f"(a checkpoint of a diverged run?)")
+            return
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
         self._refresh_selection()

@@ -35,8 +35,8 @@ class SwitchNorm(nn.Module):
         eps: added to the variance.
         momentum: running-statistics momentum in PyTorch's convention
             (``running = (1 - momentum) * running + momentum * batch``);
-            ``None`` for a cumulative average. With ``official_compat=True`` it
-            is read in the authors' convention instead (see below).
+            ``None`` for a cumulative average. Always this convention, also
+            with ``official_compat`` (the authors' 0.997 is 0.003 here).
         using_bn: include the BN candidate. ``False`` gives ``[IN, LN]``, for
             training with one image per GPU.
         candidates: the candidate list itself (a subset of ``("IN", "LN",
@@ -47,22 +47,36 @@ class SwitchNorm(nn.Module):
         affine: learn ``weight`` (γ) and ``bias`` (β), each ``(C,)``.
         track_running_stats: keep ``running_mean`` / ``running_var`` for the
             BN candidate (otherwise BN uses batch statistics in eval too).
-        official_compat: reproduce the authors' layer exactly, to evaluate or
-            finetune their checkpoints: the IN variance is unbiased (divides
-            by ``|S| - 1``; undefined for ``|S| = 1``, which raises an error)
-            and LN/BN are derived from it; ``running_var`` starts at zero and
-            stores that derived variance; ``momentum`` is the authors'
-            retention factor (``running = momentum * running + (1 - momentum)
-            * batch``; 0.997 in the released models, 0.9 in later code) and is
-            stored converted in ``self.momentum``.
+        official_compat: the authors' math, to evaluate or finetune their
+            checkpoints exactly: the IN variance is unbiased (divides by
+            ``|S| - 1``; undefined for ``|S| = 1``, which raises an error), LN
+            and BN are derived from it, and ``running_var`` stores that derived
+            variance. It changes the math only. It is a buffer, so it travels
+            with the weights: files written by ``tools/convert_checkpoint.py``
+            from the authors' releases set it, and loading them sets it in
+            whatever model they load into.
 
     Parameters: ``weight``, ``bias`` ``(C,)``; ``mean_weight``, ``var_weight``
     ``(K,)`` logits over the candidates, initialised to 1 (uniform ratios).
-    Buffers: ``running_mean``, ``running_var`` ``(C,)``, ``num_batches_tracked``.
-    ``load_state_dict`` also accepts the authors' layout (``(1, C, 1, 1)``
-    affine parameters, ``(1, C, 1)`` running statistics, no
-    ``num_batches_tracked``).
+    Buffers: ``running_mean``, ``running_var`` ``(C,)``, ``num_batches_tracked``,
+    ``official_compat`` (0-d bool). ``load_state_dict`` also accepts the
+    authors' layout (``(1, C, 1, 1)`` affine parameters, ``(1, C, 1)`` running
+    statistics, no ``num_batches_tracked``) and files without
+    ``official_compat`` (the layer keeps its own setting).
+
+    Shape:
+        - Input: ``(N, C, *S)`` (:class:`SwitchNorm1d`: ``(N, C)`` or
+          ``(N, C, L)``; ``2d``: ``(N, C, H, W)``; ``3d``: ``(N, C, T, H, W)``)
+        - Output: same shape and dtype as the input
+
+    Examples::
+
+        >>> m = SwitchNorm2d(64)
+        >>> y = m(torch.randn(8, 64, 32, 32))
+        >>> mean_ratios, var_ratios = m.ratios()   # softmax of the logits, over [IN, LN, BN]
     """
+
+    _version = 2  # 2: the official_compat buffer
 
     #: Input ranks this class accepts (``None``: any rank >= 2).
     _input_dims: Optional[Tuple[int, ...]] = None
@@ -82,19 +96,19 @@ class SwitchNorm(nn.Module):
     ) -> None:
         super().__init__()
         factory = {"device": device, "dtype": dtype}
-        if num_features <= 0:
-            raise ValueError(f"num_features must be positive, got {num_features}")
+        name = type(self).__name__
+        if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features <= 0:
+            raise ValueError(f"{name}: num_features must be a positive int, got {num_features!r}")
         if candidates is None:
             candidates = CANDIDATES if using_bn else ("IN", "LN")
         self.candidates = check_candidates(candidates)
         self.using_bn = "BN" in self.candidates
         self.num_features = num_features
+        if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
+            raise ValueError(f"{name}: eps must be a finite number > 0, got {eps!r}")
         self.eps = eps
-        self.official_compat = official_compat
-        if official_compat and momentum is not None:
-            momentum = 1.0 - momentum
         if momentum is not None and not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"momentum must lie in [0, 1], got {momentum}")
+            raise ValueError(f"{name}: momentum must lie in [0, 1] (PyTorch's convention) or be None, got {momentum}")
         self.momentum = momentum
         self.affine = affine
         self.track_running_stats = track_running_stats and self.using_bn
@@ -109,12 +123,61 @@ class SwitchNorm(nn.Module):
             self.register_parameter("bias", None)
         if self.track_running_stats:
             self.register_buffer("running_mean", torch.zeros(num_features, **factory))
-            self.register_buffer("running_var", (torch.zeros if official_compat else torch.ones)(num_features, **factory))
+            self.register_buffer("running_var", torch.ones(num_features, **factory))
             self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device))
         else:
             self.register_buffer("running_mean", None)
             self.register_buffer("running_var", None)
             self.register_buffer("num_batches_tracked", None)
+        self.register_buffer("official_compat_flag", torch.tensor(bool(official_compat), device=device))
+        self._official = bool(official_compat)  # host-side copy, so forward reads no device memory
+        self._flag_version = self._buffer_version("official_compat_flag")
+        SwitchNorm.reset_parameters(self)  # a subclass's override may need buffers it has not registered yet
+
+    # ------------------------------------------------------- state like torch.nn
+    def reset_running_stats(self) -> None:
+        """Running mean 0, variance 1, ``num_batches_tracked`` 0 (as ``torch.nn.BatchNorm``)."""
+        if self.track_running_stats:
+            self.running_mean.zero_()
+            self.running_var.fill_(1)
+            self.num_batches_tracked.zero_()
+
+    def reset_parameters(self) -> None:
+        """γ = 1, β = 0, uniform ratio logits, fresh running statistics (meta-device / FSDP initialisation)."""
+        self.reset_running_stats()
+        with torch.no_grad():
+            self.mean_weight.fill_(1.0)
+            self.var_weight.fill_(1.0)
+            if self.affine:
+                self.weight.fill_(1.0)
+                self.bias.zero_()
+            if not self.official_compat_flag.is_meta:
+                self.official_compat_flag.fill_(self._official)
+        self._flag_version = self._buffer_version("official_compat_flag")
+
+    def _buffer_version(self, name: str) -> tuple:
+        # Host-side identity of a buffer's contents: replaced (.to(), loading with assign) or written in place.
+        t = self._buffers[name]
+        return id(t), t._version
+
+    @property
+    def official_compat(self) -> bool:
+        """Whether the layer computes the authors' math (see the class docstring); settable."""
+        if self._flag_version != self._buffer_version("official_compat_flag"):
+            self._read_official_flag()
+        return self._official
+
+    @official_compat.setter
+    def official_compat(self, value: bool) -> None:
+        with torch.no_grad():
+            self.official_compat_flag.fill_(bool(value))
+        self._read_official_flag()
+
+    def _read_official_flag(self) -> None:
+        flag = self.official_compat_flag
+        if not flag.is_meta:
+            self._official = bool(flag.item())
+        self._flag_version = self._buffer_version("official_compat_flag")
 
     # ------------------------------------------------------------------ freezing
     def freeze(self) -> "SwitchNorm":
@@ -159,10 +222,15 @@ class SwitchNorm(nn.Module):
                 f"single spatial position (input shape {tuple(x.shape)}); use official_compat=False")
         if (self.training and self._uses_batch_statistics() and self._process_group() is None
                 and x.shape[0] * positions == 1):
+            if x.dim() == 2:
+                advice = "train with more than one sample per batch (or per process, with a Sync layer in a process group)"
+            else:
+                advice = "build the layer with using_bn=False (IN and LN only)"
+            if not isinstance(self, _Synchronized):
+                advice += f", or use Sync{name} in a distributed run so the statistics span all processes"
             raise ValueError(
                 f"{name}: the BN candidate needs more than one value per channel in training, got input of "
-                f"shape {tuple(x.shape)}; build the layer with using_bn=False (IN and LN only), or use "
-                f"the synchronised variant (Sync{name.replace('Sync', '')}) so the statistics span all processes")
+                f"shape {tuple(x.shape)}; {advice}")
 
     def _process_group(self):
         """The group BN statistics are reduced over in this forward, or ``None``."""
@@ -200,8 +268,16 @@ class SwitchNorm(nn.Module):
             self.running_mean if uses_bn else None, self.running_var if uses_bn else None,
             training=self.training, momentum=self._momentum_now() if uses_bn else 0.0, eps=self.eps)
 
-    def _can_run_native(self, candidate: str) -> bool:
-        """Whether ``candidate`` alone matches a native kernel under this layer's settings."""
+    def _can_run_native(self, candidate: str, x: Tensor) -> bool:
+        """Whether ``candidate`` alone matches a native kernel under this layer's settings and dtypes."""
+        # PyTorch's norm kernels take parameters of the input's dtype, or float32 ones for half/bf16 input;
+        # any other mix runs the general path, which accepts every combination the soft layer accepts.
+        tensors = [self.weight, self.bias]
+        if candidate == "BN":
+            tensors += [self.running_mean, self.running_var]
+        allowed = (x.dtype, torch.float32) if x.dtype in (torch.float16, torch.bfloat16) else (x.dtype,)
+        if any(t is not None and t.dtype not in allowed for t in tensors):
+            return False
         if candidate == "BN":
             # Synchronised statistics, and the authors' variance in training, need the general path.
             return not (self.training and (self._process_group() is not None or self.official_compat))
@@ -232,8 +308,13 @@ class SwitchNorm(nn.Module):
         nbt = prefix + "num_batches_tracked"
         if self.track_running_stats and nbt not in state_dict and prefix + "running_mean" in state_dict:
             state_dict[nbt] = torch.tensor(0, dtype=torch.long)
+        # Files without the flag (the authors' own, and ours before version 2) leave the layer's setting as it is.
+        flag = prefix + "official_compat_flag"
+        if flag not in state_dict and any(k.startswith(prefix) for k in state_dict):
+            state_dict[flag] = self.official_compat_flag.detach().clone()
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
+        self._read_official_flag()
 
 
 class _Synchronized:
