@@ -8,6 +8,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .functional import batch_moments
+from .layers.channel_equilibrium import ChannelEquilibrium
 from .layers.switch_norm import SwitchNorm
 
 __all__ = ["recompute_batch_statistics", "layers_with_batch_statistics", "average_statistics_across_processes"]
@@ -26,6 +27,14 @@ def _default_forward(model: nn.Module, batch: Any) -> Any:
     return model(batch)
 
 
+def _saw_data(seen: dict, index: int):
+    def hook(module, args):
+        x = args[0] if args else None
+        if isinstance(x, torch.Tensor) and (x.shape[0] > 0 or getattr(module, "_process_group", lambda: None)()):
+            seen[index] = True
+    return hook
+
+
 @torch.no_grad()
 def recompute_batch_statistics(
     model: nn.Module,
@@ -42,14 +51,20 @@ def recompute_batch_statistics(
     would have written into the running buffers (for SN/SSN and BatchNorm the
     unbiased variance; with ``official_compat`` the authors' variance). The
     model runs in training mode without gradients (the batch statistics are
-    what BN uses in training); parameters do not change; training mode,
-    momenta and ``num_batches_tracked`` are restored afterwards.
-    Synchronised layers average over all processes.
+    what BN uses in training); parameters do not change. Afterwards every
+    module's own training mode, the momenta and ``num_batches_tracked`` are as
+    before, and Channel Equilibrium's running estimates are put back (they are
+    not batch averages). Synchronised layers average over all processes.
+
+    A batch in which a layer sees no sample (``N = 0``, as detectron2's mask
+    head can) does not count for that layer; a layer that sees none at all
+    keeps its statistics, with a warning. If the loader or a forward fails
+    midway, every statistic is put back as it was.
 
     Frozen normalization keeps its statistics and normalizes with them: the
+    layers that are in eval mode while ``model`` is in training mode, the
     layers that stay in eval mode when the model is put in training mode
-    (OpenMMLab's ``norm_eval``, frozen stages) and the modules in ``frozen``,
-    which are put in eval mode for the pass.
+    (OpenMMLab's ``norm_eval``, frozen stages), and the modules in ``frozen``.
 
     Args:
         model: any module.
@@ -61,17 +76,26 @@ def recompute_batch_statistics(
     Returns:
         The number of batches used.
     """
-    was_training = model.training
-    model.train()
+    modes = [(m, m.training) for m in model.modules()]
+    if not model.training:
+        model.train()  # layers that stay in eval (norm_eval, freeze()) keep their statistics
     for m in frozen:
         m.eval()
     layers = [m for m in layers_with_batch_statistics(model) if m.training]
+    equilibrium = [m for m in model.modules() if isinstance(m, ChannelEquilibrium)]
+    equilibrium_state = [[b.clone() for b in m.buffers()] for m in equilibrium]
     if not layers:
-        model.train(was_training)
+        for m, mode in modes:
+            m.training = mode
+        logger.warning("recompute_batch_statistics: the model has no BN / SN / SSN layer with running statistics "
+                       "in training mode; nothing to recompute")
         return 0
     saved = [(m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None,
               m.running_mean.clone(), m.running_var.clone()) for m in layers]
     sums = [[torch.zeros_like(m.running_mean), torch.zeros_like(m.running_var)] for m in layers]
+    counts = [0] * len(layers)
+    seen = {}
+    handles = [m.register_forward_pre_hook(_saw_data(seen, i)) for i, m in enumerate(layers)]
     used = 0
     finished = False
     try:
@@ -80,29 +104,43 @@ def recompute_batch_statistics(
             m.momentum = 1.0
         iterator = batches if num_batches is None else itertools.islice(batches, num_batches)
         for batch in iterator:
+            seen.clear()
             forward(model, batch)
-            for (mean_sum, second_moment_sum), m in zip(sums, layers):
-                mean_sum += m.running_mean
-                second_moment_sum += m.running_var + m.running_mean ** 2
+            for i, ((mean_sum, second_moment_sum), m) in enumerate(zip(sums, layers)):
+                if seen.get(i):
+                    mean_sum += m.running_mean
+                    second_moment_sum += m.running_var + m.running_mean ** 2
+                    counts[i] += 1
             used += 1
         finished = used > 0
     finally:
-        for m, (momentum, tracked, running_mean, running_var) in zip(layers, saved):
+        for handle in handles:
+            handle.remove()
+        for m, (momentum, tracked, running_mean, running_var), count in zip(layers, saved, counts):
             m.momentum = momentum
             if tracked is not None:
                 m.num_batches_tracked.copy_(tracked)
-            if not finished:  # an error or no batch: leave the statistics as they were
+            if not finished or count == 0:  # an error, no batch, or no sample for this layer: as it was
                 m.running_mean.copy_(running_mean)
                 m.running_var.copy_(running_var)
-        model.train(was_training)
+        for m, state in zip(equilibrium, equilibrium_state):
+            for buffer, value in zip(m.buffers(), state):
+                buffer.copy_(value)
+        for m, mode in modes:
+            m.training = mode
     if used == 0:
         raise ValueError("recompute_batch_statistics got no batches; running statistics are unchanged")
     if num_batches is not None and used < num_batches:
         logger.warning("recompute_batch_statistics: asked for %d batches, the iterable held %d", num_batches, used)
-    for (mean_sum, second_moment_sum), m in zip(sums, layers):
-        mean = mean_sum / used
-        m.running_mean.copy_(mean)
-        m.running_var.copy_(torch.clamp(second_moment_sum / used - mean ** 2, min=0))
+    unseen = sum(count == 0 for count in counts)
+    if unseen:
+        logger.warning("recompute_batch_statistics: %d of %d layers saw no sample in %d batches and keep their "
+                       "statistics", unseen, len(layers), used)
+    for (mean_sum, second_moment_sum), m, count in zip(sums, layers, counts):
+        if count:
+            mean = mean_sum / count
+            m.running_mean.copy_(mean)
+            m.running_var.copy_(torch.clamp(second_moment_sum / count - mean ** 2, min=0))
     return used
 
 

@@ -1,5 +1,6 @@
 """Swapping normalization layers in an existing model."""
-from typing import Dict, Type
+import warnings
+from typing import Dict, Optional, Type
 
 import torch
 from torch import nn
@@ -24,12 +25,19 @@ _SYNC_OF = {plain: sync for plain, sync in zip(NORM_TYPES["SN"] + NORM_TYPES["SS
                                                NORM_TYPES["SyncSN"] + NORM_TYPES["SyncSSN"])}
 
 
-def _replace_children(module: nn.Module, replace) -> nn.Module:
+def _replace_children(module: nn.Module, replace, memo: Optional[dict] = None) -> nn.Module:
+    """``replace`` every module (depth first from the top); a module reached twice gets the same replacement."""
+    memo = {} if memo is None else memo
+    if id(module) in memo:
+        return memo[id(module)]
     new = replace(module)
     if new is not None:
+        memo[id(module)] = new
         return new
-    for name, child in module.named_children():
-        module.add_module(name, _replace_children(child, replace))
+    memo[id(module)] = module
+    for name, child in list(module._modules.items()):  # not named_children(), which skips a repeated module
+        if child is not None:
+            module.add_module(name, _replace_children(child, replace, memo))
     return module
 
 
@@ -42,11 +50,16 @@ def convert_norm(model: nn.Module, to: str = "SSN", layer_types: tuple = CONVERT
 
     ``to`` is ``"SN"``, ``"SSN"``, ``"SyncSN"`` or ``"SyncSSN"``. BatchNormNd
     becomes the matching ``…Nd`` class, SyncBatchNorm and GroupNorm the generic
-    one. γ/β, ``eps`` and (from BatchNorm) momentum and running statistics are
-    carried over; ``kwargs`` go to the new layers' constructors and take
-    precedence (e.g. ``using_bn=False``, ``radius=0.0``). Works in place on
-    ``model``'s children and returns the model (or the new layer if ``model``
-    itself is a norm layer), like ``nn.SyncBatchNorm.convert_sync_batchnorm``.
+    one. Carried over: γ/β, ``eps``, the training mode, frozen parameters (a
+    layer none of whose parameters requires gradients becomes a layer none of
+    whose parameters, ratios included, does), sharing (one module used in two
+    places stays one module) and, from BatchNorm, ``momentum`` (``None`` too),
+    ``track_running_stats``, the running statistics and ``num_batches_tracked``.
+    ``kwargs`` go to the new layers' constructors and take precedence (e.g.
+    ``using_bn=False``, ``radius=0.0``); they are checked before anything is
+    replaced. Works in place on ``model``'s children and returns the model (or
+    the new layer if ``model`` itself is a norm layer), like
+    ``nn.SyncBatchNorm.convert_sync_batchnorm``. Warns when nothing was converted.
 
     ``layer_types`` narrows what is replaced. A ``BatchNorm1d`` that sees
     ``(N, C)`` features (after a ``Linear``) cannot use the IN candidate:
@@ -56,23 +69,28 @@ def convert_norm(model: nn.Module, to: str = "SSN", layer_types: tuple = CONVERT
     if to not in NORM_TYPES:
         raise ValueError(f"convert_norm: unknown target {to!r}; choose from {list(NORM_TYPES)}")
     classes = NORM_TYPES[to]
+    try:  # a typo in a keyword fails here, not only once some layer is converted
+        classes[0](8, **kwargs)
+    except TypeError as e:
+        raise TypeError(f"convert_norm: {e}") from None
+    converted = []
 
     def replace(m: nn.Module):
         if not isinstance(m, layer_types):
             return None
+        if isinstance(m, nn.modules.lazy.LazyModuleMixin) and m.has_uninitialized_params():
+            raise ValueError(f"convert_norm: {type(m).__name__} has not inferred its channel count yet; run one "
+                             f"forward pass before converting")
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             cls = classes[_RANK_OF_BN.get(type(m), 0)]
-            options = {"eps": m.eps, "affine": m.affine}
-            if m.momentum is not None:
-                options["momentum"] = m.momentum
+            options = {"eps": m.eps, "affine": m.affine, "momentum": m.momentum,
+                       "track_running_stats": m.track_running_stats}
         elif isinstance(m, nn.GroupNorm):
             cls = classes[0]
             options = {"eps": m.eps, "affine": m.affine}
         else:
             return None
         options.update(kwargs)
-        if options.get("official_compat") and "momentum" in options and "momentum" not in kwargs:
-            options["momentum"] = 1.0 - options["momentum"]  # the authors' convention
         ref = m.weight if m.affine else next(m.buffers(), None)
         new = cls(m.num_features if hasattr(m, "num_features") else m.num_channels, **options,
                   device=None if ref is None else ref.device)
@@ -83,19 +101,26 @@ def convert_norm(model: nn.Module, to: str = "SSN", layer_types: tuple = CONVERT
             if getattr(m, "running_mean", None) is not None and new.running_mean is not None:
                 new.running_mean.copy_(m.running_mean)
                 new.running_var.copy_(m.running_var)
+                if getattr(m, "num_batches_tracked", None) is not None:
+                    new.num_batches_tracked.copy_(m.num_batches_tracked)
         if ref is not None:
             new.to(ref.dtype)
+        own = list(m.parameters(recurse=False))
+        if own and not any(p.requires_grad for p in own):
+            new.requires_grad_(False)
         new.train(m.training)
+        converted.append(new)
         return new
 
-    return _replace_children(model, replace)
+    result = _replace_children(model, replace)
+    if not converted:
+        warnings.warn(f"convert_norm: no layer of the types {[t.__name__ for t in layer_types]} found in "
+                      f"{type(model).__name__}; nothing was converted", stacklevel=2)
+    return result
 
 
 def _constructor_options(m: SwitchNorm) -> dict:
-    momentum = m.momentum
-    if m.official_compat and momentum is not None:
-        momentum = 1.0 - momentum
-    return {"eps": m.eps, "momentum": momentum, "candidates": m.candidates, "affine": m.affine,
+    return {"eps": m.eps, "momentum": m.momentum, "candidates": m.candidates, "affine": m.affine,
             "track_running_stats": m.track_running_stats, "official_compat": m.official_compat}
 
 

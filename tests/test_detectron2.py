@@ -33,7 +33,6 @@ def load_cfg(path, *opts):
     sd.add_ssn_config(cfg)
     sd.merge_config_file(cfg, path)
     cfg.merge_from_list(["MODEL.DEVICE", "cpu", *opts])
-    sd.configure_norms(cfg)
     return cfg
 
 

@@ -166,12 +166,12 @@ def test_reopen_selection():
     m.reopen_selection(prior=0.5)
     assert m.selection == (None, None) and not m.mean_fixed.item()
     # off the vertex, biased towards the old choice (BN)
-    torch.testing.assert_close(m.mean_weight.detach(), torch.tensor([1 / 6, 1 / 6, 2 / 3], dtype=torch.float64))
+    torch.testing.assert_close(m.mean_weight.detach(), torch.tensor([-1 / 6, -1 / 6, 1 / 3], dtype=torch.float64))
     (m(torch.randn(SHAPES[2], dtype=torch.float64)) * torch.randn(SHAPES[2], dtype=torch.float64)).sum().backward()
     assert m.mean_weight.grad is not None and m.mean_weight.grad.abs().sum() > 0
     m = fixed_layer(2, "BN", "BN")
     m.reopen_selection()
-    assert torch.equal(m.mean_weight.detach(), torch.full((3,), 1 / 3, dtype=torch.float64))
+    assert torch.equal(m.mean_weight.detach(), torch.zeros(3, dtype=torch.float64))
     with pytest.raises(ValueError, match="prior"):
         m.reopen_selection(prior=1.0)
 

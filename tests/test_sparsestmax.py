@@ -131,3 +131,93 @@ def test_bad_input():
         sparsestmax(torch.randn(4, 1), 0.1)
     with pytest.raises(TypeError, match="floating-point"):
         sparsestmax(torch.ones(3, dtype=torch.long), 0.1)
+
+
+# ------------------------------------------------------------------ real precision (float32, bf16, fp16)
+def _brute_force_candidates(z: torch.Tensor, radius: float, directions: int = 20000) -> torch.Tensor:
+    """Feasible points that contain the optimum up to sampling: a simplex grid, and points on the circle of
+    ``radius`` around the centre and on each face's circle (K = 3: dense angles; K = 4: random directions
+    plus the direction of ``z`` itself), all in float64."""
+    k = z.shape[-1]
+    g = torch.Generator().manual_seed(0)
+    u = torch.full((k,), 1 / k, dtype=torch.float64)
+    points = [simplex_grid(300)] if k == 3 else [torch.distributions.Dirichlet(torch.ones(k, dtype=torch.float64))
+                                                 .sample((40000,))]
+    for mask in range(1, 2 ** k):
+        support = torch.tensor([(mask >> i) & 1 for i in range(k)], dtype=torch.float64)
+        size = int(support.sum())
+        if size < 2:
+            continue
+        centroid = support / size
+        face_r2 = radius ** 2 - ((centroid - u) ** 2).sum()
+        if face_r2 <= 0:
+            continue
+        raw = torch.randn(directions, k, dtype=torch.float64, generator=g)
+        if k == 3 and size == 3:
+            angles = torch.linspace(0, 2 * math.pi, directions, dtype=torch.float64)
+            basis = torch.tensor([[1, -1, 0], [1, 1, -2]], dtype=torch.float64)
+            basis = basis / basis.norm(dim=1, keepdim=True)
+            raw = torch.cos(angles)[:, None] * basis[0] + torch.sin(angles)[:, None] * basis[1]
+        raw = torch.cat([raw, (z.double() - z.double().mean()).unsqueeze(0)]) * support
+        raw = raw - (raw.sum(-1, keepdim=True) / size) * support
+        raw = raw / raw.norm(dim=-1, keepdim=True).clamp_min(1e-300)
+        on_circle = centroid + raw * face_r2.sqrt()
+        points.append(on_circle[(on_circle >= -1e-15).all(-1)])
+    candidates = torch.cat(points).clamp(min=0)
+    return candidates[(candidates - u).norm(dim=-1) >= radius - 1e-12]
+
+
+@pytest.mark.parametrize("k", [3, 4])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("spread", ["ulps", "near", "far"])
+def test_low_precision_logits_get_the_exact_projection_of_their_values(k, dtype, spread):
+    """Against brute force, near the centre (a few ulps / 1e-5 from uniform, where SSN layers start) and far."""
+    g = torch.Generator().manual_seed(k)
+    base = torch.ones(12, k)
+    if spread == "ulps":
+        steps = torch.randint(-3, 4, (12, k), generator=g).float()
+        z = (base + steps * torch.finfo(dtype).eps).to(dtype)
+        z[0] = torch.ones(k, dtype=dtype)
+        z[0, -1] += torch.finfo(dtype).eps  # one ulp above uniform: must move towards the last candidate
+    else:
+        z = (base + (1e-5 if spread == "near" else 0.8) * torch.randn(12, k, generator=g)).to(dtype)
+    z = z[(z.double() - z.double().mean(-1, keepdim=True)).abs().amax(-1) > 0]  # exactly uniform rows: see below
+    for radius in (0.05, 0.3, 0.6):
+        ours = sparsestmax(z, radius)
+        assert ours.dtype == dtype
+        exact = sparsestmax(z.double(), radius)
+        torch.testing.assert_close(ours, exact.to(dtype), atol=0, rtol=0)
+        assert torch.equal(ours > 0, exact > 0) or dtype != torch.float32
+        if dtype == torch.float32:
+            assert (ours.double() - exact).abs().max() <= 1e-6
+        assert torch.equal(exact.argmax(-1), z.double().argmax(-1)) or spread == "far"
+        for row, p in zip(z, exact):
+            best = ((_brute_force_candidates(row, radius) - row.double()) ** 2).sum(-1).min()
+            assert ((p - row.double()) ** 2).sum() <= best + 1e-12
+    if spread == "ulps":
+        assert sparsestmax(z[:1], 0.3)[0].argmax() == k - 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gradient_of_low_precision_logits_equals_the_float64_gradient(dtype):
+    g = torch.Generator().manual_seed(1)
+    for offset in (1e-6, 1e-3, 0.5):
+        z = (torch.ones(20, 3) + offset * torch.randn(20, 3, generator=g)).to(dtype)
+        weights = torch.randn(20, 3, generator=g)
+        grads = []
+        for t in (z.clone(), z.double()):
+            t.requires_grad_()
+            (sparsestmax(t, 0.3) * weights.to(t.dtype)).sum().backward()
+            grads.append(t.grad.double())
+        scale = grads[1].abs().amax(-1, keepdim=True).clamp_min(1.0)
+        tolerance = 1e-5 if dtype == torch.float32 else 1e-2
+        assert ((grads[0] - grads[1]).abs() / scale).max() <= tolerance
+
+
+def test_exactly_uniform_is_the_only_fallback():
+    for dtype in (torch.float32, torch.bfloat16, torch.float64):
+        for value in (1.0, 0.1, 3.7, -2.0):
+            z = torch.full((3,), value, dtype=dtype)
+            assert sparsestmax(z, 0.3).argmax() == 0  # the deterministic fallback: towards the first candidate
+            z[1] = torch.nextafter(z[1], torch.tensor(100.0, dtype=dtype)) if dtype != torch.bfloat16 else z[1] + 2 ** -6
+            assert sparsestmax(z, 0.3).argmax() == 1

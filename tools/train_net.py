@@ -47,13 +47,6 @@ class Trainer(DefaultTrainer):
     """``DefaultTrainer`` with the SN/SSN optimizer rules, frozen-stage handling and hooks."""
 
     @classmethod
-    def build_model(cls, cfg):
-        # CE (MODEL.RESNETS.CE) and frozen SN/SSN layers in frozen stages on top of detectron2's build_model
-        model = ssn_d2.build_model(cfg)
-        logger.info("Model:\n%s", model)
-        return model
-
-    @classmethod
     def build_optimizer(cls, cfg, model):
         return ssn_d2.build_ssn_optimizer(cfg, model)
 
@@ -92,7 +85,6 @@ def setup(args):
     cfg = load_config(args)
     if uses_real_mini(cfg):
         ssn_d2.register_real_mini(REAL_MINI_ROOT)
-    ssn_d2.configure_norms(cfg)
     cfg.freeze()
     default_setup(cfg, args)
     return cfg
@@ -110,6 +102,7 @@ def main(args):
         if comm.is_main_process():
             verify_results(cfg, res)
         return res
+    ssn_d2.validate_ssn_config(cfg)  # before building anything, not at the first evaluation
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()

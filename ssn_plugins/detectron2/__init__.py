@@ -1,21 +1,23 @@
 """detectron2 adapter.
 
 ``import ssn_plugins.detectron2`` makes ``NORM: "SN"``, ``"SSN"``, ``"SyncSN"``
-and ``"SyncSSN"`` valid wherever detectron2 resolves a norm name; call
-``add_ssn_config(cfg)`` before reading a config and ``configure_norms(cfg)``
-after it (``tools/train_net.py`` does both).
+and ``"SyncSSN"`` valid wherever detectron2 resolves a norm name, and makes
+detectron2's own ``build_model`` apply ``cfg.MODEL.SSN``'s layer options,
+``MODEL.RESNETS.CE`` and ``FREEZE_AT`` (for SN/SSN layers) of the config being
+built. Call ``add_ssn_config(cfg)`` before reading a config.
 """
-from .channel_equilibrium import add_channel_equilibrium, build_model
+from .build import build_model, freeze_switch_norms, register_build_model
+from .channel_equilibrium import add_channel_equilibrium
 from .config import add_ssn_config, merge_config_file
 from .datasets import register_real_mini
-from .hooks import (BatchAverageStatistics, RadiusSchedule, RatioScalars, freeze_switch_norms,
-                    recompute_detection_statistics, ssn_hooks)
-from .norms import NORM_LAYERS, configure_norms, register_norms
+from .hooks import (BatchAverageStatistics, RadiusSchedule, RatioScalars, recompute_detection_statistics, ssn_hooks,
+                    validate_ssn_config)
+from .norms import NORM_LAYERS, layer_options, norm_options, register_norms
 from .optimizer import build_ssn_optimizer
 
 register_norms()
 
-__all__ = ["add_ssn_config", "merge_config_file", "configure_norms", "register_norms", "NORM_LAYERS",
-           "build_ssn_optimizer", "ssn_hooks", "freeze_switch_norms", "RadiusSchedule", "BatchAverageStatistics",
-           "RatioScalars", "register_real_mini", "recompute_detection_statistics", "build_model",
-           "add_channel_equilibrium"]
+__all__ = ["add_ssn_config", "merge_config_file", "norm_options", "layer_options", "register_norms",
+           "register_build_model", "NORM_LAYERS", "build_ssn_optimizer", "ssn_hooks", "freeze_switch_norms",
+           "RadiusSchedule", "BatchAverageStatistics", "RatioScalars", "register_real_mini",
+           "recompute_detection_statistics", "build_model", "add_channel_equilibrium", "validate_ssn_config"]

@@ -5,13 +5,12 @@ block in stages 1-3 (detectron2's res2-res4), before the residual addition
 and ReLU. detectron2's ``Conv2d`` applies its norm inside ``forward``, so CE
 runs as a forward hook on that convolution and lives on it as ``.ce``:
 parameter names are detectron2's plus ``stem.conv1.ce.*`` and
-``resK.i.conv3.ce.*`` (``conv2`` in basic blocks).
+``resK.i.conv3.ce.*`` (``conv2`` in basic blocks). ``build_model`` (see
+:mod:`.build`) adds it when the config enables it.
 """
 import torch
-from detectron2.modeling import build_model as d2_build_model
 
 from ..layers import ChannelEquilibrium
-from .hooks import freeze_switch_norms
 
 CE_STAGES = ("res2", "res3", "res4")
 
@@ -36,13 +35,3 @@ def add_channel_equilibrium(resnet: torch.nn.Module, group_size: int = 64) -> in
             _attach(block.conv3 if hasattr(block, "conv3") else block.conv2, group_size)
             count += 1
     return count
-
-
-def build_model(cfg) -> torch.nn.Module:
-    """detectron2's ``build_model`` plus CE (if ``MODEL.RESNETS.CE.ENABLED``) and frozen SN/SSN layers in frozen stages."""
-    model = d2_build_model(cfg)
-    if cfg.MODEL.RESNETS.CE.ENABLED:
-        backbone = model.backbone
-        add_channel_equilibrium(getattr(backbone, "bottom_up", backbone), cfg.MODEL.RESNETS.CE.GROUP_SIZE)
-    freeze_switch_norms(model)
-    return model

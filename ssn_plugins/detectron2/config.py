@@ -14,8 +14,10 @@ def add_ssn_config(cfg) -> None:
     cfg.MODEL.SSN = CN()
     # the layers
     cfg.MODEL.SSN.USING_BN = True            # candidates [IN, LN, BN]; False: [IN, LN] (one image per GPU)
-    cfg.MODEL.SSN.OFFICIAL_COMPAT = False    # the authors' layer (unbiased IN variance, their EMA convention)
-    cfg.MODEL.SSN.MOMENTUM = 0.1             # PyTorch's convention (the authors' when OFFICIAL_COMPAT)
+    # the authors' math (unbiased IN variance) in new layers; files converted from their releases carry it
+    # per layer, so finetuning from them needs nothing here
+    cfg.MODEL.SSN.OFFICIAL_COMPAT = False
+    cfg.MODEL.SSN.MOMENTUM = 0.1             # PyTorch's convention, always (the authors' 0.997 is 0.003)
     cfg.MODEL.SSN.EPS = 1e-5
     # SparsestMax radius: linear from 0 at START_ITER to 1 at END_ITER (-1: SOLVER.MAX_ITER)
     cfg.MODEL.SSN.RADIUS_START_ITER = 0
@@ -29,10 +31,10 @@ def add_ssn_config(cfg) -> None:
     # inference statistics: "batch_average" (recomputed before each evaluation) or "moving_average"
     cfg.MODEL.SSN.INFERENCE_STATS = "batch_average"
     cfg.MODEL.SSN.BATCH_AVERAGE_ITERS = 200
-    # iterations between ratio scalars (mean ratio per candidate, one-hot vectors) in the event storage
+    # iterations between ratio scalars (mean ratio per candidate, one-hot vectors) in the event storage; 0: off
     cfg.MODEL.SSN.SCALARS_PERIOD = 20
     # Channel Equilibrium after the stem norm and the last norm of each block in res2-res4 (CE paper);
-    # takes effect through ssn_plugins.detectron2.build_model (tools/train_net.py uses it)
+    # detectron2's build_model adds it once ssn_plugins.detectron2 is imported
     cfg.MODEL.RESNETS.CE = CN()
     cfg.MODEL.RESNETS.CE.ENABLED = False
     cfg.MODEL.RESNETS.CE.GROUP_SIZE = 64

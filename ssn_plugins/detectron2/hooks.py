@@ -83,7 +83,7 @@ def ssn_hooks(cfg, model: torch.nn.Module, train_loader_factory):
 
     ``train_loader_factory()`` builds the loader used for batch-average statistics.
     """
-    ssn = cfg.MODEL.SSN
+    ssn = validate_ssn_config(cfg)
     hooks = []
     if sparse_layers(model):
         end = ssn.RADIUS_END_ITER if ssn.RADIUS_END_ITER > 0 else cfg.SOLVER.MAX_ITER
@@ -91,20 +91,30 @@ def ssn_hooks(cfg, model: torch.nn.Module, train_loader_factory):
     if ssn.INFERENCE_STATS == "batch_average" and layers_with_batch_statistics(model):
         hooks.append(BatchAverageStatistics(cfg.TEST.EVAL_PERIOD, model, train_loader_factory(),
                                             ssn.BATCH_AVERAGE_ITERS))
-    elif ssn.INFERENCE_STATS not in ("batch_average", "moving_average"):
-        raise ValueError(f"MODEL.SSN.INFERENCE_STATS must be 'batch_average' or 'moving_average', "
-                         f"got {ssn.INFERENCE_STATS!r}")
-    hooks.append(RatioScalars(model, ssn.SCALARS_PERIOD))
+    if ssn.SCALARS_PERIOD > 0:
+        hooks.append(RatioScalars(model, ssn.SCALARS_PERIOD))
     return hooks
 
 
-def freeze_switch_norms(model: torch.nn.Module) -> int:
-    """Freeze (see ``SwitchNorm.freeze``) every SN/SSN layer whose parameters detectron2's
-    ``FREEZE_AT`` already froze; returns how many. ``FrozenBatchNorm2d`` conversion only knows BatchNorm.
+def validate_ssn_config(cfg):
+    """Check ``cfg.MODEL.SSN``'s training settings before training starts; returns ``cfg.MODEL.SSN``.
+
+    Raises a ``ValueError`` naming the key for a value that would only fail later (at the first
+    evaluation, hours in), and for a config read without ``add_ssn_config``.
     """
-    frozen = 0
-    for m in model.modules():
-        if isinstance(m, SwitchNorm) and not any(p.requires_grad for p in m.parameters()):
-            m.freeze()
-            frozen += 1
-    return frozen
+    ssn = cfg.MODEL.get("SSN")
+    if ssn is None:
+        raise ValueError("cfg.MODEL.SSN is missing: call ssn_plugins.detectron2.add_ssn_config(cfg) before "
+                         "merging the config file")
+    if ssn.INFERENCE_STATS not in ("batch_average", "moving_average"):
+        raise ValueError(f"MODEL.SSN.INFERENCE_STATS must be 'batch_average' or 'moving_average', "
+                         f"got {ssn.INFERENCE_STATS!r}")
+    if ssn.INFERENCE_STATS == "batch_average" and ssn.BATCH_AVERAGE_ITERS < 1:
+        raise ValueError(f"MODEL.SSN.BATCH_AVERAGE_ITERS must be >= 1 with INFERENCE_STATS 'batch_average' "
+                         f"(the paper: 200), got {ssn.BATCH_AVERAGE_ITERS}; use 'moving_average' to skip it")
+    if ssn.SCALARS_PERIOD < 0:
+        raise ValueError(f"MODEL.SSN.SCALARS_PERIOD must be >= 0 (0 turns the ratio scalars off), "
+                         f"got {ssn.SCALARS_PERIOD}")
+    if ssn.RATIO_CLIP < 0:
+        raise ValueError(f"MODEL.SSN.RATIO_CLIP must be >= 0 (0 turns clipping off), got {ssn.RATIO_CLIP}")
+    return ssn

@@ -2,21 +2,23 @@
 
 detectron2 has no norm registry: ``detectron2.layers.get_norm`` builds its
 name table inside the function, and each model module binds its own
-reference with ``from detectron2.layers import get_norm``. So
-:func:`register_norms` wraps the function once and rebinds the wrapper in
-``detectron2.layers``, ``detectron2.layers.batch_norm`` and every loaded
-detectron2 module that still holds the original. Modules imported later
-import the wrapper, so the import order does not matter. The layer options
-(candidates, momentum, ...) come from ``cfg.MODEL.SSN`` through
-:func:`configure_norms`, since ``get_norm`` receives only a name and a
-channel count.
+reference. :func:`register_norms` wraps the function once and rebinds the
+wrapper everywhere (see :mod:`.patching`). ``get_norm`` receives only a name
+and a channel count, so the layer options of ``cfg.MODEL.SSN`` reach it
+through :func:`norm_options`, a context that :func:`.build.build_model`
+(which detectron2's own ``build_model`` becomes) opens for the config being
+built and closes afterwards: two models built from two configs each get
+their own options, and nothing leaks into a later build.
 """
-import sys
-from typing import Callable, Dict
+import contextlib
+import contextvars
+import difflib
+from typing import Callable, Dict, Iterator, Optional
 
 from torch import nn
 
 from ..layers import SparseSwitchNorm2d, SwitchNorm2d, SyncSparseSwitchNorm2d, SyncSwitchNorm2d
+from .patching import rebind
 
 #: norm name -> class
 NORM_LAYERS: Dict[str, type] = {
@@ -26,28 +28,59 @@ NORM_LAYERS: Dict[str, type] = {
     "SyncSSN": SyncSparseSwitchNorm2d,
 }
 
-_layer_options: dict = {}
+#: detectron2's own names (as of 0.7), listed in the error on an unknown one
+DETECTRON2_NORMS = ("BN", "SyncBN", "FrozenBN", "GN", "nnSyncBN", "naiveSyncBN", "naiveSyncBN_N", "LN")
+
+# The options of the config whose model is being built; None outside a build (layer defaults).
+_build_options: contextvars.ContextVar[Optional[dict]] = contextvars.ContextVar("ssn_norm_options", default=None)
 
 
-def configure_norms(cfg) -> None:
-    """Take the layer options of :data:`NORM_LAYERS` from ``cfg.MODEL.SSN`` (see ``add_ssn_config``)."""
-    ssn = cfg.MODEL.SSN
-    _layer_options.clear()
-    _layer_options.update(
-        candidates=("IN", "LN", "BN") if ssn.USING_BN else ("IN", "LN"),
-        eps=ssn.EPS, momentum=ssn.MOMENTUM, official_compat=ssn.OFFICIAL_COMPAT)
+def layer_options(cfg) -> dict:
+    """The constructor options of :data:`NORM_LAYERS` that ``cfg.MODEL.SSN`` sets (see ``add_ssn_config``)."""
+    ssn = cfg.MODEL.get("SSN")
+    if ssn is None:
+        return {}  # a config without add_ssn_config: the layers' defaults, which are add_ssn_config's defaults
+    return {"candidates": ("IN", "LN", "BN") if ssn.USING_BN else ("IN", "LN"), "eps": ssn.EPS,
+            "momentum": ssn.MOMENTUM, "official_compat": ssn.OFFICIAL_COMPAT}
+
+
+@contextlib.contextmanager
+def norm_options(cfg) -> Iterator[dict]:
+    """Within this context, ``get_norm("SSN", C)`` and the other names build layers with ``cfg``'s options.
+
+    detectron2's ``build_model`` opens it for you; use it directly only when
+    calling a backbone or head builder yourself.
+    """
+    options = layer_options(cfg)
+    token = _build_options.set(options)
+    try:
+        yield options
+    finally:
+        _build_options.reset(token)
 
 
 def build_norm(name: str, channels: int) -> nn.Module:
-    """One of :data:`NORM_LAYERS` with the configured options."""
-    return NORM_LAYERS[name](channels, **_layer_options)
+    """One of :data:`NORM_LAYERS` with the options of the config being built (the defaults outside a build)."""
+    return NORM_LAYERS[name](channels, **(_build_options.get() or {}))
+
+
+def _unknown_norm(norm: str) -> ValueError:
+    known = list(DETECTRON2_NORMS) + list(NORM_LAYERS)
+    close = [k for k in known if k.lower() == norm.lower()] or difflib.get_close_matches(norm, known, n=2)
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    return ValueError(f"unknown norm {norm!r} (names are case-sensitive): choose from {known} or ''{hint}")
 
 
 def _wrap(original: Callable) -> Callable:
     def get_norm(norm, out_channels):
         if isinstance(norm, str) and norm in NORM_LAYERS:
             return build_norm(norm, out_channels)
-        return original(norm, out_channels)
+        try:
+            return original(norm, out_channels)
+        except KeyError as e:  # detectron2 looks the name up in a dict literal: a bare KeyError('SNN')
+            if isinstance(norm, str) and e.args == (norm,):
+                raise _unknown_norm(norm) from None
+            raise
 
     get_norm.__doc__ = (original.__doc__ or "") + "\n    ssn_plugins adds: " + ", ".join(NORM_LAYERS) + "\n"
     get_norm.__wrapped__ = original
@@ -62,7 +95,5 @@ def register_norms() -> Callable:
     current = batch_norm.get_norm
     original = current.__wrapped__ if getattr(current, "ssn_plugins", False) else current
     wrapper = current if getattr(current, "ssn_plugins", False) else _wrap(original)
-    for name, module in list(sys.modules.items()):
-        if (name == "detectron2" or name.startswith("detectron2.")) and getattr(module, "get_norm", None) is original:
-            module.get_norm = wrapper
+    rebind("get_norm", original, wrapper)
     return wrapper

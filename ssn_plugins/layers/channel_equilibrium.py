@@ -48,6 +48,17 @@ class InstanceReweight(nn.Module):
         self.eps = eps
         self.register_buffer("running_scale", torch.ones(1, **factory))
 
+    def reset_running_stats(self) -> None:
+        """``running_scale`` back to 1."""
+        self.running_scale.fill_(1.0)
+
+    def reset_parameters(self) -> None:
+        """The MLP's default initialisation and fresh running statistics (meta-device / FSDP initialisation)."""
+        self.reset_running_stats()
+        for m in self.fc:
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+
     def forward(self, x: Tensor) -> Tensor:
         n, c = x.shape[:2]
         positions = math.prod(x.shape[2:])
@@ -110,6 +121,21 @@ class ChannelEquilibrium(nn.Module):
         d = self.group_size
         self.register_buffer("running_mean", torch.zeros(self.num_groups, d, 1, **factory))
         self.register_buffer("running_wm", torch.eye(d, **factory).repeat(self.num_groups, 1, 1))
+
+    def reset_running_stats(self) -> None:
+        """``running_mean`` 0, ``running_wm`` the identity, IR's ``running_scale`` 1."""
+        with torch.no_grad():
+            self.running_mean.zero_()
+            self.running_wm.copy_(torch.eye(self.group_size, dtype=self.running_wm.dtype,
+                                            device=self.running_wm.device).expand_as(self.running_wm))
+        self.reweight.reset_running_stats()
+
+    def reset_parameters(self) -> None:
+        """``mix_logit`` 0 (λ = 1/2), IR's default initialisation, fresh running statistics."""
+        with torch.no_grad():
+            self.mix_logit.zero_()
+        self.reweight.reset_parameters()
+        self.reset_running_stats()
 
     def _whitening_matrix(self, xg: Tensor) -> Tensor:
         """Newton–Schulz ``Σ_N^{-1/2}`` per group from ``xg`` of shape ``(G, d, m)``."""

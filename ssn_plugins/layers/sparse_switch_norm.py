@@ -128,7 +128,8 @@ class SparseSwitchNorm(SwitchNorm):
 
     def _sync_selection(self) -> None:
         """Re-read the selection if the flag buffers were replaced or written since it was last read."""
-        if self._flags_version != self._fixed_flags_version():
+        # Under torch.compile / torch.export the buffers are traced stand-ins: keep the selection as it is.
+        if not torch.compiler.is_compiling() and self._flags_version != self._fixed_flags_version():
             self._refresh_selection()
 
     def fix(self, vector: str, candidate: str) -> None:
@@ -153,10 +154,11 @@ class SparseSwitchNorm(SwitchNorm):
         A fixed vector's one-hot logits are a vertex of the simplex, where
         SparsestMax has a zero gradient and returns the vertex itself at every
         radius, so the next :func:`~ssn_plugins.set_radius` would fix it again
-        at once. The logits therefore move into the simplex:
-        ``(1 - prior) * uniform + prior * one_hot``. ``prior = 0`` (default)
-        starts the choice afresh from uniform ratios, as training from scratch
-        does; ``0 < prior < 1`` starts it biased towards the old selection. The
+        at once. The logits therefore move off the vertex, to
+        ``prior * (one_hot - 1/K)`` (centred on 0, like a new layer's, where
+        float32 resolves small updates): ``prior = 0`` (default) starts the
+        choice afresh from uniform ratios, as training from scratch does;
+        ``0 < prior < 1`` starts it biased towards the old selection. The
         layer then trains its ratios until the new run's radius schedule fixes
         them again (start that schedule at a small radius: a radius beyond the
         point's distance from the centre pushes it straight back out).
@@ -168,7 +170,7 @@ class SparseSwitchNorm(SwitchNorm):
         with torch.no_grad():
             for v, index in enumerate(self._selected):
                 if index is not None:
-                    self._logits(v).copy_(self._one_hot(index) * prior + (1.0 - prior) / k)
+                    self._logits(v).copy_((self._one_hot(index) - 1.0 / k) * prior)
             self.mean_fixed.fill_(False)
             self.var_fixed.fill_(False)
         self._selected = [None, None]

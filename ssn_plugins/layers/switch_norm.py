@@ -57,7 +57,11 @@ class SwitchNorm(nn.Module):
             whatever model they load into.
 
     Parameters: ``weight``, ``bias`` ``(C,)``; ``mean_weight``, ``var_weight``
-    ``(K,)`` logits over the candidates, initialised to 1 (uniform ratios).
+    ``(K,)`` logits over the candidates, initialised to 0: uniform ratios, as
+    the authors' 1 gives (softmax and SparsestMax ignore a common shift), but
+    where float32 keeps the tiny first ratio updates (about 1e-8 at the
+    recipe's lr/10), which vanish next to 1 (float32's step there is 1.2e-7)
+    and would leave an SSN layer exactly uniform, i.e. undecided.
     Buffers: ``running_mean``, ``running_var`` ``(C,)``, ``num_batches_tracked``,
     ``official_compat`` (0-d bool). ``load_state_dict`` also accepts the
     authors' layout (``(1, C, 1, 1)`` affine parameters, ``(1, C, 1)`` running
@@ -113,8 +117,8 @@ class SwitchNorm(nn.Module):
         self.affine = affine
         self.track_running_stats = track_running_stats and self.using_bn
         k = len(self.candidates)
-        self.mean_weight = nn.Parameter(torch.ones(k, **factory))
-        self.var_weight = nn.Parameter(torch.ones(k, **factory))
+        self.mean_weight = nn.Parameter(torch.zeros(k, **factory))
+        self.var_weight = nn.Parameter(torch.zeros(k, **factory))
         if affine:
             self.weight = nn.Parameter(torch.ones(num_features, **factory))
             self.bias = nn.Parameter(torch.zeros(num_features, **factory))
@@ -146,8 +150,8 @@ class SwitchNorm(nn.Module):
         """γ = 1, β = 0, uniform ratio logits, fresh running statistics (meta-device / FSDP initialisation)."""
         self.reset_running_stats()
         with torch.no_grad():
-            self.mean_weight.fill_(1.0)
-            self.var_weight.fill_(1.0)
+            self.mean_weight.zero_()
+            self.var_weight.zero_()
             if self.affine:
                 self.weight.fill_(1.0)
                 self.bias.zero_()
@@ -163,7 +167,7 @@ class SwitchNorm(nn.Module):
     @property
     def official_compat(self) -> bool:
         """Whether the layer computes the authors' math (see the class docstring); settable."""
-        if self._flag_version != self._buffer_version("official_compat_flag"):
+        if not torch.compiler.is_compiling() and self._flag_version != self._buffer_version("official_compat_flag"):
             self._read_official_flag()
         return self._official
 

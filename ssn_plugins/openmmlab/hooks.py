@@ -38,18 +38,36 @@ class SparsestMaxRadiusHook(Hook):
     continues the schedule. Puts ``train/ssn_radius`` and
     ``train/ssn_one_hot`` (fixed ratio vectors, two per layer) into the message
     hub, which the logger prints and sends to the visualizer backends.
+
+    ``reopen_selection=True`` lets a run that starts from a sparse model's
+    weights (``load_from``) select again: at iteration 0 every fixed selection
+    is re-opened (see ``SparseSwitchNorm.reopen_selection``; ``reopen_prior``
+    is its ``prior``) and the ratios train until this schedule fixes them anew.
+    A resumed run (iteration > 0) keeps the state of its checkpoint.
     """
 
     priority = "NORMAL"
 
-    def __init__(self, start_iter: int = 0, end_iter: Optional[int] = None, max_radius: float = 1.0):
+    def __init__(self, start_iter: int = 0, end_iter: Optional[int] = None, max_radius: float = 1.0,
+                 reopen_selection: bool = False, reopen_prior: float = 0.0):
+        if not 0.0 <= reopen_prior < 1.0:
+            raise ValueError(f"reopen_prior must lie in [0, 1), got {reopen_prior}")
         self.start_iter, self.end_iter, self.max_radius = start_iter, end_iter, max_radius
+        self.reopen_selection, self.reopen_prior = reopen_selection, reopen_prior
         self.scheduler: Optional[RadiusScheduler] = None
 
     def before_train(self, runner) -> None:
         model = unwrap(runner.model)
-        if not sparse_layers(model):
+        layers = sparse_layers(model)
+        if not layers:
+            if self.reopen_selection:
+                raise ValueError("SparsestMaxRadiusHook(reopen_selection=True): the model has no SSN layer")
             return
+        if self.reopen_selection and runner.iter == 0:
+            for layer in layers:
+                layer.reopen_selection(self.reopen_prior)
+            print_log(f"SparsestMaxRadiusHook: re-opened the selections of {len(layers)} SSN layers",
+                      logger="current")
         end_iter = self.end_iter if self.end_iter is not None else runner.max_iters
         self.scheduler = RadiusScheduler(model, total_iters=end_iter, start_iter=self.start_iter,
                                          max_radius=self.max_radius)
@@ -73,7 +91,13 @@ def norm_eval_layers(model: nn.Module) -> List[nn.Module]:
 
 def _forever(loader) -> Iterator:
     while True:
-        yield from loader
+        empty = True
+        for batch in loader:
+            empty = False
+            yield batch
+        if empty:
+            raise ValueError("BatchAverageStatisticsHook: the training loader yielded no batch (an empty dataset?); "
+                             "batch-average statistics need at least one")
 
 
 @HOOKS.register_module(force=True)

@@ -22,6 +22,11 @@ from ..optim import clip_ratio_grad_norm
 
 RATIO_NAMES = ("mean_weight", "var_weight")
 
+#: ``paramwise_cfg`` keys: mmengine 0.10's ``DefaultOptimWrapperConstructor`` reads the first eight, this class the rest
+PARAMWISE_KEYS = ("custom_keys", "bias_lr_mult", "bias_decay_mult", "norm_decay_mult", "dwconv_decay_mult",
+                  "flat_decay_mult", "bypass_duplicate", "dcn_offset_lr_mult",
+                  "ratio_lr_mult", "ratio_decay_mult", "ratio_clip_grad")
+
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module(force=True)
 class SSNOptimWrapperConstructor(DefaultOptimWrapperConstructor):
@@ -44,6 +49,11 @@ class SSNOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         # kept in paramwise_cfg (the parent ignores unknown keys): a non-empty
         # paramwise_cfg is what makes the parent build per-parameter groups
         paramwise_cfg = dict(paramwise_cfg or {})
+        unknown = sorted(set(paramwise_cfg) - set(PARAMWISE_KEYS))
+        if unknown:
+            # mmengine ignores unknown keys silently; a typo such as ratio_lr_mul would change nothing
+            raise KeyError(f"SSNOptimWrapperConstructor: unknown paramwise_cfg key(s) {unknown}; "
+                           f"known keys: {list(PARAMWISE_KEYS)}")
         self.ratio_lr_mult = float(paramwise_cfg.setdefault("ratio_lr_mult", 0.1))
         self.ratio_decay_mult = float(paramwise_cfg.setdefault("ratio_decay_mult", 0.0))
         self.ratio_clip_grad = paramwise_cfg.setdefault("ratio_clip_grad", 1.0)
