@@ -11,7 +11,7 @@ from .layers import (ChannelEquilibrium, InstanceReweight, SparseSwitchNorm, Spa
                      SyncSparseSwitchNorm, SyncSparseSwitchNorm1d, SyncSparseSwitchNorm2d, SyncSparseSwitchNorm3d,
                      SyncSwitchNorm, SyncSwitchNorm1d, SyncSwitchNorm2d, SyncSwitchNorm3d)
 from .optim import clip_ratio_grad_norm, param_groups, ratio_parameters
-from .radius import RadiusScheduler, batched_ratios, precompute_ratios, set_radius, sparse_layers
+from .radius import RadiusScheduler, batched_ratios, precompute_ratios, reopen_selections, set_radius, sparse_layers
 from .selection import describe_selection, format_selection, mean_ratios
 from .sparsestmax import max_radius, sparsemax, sparsestmax
 

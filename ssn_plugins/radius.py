@@ -8,12 +8,30 @@ from torch import nn
 from .layers.sparse_switch_norm import SparseSwitchNorm
 from .sparsestmax import sparsestmax
 
-__all__ = ["set_radius", "RadiusScheduler", "sparse_layers", "precompute_ratios", "batched_ratios"]
+__all__ = ["set_radius", "RadiusScheduler", "sparse_layers", "precompute_ratios", "batched_ratios",
+           "reopen_selections"]
 
 
 def sparse_layers(model: nn.Module) -> List[SparseSwitchNorm]:
     """Every :class:`SparseSwitchNorm` in ``model``, in ``model.modules()`` order."""
     return [m for m in model.modules() if isinstance(m, SparseSwitchNorm)]
+
+
+def reopen_selections(model: nn.Module, prior: float = 0.0) -> int:
+    """Re-open the fixed selections of every SSN layer whose ratio logits train (to select again when finetuning).
+
+    See :meth:`SparseSwitchNorm.reopen_selection`. Layers whose logits do not
+    require gradients (frozen stages: ``FREEZE_AT``, ``frozen_stages``,
+    ``requires_grad=False``) keep their selection: re-opened, they could never
+    select again and would compute uniform mixtures instead. Returns how many
+    layers were re-opened.
+    """
+    reopened = 0
+    for layer in sparse_layers(model):
+        if layer.mean_weight.requires_grad or layer.var_weight.requires_grad:
+            layer.reopen_selection(prior)
+            reopened += 1
+    return reopened
 
 
 def set_radius(model: nn.Module, radius: float) -> Dict[str, int]:

@@ -147,8 +147,9 @@ def test_optimizer_groups_follow_the_recipe():
 def test_freeze_at_freezes_switchable_norms():
     cfg = load_cfg(REPO / "configs" / "detectron2" / "mask_rcnn_R_50_FPN_1x_sn.yaml", "MODEL.BACKBONE.FREEZE_AT", "2",
                    "MODEL.WEIGHTS", "")
-    model = build_model(cfg)
-    assert sd.freeze_switch_norms(model) == 1 + 10  # stem + res2 (3 blocks x 3 + shortcut)
+    model = build_model(cfg)  # detectron2's own build_model, as DefaultTrainer calls it
+    frozen = [m for m in model.modules() if isinstance(m, S.SwitchNorm) and getattr(m, "frozen", False)]
+    assert len(frozen) == 1 + 10  # stem + res2 (3 blocks x 3 + shortcut), without calling anything else
     model.train()
     stem, res3 = model.backbone.bottom_up.stem.conv1.norm, model.backbone.bottom_up.res3[0].conv1.norm
     assert not stem.training and res3.training and not stem.weight.requires_grad
@@ -194,7 +195,7 @@ def test_channel_equilibrium_config_switch():
                    "MODEL.RESNETS.CE.ENABLED", "True", "MODEL.RESNETS.CE.GROUP_SIZE", "16",
                    "MODEL.ROI_HEADS.NUM_CLASSES", "2", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "16",
                    "MODEL.RPN.POST_NMS_TOPK_TRAIN", "32")
-    model = sd.build_model(cfg)
+    model = build_model(cfg)  # detectron2's own build_model applies MODEL.RESNETS.CE
     bottom_up = model.backbone.bottom_up
     ce = [n for n, m in bottom_up.named_modules() if isinstance(m, S.ChannelEquilibrium)]
     assert len(ce) == 14 and "stem.conv1.ce" in ce and "res2.0.conv3.ce" in ce
@@ -206,3 +207,47 @@ def test_channel_equilibrium_config_switch():
     import copy
     twin = copy.deepcopy(model)  # the hook reads the CE from the convolution it runs on
     assert twin.backbone.bottom_up.res2[0].conv3.ce is not bottom_up.res2[0].conv3.ce
+
+
+def test_build_model_applies_the_options_of_the_config_being_built():
+    from detectron2.engine import DefaultTrainer
+
+    custom = load_cfg(REPO / "configs" / "detectron2" / "mask_rcnn_R_50_FPN_1x_ssn.yaml", "MODEL.WEIGHTS", "",
+                      "MODEL.SSN.USING_BN", "False", "MODEL.SSN.OFFICIAL_COMPAT", "True", "MODEL.SSN.MOMENTUM", "0.05",
+                      "MODEL.SSN.EPS", "1e-3")
+    default = load_cfg(REPO / "configs" / "detectron2" / "mask_rcnn_R_50_FPN_1x_ssn.yaml", "MODEL.WEIGHTS", "")
+    for build in (build_model, DefaultTrainer.build_model):
+        first, second = build(custom), build(default)
+        for model, candidates, compat, momentum, eps in ((first, ("IN", "LN"), True, 0.05, 1e-3),
+                                                         (second, ("IN", "LN", "BN"), False, 0.1, 1e-5)):
+            layers = [m for m in model.modules() if isinstance(m, S.SparseSwitchNorm)]
+            assert len(layers) == 69  # backbone 53, FPN 8, box head 4, mask head 4
+            assert {(m.candidates, m.official_compat, m.momentum, m.eps) for m in layers} == {
+                (candidates, compat, momentum, eps)}
+    # outside a build, detectron2's get_norm gives the layers' defaults: nothing leaked
+    from detectron2.layers import get_norm
+    assert get_norm("SSN", 8).candidates == ("IN", "LN", "BN")
+
+
+def test_hook_settings_are_checked_before_training():
+    path = REPO / "configs" / "detectron2" / "mask_rcnn_R_50_FPN_1x_ssn.yaml"
+    model = torch.nn.Sequential(S.SparseSwitchNorm2d(4))
+    hooks = sd.ssn_hooks(load_cfg(path, "MODEL.SSN.SCALARS_PERIOD", "0"), model, lambda: iter([]))
+    assert not any(isinstance(h, sd.RatioScalars) for h in hooks)  # 0 turns the scalars off
+    for key, value, message in [("MODEL.SSN.BATCH_AVERAGE_ITERS", "0", "BATCH_AVERAGE_ITERS must be >= 1"),
+                                ("MODEL.SSN.SCALARS_PERIOD", "-1", "SCALARS_PERIOD must be >= 0"),
+                                ("MODEL.SSN.INFERENCE_STATS", "batch_avg", "INFERENCE_STATS must be")]:
+        with pytest.raises(ValueError, match=message):
+            sd.ssn_hooks(load_cfg(path, key, value), model, lambda: iter([]))
+    bare = get_cfg()
+    with pytest.raises(ValueError, match="add_ssn_config"):
+        sd.validate_ssn_config(bare)
+
+
+def test_unknown_norm_name_says_what_exists():
+    from detectron2.layers import get_norm
+
+    with pytest.raises(ValueError, match=r"unknown norm 'ssn'.*did you mean 'SSN'"):
+        get_norm("ssn", 8)
+    with pytest.raises(ValueError, match=r"unknown norm 'SNN'.*'SSN'"):
+        get_norm("SNN", 8)

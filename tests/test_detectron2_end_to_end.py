@@ -50,3 +50,33 @@ def test_two_process_gloo_sync_ssn_then_eval_only(workdir):
                "MODEL.WEIGHTS", out_dir / "model_final.pth", "OUTPUT_DIR", workdir / "eval", *SMALL], cwd=workdir,
               env=env)
     assert "Start inference on" in out and "Total inference time" in out
+
+
+def test_reopen_selection_lets_a_finetuning_run_select_again(workdir):
+    """A sparse model's fixed selections re-open with MODEL.SSN.REOPEN_SELECTION and train again."""
+    import torch
+
+    import ssn_plugins as S
+    import ssn_plugins.detectron2 as sd
+    from detectron2.config import get_cfg
+    from detectron2.modeling import build_model
+
+    cfg = get_cfg()
+    sd.add_ssn_config(cfg)
+    sd.merge_config_file(cfg, CONFIG)
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu"])
+    sparse = build_model(cfg)
+    S.set_radius(sparse, 1.0)  # every selection fixed, as in a published SSN model
+    weights = workdir / "sparse.pth"
+    torch.save({"model": sparse.state_dict()}, weights)
+    env = {"SSN_REAL_MINI": str(workdir / "data")}
+    out_dir = workdir / "reopen"
+    out = run([REPO / "tools" / "train_net.py", "--config-file", CONFIG, "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", weights,
+               "MODEL.SSN.REOPEN_SELECTION", "True", "SOLVER.MAX_ITER", "2", "MODEL.SSN.RADIUS_END_ITER", "100",
+               "MODEL.SSN.INFERENCE_STATS", "moving_average", "OUTPUT_DIR", out_dir, *SMALL], cwd=workdir, env=env)
+    assert "re-opened the SSN selections" in out
+    final = torch.load(out_dir / "model_final.pth", weights_only=False)["model"]
+    flags = [v for k, v in final.items() if k.endswith(("mean_fixed", "var_fixed"))]
+    assert len(flags) == 2 * 69 and not any(bool(f) for f in flags)  # open, not fixed again at once
+    logits = [v for k, v in final.items() if k.endswith(("mean_weight", "var_weight"))]
+    assert sum(int(v.abs().max() > 0) for v in logits) > 0.9 * len(logits)  # moved off uniform: they trained

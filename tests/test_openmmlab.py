@@ -149,7 +149,7 @@ def _dataset(n=16):
     return [{"inputs": torch.randn(3, 8, 8, generator=g) * (1 + i % 3), "labels": i % 2} for i in range(n)]
 
 
-def _runner(work_dir, max_iters=6, resume=False, hooks=None):
+def _runner(work_dir, max_iters=6, resume=False, hooks=None, load_from=None):
     from mmengine.evaluator import BaseMetric
 
     class Correct(BaseMetric):
@@ -175,7 +175,7 @@ def _runner(work_dir, max_iters=6, resume=False, hooks=None):
             dict(type="SparsestMaxRadiusHook"), dict(type="BatchAverageStatisticsHook", num_iters=2),
             dict(type="SwitchNormEvalHook"), dict(type="SwitchNormScalarsHook", interval=2)],
         visualizer=dict(type="Visualizer", vis_backends=[dict(type="LocalVisBackend")]),
-        resume=resume, randomness=dict(seed=0), experiment_name=f"toy_{work_dir.name}_{resume}")
+        resume=resume, load_from=load_from, randomness=dict(seed=0), experiment_name=f"toy_{work_dir.name}_{resume}")
 
 
 class RadiusLog:
@@ -278,3 +278,47 @@ def test_zero_init_residual_reaches_switchable_norms(scope):
     block = model.layer1[0]
     assert isinstance(block.norm3, S.SparseSwitchNorm2d)
     assert torch.all(block.norm3.weight == 0) and torch.all(block.norm1.weight == 1)
+
+
+@pytest.mark.parametrize("reopen", [True, False])
+def test_reopen_selection_in_a_runner(tmp_path, reopen):
+    sparse = Toy()
+    S.set_radius(sparse, 1.0)  # a sparse model: every selection fixed
+    selection = sparse.ssn.selection
+    weights = tmp_path / "sparse.pth"
+    torch.save({"state_dict": sparse.state_dict()}, weights)
+    runner = _runner(tmp_path / "run", max_iters=3, load_from=str(weights),
+                     hooks=[dict(type="SparsestMaxRadiusHook", end_iter=100, reopen_selection=reopen)])
+    with som.trusted_checkpoints():
+        runner.train()
+    layer = runner.model.ssn
+    if reopen:
+        assert layer.selection == (None, None)  # open, and not fixed again at once
+        assert layer.mean_weight.detach().abs().max() > 0  # trained from the re-opened (uniform) logits
+    else:
+        assert layer.selection == selection
+
+
+def test_reopen_selection_keeps_frozen_layers_and_needs_ssn_layers(tmp_path):
+    model = Toy()
+    S.set_radius(model, 1.0)
+    model.ssn.requires_grad_(False)
+    assert S.reopen_selections(model) == 0 and None not in model.ssn.selection
+    runner = _runner(tmp_path / "none", max_iters=1, hooks=[dict(type="SparsestMaxRadiusHook", reopen_selection=True)])
+    runner.model.ssn = nn.Identity()
+    with pytest.raises(ValueError, match="no SSN layer"):
+        runner.train()
+
+
+def test_batch_average_hook_refuses_an_empty_loader_instead_of_hanging():
+    from ssn_plugins.openmmlab.hooks import _forever
+
+    batches = _forever([])
+    with pytest.raises(ValueError, match="yielded no batch"):
+        next(batches)
+    assert [next(b) for b in [_forever([1, 2])] for _ in range(3)] == [1, 2, 1]
+
+
+def test_optimizer_constructor_rejects_unknown_paramwise_keys():
+    with pytest.raises(KeyError, match="ratio_lr_mul"):
+        _groups({"ratio_lr_mul": 0.5})

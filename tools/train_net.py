@@ -22,7 +22,7 @@ from detectron2.evaluation import COCOEvaluator, verify_results
 from detectron2.utils import comm
 
 import ssn_plugins.detectron2 as ssn_d2  # registers the norm names before any config is read
-from ssn_plugins import sparse_layers
+from ssn_plugins import reopen_selections
 from ssn_plugins.datasets.real_mini import write_coco
 
 #: where configs that name ``real_mini_train`` / ``real_mini_val`` find the set (built there if missing)
@@ -64,9 +64,9 @@ class Trainer(DefaultTrainer):
     def resume_or_load(self, resume=True):
         super().resume_or_load(resume)
         if self.cfg.MODEL.SSN.REOPEN_SELECTION and not (resume and self.checkpointer.has_checkpoint()):
-            for layer in sparse_layers(self.model):
-                layer.reopen_selection()
-            logger.info("re-opened the SSN selections of the loaded weights")
+            count = reopen_selections(self.model)
+            logger.info("re-opened the SSN selections of the loaded weights in %d layers (frozen ones keep theirs)",
+                        count)
 
 
 def load_config(args):

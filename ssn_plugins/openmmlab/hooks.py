@@ -19,7 +19,7 @@ from torch import nn
 
 from ..batch_stats import average_statistics_across_processes, layers_with_batch_statistics, recompute_batch_statistics
 from ..layers import ChannelEquilibrium, SwitchNorm
-from ..radius import RadiusScheduler, sparse_layers
+from ..radius import RadiusScheduler, reopen_selections, sparse_layers
 from ..selection import describe_selection, format_selection, mean_ratios
 
 
@@ -64,10 +64,9 @@ class SparsestMaxRadiusHook(Hook):
                 raise ValueError("SparsestMaxRadiusHook(reopen_selection=True): the model has no SSN layer")
             return
         if self.reopen_selection and runner.iter == 0:
-            for layer in layers:
-                layer.reopen_selection(self.reopen_prior)
-            print_log(f"SparsestMaxRadiusHook: re-opened the selections of {len(layers)} SSN layers",
-                      logger="current")
+            count = reopen_selections(model, self.reopen_prior)
+            print_log(f"SparsestMaxRadiusHook: re-opened the selections of {count} SSN layers (frozen ones keep "
+                      f"theirs)", logger="current")
         end_iter = self.end_iter if self.end_iter is not None else runner.max_iters
         self.scheduler = RadiusScheduler(model, total_iters=end_iter, start_iter=self.start_iter,
                                          max_radius=self.max_radius)
