@@ -62,8 +62,8 @@ def set_radius(model: nn.Module, radius: float) -> Dict[str, int]:
     layers = sparse_layers(model)
     open_vectors = {}  # (device, dtype, K) -> [(layer, vector index)]
     with torch.no_grad():
+        _read_flags(layers)
         for layer in layers:
-            layer._sync_selection()
             layer.radius.fill_(radius)
             for v, index in enumerate(layer._selected):
                 if index is None:
@@ -93,6 +93,24 @@ def set_radius(model: nn.Module, radius: float) -> Dict[str, int]:
     return {"layers": len(layers), "fixed": fixed, "newly_fixed": newly_fixed}
 
 
+def _read_flags(layers: List[SparseSwitchNorm]) -> None:
+    """Take flags written into the buffers directly (``m.mean_fixed.fill_(True)``) as selections: one read per device."""
+    by_device = {}
+    for layer in layers:
+        if not layer.mean_fixed.is_meta:
+            by_device.setdefault(layer.mean_fixed.device, []).append(layer)
+    for group in by_device.values():
+        rows = torch.stack([torch.stack([layer.mean_fixed.long(), layer.var_fixed.long(),
+                                         layer.mean_weight.argmax(), layer.var_weight.argmax()]) for layer in group])
+        for layer, (mean_flag, var_flag, mean_argmax, var_argmax) in zip(group, rows.tolist()):
+            selected = [mean_argmax if mean_flag else None, var_argmax if var_flag else None]
+            # a vector fixed on the host stays on its candidate (its logits are one-hot; momentum may nudge them)
+            selected = [old if old is not None and new is not None else new
+                        for old, new in zip(layer._selected, selected)]
+            if selected != layer._selected:
+                layer._apply_selection(selected)
+
+
 def _release_precomputed(layer: SparseSwitchNorm):
     def release(grad):
         layer._precomputed = None
@@ -114,7 +132,6 @@ def precompute_ratios(layers: List[SparseSwitchNorm]) -> None:
     groups = {}
     for layer in layers:
         layer._precomputed = None
-        layer._sync_selection()
         for v, index in enumerate(layer._selected):
             if index is None:
                 logits = layer._logits(v)

@@ -308,20 +308,26 @@ def test_d18_meta_device_then_to_empty_and_reset_parameters(cls):
 
 
 # ---------------------------------------------------------------- D19: flags written directly
-def test_d19_flag_buffers_written_directly_take_effect():
+def test_d19_flag_buffers_written_directly_take_effect_at_set_radius_and_saving_keeps_what_runs():
     m = fixed(S.SparseSwitchNorm2d, "BN", "LN")
     m.mean_fixed.fill_(False)
-    assert m.selection == (None, "LN")
-    state = m.state_dict()
+    assert m.state_dict()["mean_fixed"].item()  # saved as it runs: still fixed on BN
     reloaded = S.SparseSwitchNorm2d(8)
-    reloaded.load_state_dict(state)
-    assert reloaded.selection == m.selection  # what is saved is what runs
+    reloaded.load_state_dict(m.state_dict())
+    assert reloaded.selection == m.selection == ("BN", "LN")
+    S.set_radius(m, 0.0)  # the schedule's next step reads the edited flag
+    assert m.selection == (None, "LN")
     soft = S.SparseSwitchNorm2d(8)
     with torch.no_grad():
         soft.var_weight.copy_(torch.tensor([0.2, 0.9, 0.1]))
     soft.var_fixed.fill_(True)
-    soft(torch.randn(2, 8, 3, 3))
+    S.set_radius(soft, 0.0)
     assert soft.selection == (None, "LN") and torch.equal(soft.var_weight.detach(), torch.tensor([0.0, 1.0, 0.0]))
+    compat = S.SwitchNorm2d(8)
+    compat.official_compat_flag.fill_(True)  # the attribute is the way to set it; the buffer follows it
+    assert not compat.state_dict()["official_compat_flag"] and not compat.official_compat
+    compat.official_compat = True
+    assert compat.state_dict()["official_compat_flag"]
 
 
 # ---------------------------------------------------------------- D23: export paths

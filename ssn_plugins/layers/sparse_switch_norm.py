@@ -40,10 +40,12 @@ class SparseSwitchNorm(SwitchNorm):
     SparsestMax is then sparsemax). Buffers added: ``radius`` (0-d, float32
     even when the layer is cast to half precision, so the schedule keeps its
     resolution), ``mean_fixed``, ``var_fixed`` (0-d bool). The authors' layout
-    (``(1,)`` shaped, ``long`` flags) loads too. Writing the flags directly
-    (``m.mean_fixed.fill_(True)``) is honoured at the next forward or
-    :func:`~ssn_plugins.set_radius`: a set flag fixes the vector on its
-    largest logit, a cleared one re-opens it.
+    (``(1,)`` shaped, ``long`` flags) loads too. Change a selection with
+    :meth:`fix` and :meth:`reopen_selection`; flags written into the buffers
+    directly (``m.mean_fixed.fill_(True)``) take effect at the next
+    :func:`~ssn_plugins.set_radius` or ``load_state_dict`` (a set flag fixes the
+    vector on its largest logit, a cleared one re-opens it), and a state dict
+    always saves the selection the layer runs with.
 
     Shape:
         - Input: ``(N, C, *S)``, as for :class:`SwitchNorm`
@@ -71,11 +73,9 @@ class SparseSwitchNorm(SwitchNorm):
         self.register_buffer("radius", torch.tensor(float(radius), dtype=torch.float32, device=device))
         self.register_buffer("mean_fixed", torch.tensor(False, device=device))
         self.register_buffer("var_fixed", torch.tensor(False, device=device))
-        # Host-side copy of the fixed selections (candidate index or None), so
-        # forward picks its path without reading device memory; re-read when the
-        # flag buffers are replaced or written.
+        # Host-side copy of the fixed selections (candidate index or None), so forward picks its path
+        # without reading device memory; the flag buffers are read at loading and in set_radius.
         self._selected: List[Optional[int]] = [None, None]
-        self._flags_version = self._fixed_flags_version()
         # Ratios projected for this forward by batched_ratios (see radius.py), with the
         # version counters of the tensors they came from.
         self._precomputed: Optional[tuple] = None
@@ -88,7 +88,6 @@ class SparseSwitchNorm(SwitchNorm):
             self.mean_fixed.fill_(False)
             self.var_fixed.fill_(False)
         self._selected = [None, None]
-        self._flags_version = self._fixed_flags_version()
         self._precomputed = None
 
     def __getstate__(self):
@@ -111,7 +110,6 @@ class SparseSwitchNorm(SwitchNorm):
     @property
     def selection(self) -> Tuple[Optional[str], Optional[str]]:
         """The fixed candidate for the mean and for the variance (``None`` while still soft)."""
-        self._sync_selection()
         return tuple(None if i is None else self.candidates[i] for i in self._selected)
 
     def _logits(self, vector: int) -> Tensor:
@@ -123,15 +121,6 @@ class SparseSwitchNorm(SwitchNorm):
         one_hot[index] = 1.0  # a device-side fill: no host synchronisation
         return one_hot
 
-    def _fixed_flags_version(self) -> tuple:
-        return self._buffer_version("mean_fixed") + self._buffer_version("var_fixed")
-
-    def _sync_selection(self) -> None:
-        """Re-read the selection if the flag buffers were replaced or written since it was last read."""
-        # Under torch.compile / torch.export the buffers are traced stand-ins: keep the selection as it is.
-        if not torch.compiler.is_compiling() and self._flags_version != self._fixed_flags_version():
-            self._refresh_selection()
-
     def fix(self, vector: str, candidate: str) -> None:
         """Fix the ``"mean"`` or ``"var"`` ratios on ``candidate`` (logits become one-hot)."""
         if vector not in _VECTORS:
@@ -139,14 +128,12 @@ class SparseSwitchNorm(SwitchNorm):
         if candidate not in self.candidates:
             raise ValueError(f"{type(self).__name__}.fix: {candidate!r} is not a candidate of this layer; "
                              f"choose from {list(self.candidates)}")
-        self._sync_selection()
         v = _VECTORS.index(vector)
         index = self.candidates.index(candidate)
         with torch.no_grad():
             self._logits(v).copy_(self._one_hot(index))
             getattr(self, f"{vector}_fixed").fill_(True)
         self._selected[v] = index
-        self._flags_version = self._fixed_flags_version()
 
     def reopen_selection(self, prior: float = 0.0) -> None:
         """Let fixed ratios train again (to re-select when finetuning a sparse model).
@@ -165,7 +152,6 @@ class SparseSwitchNorm(SwitchNorm):
         """
         if not 0.0 <= prior < 1.0:
             raise ValueError(f"reopen_selection: prior must lie in [0, 1), got {prior}")
-        self._sync_selection()
         k = len(self.candidates)
         with torch.no_grad():
             for v, index in enumerate(self._selected):
@@ -174,7 +160,6 @@ class SparseSwitchNorm(SwitchNorm):
             self.mean_fixed.fill_(False)
             self.var_fixed.fill_(False)
         self._selected = [None, None]
-        self._flags_version = self._fixed_flags_version()
         self._precomputed = None
 
     def _refresh_selection(self) -> None:
@@ -183,16 +168,23 @@ class SparseSwitchNorm(SwitchNorm):
         A set flag fixes the vector on its largest logit (the logits become
         that one-hot vector, as :meth:`fix` leaves them).
         """
-        self._flags_version = self._fixed_flags_version()
         if self.mean_fixed.is_meta or self.mean_weight.is_meta:
             return  # no values yet (meta device); read again once they are loaded
-        flags = torch.stack([self.mean_fixed, self.var_fixed]).tolist()
-        argmax = torch.stack([self.mean_weight.argmax(), self.var_weight.argmax()]).tolist()
-        self._selected = [a if f else None for f, a in zip(flags, argmax)]
+        flags, argmax = torch.stack([torch.stack([self.mean_fixed.long(), self.var_fixed.long()]),
+                                     torch.stack([self.mean_weight.argmax(), self.var_weight.argmax()])]).tolist()
+        self._selected = [None, None]  # the loaded logits of open vectors stay as loaded
+        self._apply_selection([a if f else None for f, a in zip(flags, argmax)])
+
+    def _apply_selection(self, selected: List[Optional[int]]) -> None:
+        """Take ``selected`` (index or None per vector) as the selection; fixed logits become one-hot, and a
+        vector opened here starts from uniform logits (its one-hot logits would be fixed again at once)."""
         with torch.no_grad():
-            for v, index in enumerate(self._selected):
+            for v, (old, index) in enumerate(zip(self._selected, selected)):
                 if index is not None:
                     self._logits(v).copy_(self._one_hot(index))
+                elif old is not None:
+                    self._logits(v).zero_()
+        self._selected = list(selected)
         self._precomputed = None
 
     # ------------------------------------------------------------------- ratios
@@ -202,7 +194,6 @@ class SparseSwitchNorm(SwitchNorm):
 
     def ratios(self) -> Tuple[Tensor, Tensor]:
         """``(mean_ratios, var_ratios)``: SparsestMax of the logits, or the fixed one-hot vectors."""
-        self._sync_selection()
         precomputed = self._precomputed
         if precomputed is not None and precomputed[0] == self._ratio_inputs_version():
             return precomputed[1]
@@ -229,7 +220,6 @@ class SparseSwitchNorm(SwitchNorm):
         return torch.add(t, torch.dot(self.mean_weight, self.var_weight).to(t.dtype), alpha=0)
 
     def forward(self, x: Tensor) -> Tensor:
-        self._sync_selection()
         self._check_input(x)
         mean_index, var_index = self._selected
         if mean_index is None or var_index is None:
@@ -284,6 +274,8 @@ class SparseSwitchNorm(SwitchNorm):
         for v, index in enumerate(self._selected):
             if index is not None:
                 destination[prefix + f"{_VECTORS[v]}_weight"] = self._one_hot(index)
+            # what is saved is what runs: the host-side selection, whatever was written into the flag buffers
+            destination[prefix + f"{_VECTORS[v]}_fixed"] = torch.tensor(index is not None, device=self.radius.device)
 
 
 class SparseSwitchNorm1d(SparseSwitchNorm, SwitchNorm1d):

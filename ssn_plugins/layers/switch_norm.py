@@ -134,8 +134,10 @@ class SwitchNorm(nn.Module):
             self.register_buffer("running_var", None)
             self.register_buffer("num_batches_tracked", None)
         self.register_buffer("official_compat_flag", torch.tensor(bool(official_compat), device=device))
-        self._official = bool(official_compat)  # host-side copy, so forward reads no device memory
-        self._flag_version = self._buffer_version("official_compat_flag")
+        # Host-side copy, so forward reads no device memory. The buffer is read when a state dict is loaded
+        # and written from this copy when one is saved (DDP rewrites buffers every step, so a forward
+        # cannot afford to watch it).
+        self._official = bool(official_compat)
         SwitchNorm.reset_parameters(self)  # a subclass's override may need buffers it has not registered yet
 
     # ------------------------------------------------------- state like torch.nn
@@ -157,31 +159,23 @@ class SwitchNorm(nn.Module):
                 self.bias.zero_()
             if not self.official_compat_flag.is_meta:
                 self.official_compat_flag.fill_(self._official)
-        self._flag_version = self._buffer_version("official_compat_flag")
-
-    def _buffer_version(self, name: str) -> tuple:
-        # Host-side identity of a buffer's contents: replaced (.to(), loading with assign) or written in place.
-        t = self._buffers[name]
-        return id(t), t._version
 
     @property
     def official_compat(self) -> bool:
-        """Whether the layer computes the authors' math (see the class docstring); settable."""
-        if not torch.compiler.is_compiling() and self._flag_version != self._buffer_version("official_compat_flag"):
-            self._read_official_flag()
+        """Whether the layer computes the authors' math (see the class docstring); set it as an attribute."""
         return self._official
 
     @official_compat.setter
     def official_compat(self, value: bool) -> None:
+        self._official = bool(value)
         with torch.no_grad():
-            self.official_compat_flag.fill_(bool(value))
-        self._read_official_flag()
+            if not self.official_compat_flag.is_meta:
+                self.official_compat_flag.fill_(self._official)
 
     def _read_official_flag(self) -> None:
         flag = self.official_compat_flag
         if not flag.is_meta:
             self._official = bool(flag.item())
-        self._flag_version = self._buffer_version("official_compat_flag")
 
     # ------------------------------------------------------------------ freezing
     def freeze(self) -> "SwitchNorm":
@@ -319,6 +313,12 @@ class SwitchNorm(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
         self._read_official_flag()
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        # what is saved is what runs: the host-side setting, whatever was written into the buffer
+        destination[prefix + "official_compat_flag"] = torch.tensor(self._official,
+                                                                    device=self.official_compat_flag.device)
 
 
 class _Synchronized:
