@@ -92,6 +92,7 @@ def setup(args):
 
 def main(args):
     cfg = setup(args)
+    ssn_d2.validate_ssn_config(cfg)  # before building anything, not at the first evaluation
     if args.eval_only:
         model = Trainer.build_model(cfg)
         DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
@@ -102,7 +103,6 @@ def main(args):
         if comm.is_main_process():
             verify_results(cfg, res)
         return res
-    ssn_d2.validate_ssn_config(cfg)  # before building anything, not at the first evaluation
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()
