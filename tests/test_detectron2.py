@@ -254,3 +254,20 @@ def test_unknown_norm_name_says_what_exists():
         get_norm("ssn", 8)
     with pytest.raises(ValueError, match=r"unknown norm 'SNN'.*'SSN'"):
         get_norm("SNN", 8)
+
+
+def test_layers_fixed_on_in_handle_images_without_instances_and_without_detections():
+    cfg = load_cfg(REPO / "configs" / "detectron2" / "mask_rcnn_R_50_FPN_1x_ssn.yaml", "MODEL.WEIGHTS", "",
+                   "MODEL.ROI_HEADS.NUM_CLASSES", "2", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "16",
+                   "MODEL.RPN.POST_NMS_TOPK_TRAIN", "32", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "1.01")
+    model = build_model(cfg)
+    for layer in S.sparse_layers(model):
+        layer.fix("mean", "IN")
+        layer.fix("var", "IN")
+    model.train()
+    losses = model(batched_inputs(with_instances=(False,), size=(96, 128)))  # the mask head sees no RoI
+    assert torch.isfinite(sum(losses.values()))
+    model.eval()
+    with torch.no_grad():  # a threshold above every score: no detection reaches the mask head
+        (result,) = model(batched_inputs(with_instances=(False,), size=(96, 128)))
+    assert len(result["instances"]) == 0

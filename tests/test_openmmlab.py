@@ -322,3 +322,14 @@ def test_batch_average_hook_refuses_an_empty_loader_instead_of_hanging():
 def test_optimizer_constructor_rejects_unknown_paramwise_keys():
     with pytest.raises(KeyError, match="ratio_lr_mul"):
         _groups({"ratio_lr_mul": 0.5})
+
+
+def test_hook_settings_are_checked_when_the_hooks_are_built():
+    with pytest.raises(ValueError, match="start_iter < end_iter"):
+        som.SparsestMaxRadiusHook(start_iter=10, end_iter=5)
+    with pytest.raises(ValueError, match="interval must be >= 1"):
+        som.SwitchNormScalarsHook(interval=0)
+    with pytest.raises(ValueError, match="num_iters must be >= 1"):
+        som.BatchAverageStatisticsHook(num_iters=0)
+    with pytest.raises(ValueError, match="reopen_prior"):
+        som.SparsestMaxRadiusHook(reopen_selection=True, reopen_prior=1.0)

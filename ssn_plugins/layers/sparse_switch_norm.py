@@ -92,7 +92,7 @@ class SparseSwitchNorm(SwitchNorm):
 
     def __getstate__(self):
         # The precomputed ratios carry this forward's autograd graph, which neither pickles nor deep-copies.
-        state = super().__getstate__()
+        state = dict(super().__getstate__())
         state["_precomputed"] = None
         return state
 
@@ -102,8 +102,9 @@ class SparseSwitchNorm(SwitchNorm):
         radius = self._buffers["radius"]
         result = super()._apply(fn, recurse)
         new = self._buffers["radius"]
-        if new is not None and new.dtype in (torch.float16, torch.bfloat16) and radius.dtype == torch.float32:
-            self._buffers["radius"] = radius.to(device=new.device)
+        if new is not None and new.dtype in (torch.float16, torch.bfloat16):
+            self._buffers["radius"] = (new.float() if radius.is_meta or new.is_meta
+                                       else radius.to(device=new.device, dtype=torch.float32))
         return result
 
     # ---------------------------------------------------------------- selection
@@ -148,7 +149,8 @@ class SparseSwitchNorm(SwitchNorm):
         ``0 < prior < 1`` starts it biased towards the old selection. The
         layer then trains its ratios until the new run's radius schedule fixes
         them again (start that schedule at a small radius: a radius beyond the
-        point's distance from the centre pushes it straight back out).
+        point's distance from the centre pushes it outwards, towards the old
+        choice, before the ratios have trained).
         """
         if not 0.0 <= prior < 1.0:
             raise ValueError(f"reopen_selection: prior must lie in [0, 1), got {prior}")
@@ -189,8 +191,9 @@ class SparseSwitchNorm(SwitchNorm):
 
     # ------------------------------------------------------------------- ratios
     def _ratio_inputs_version(self) -> tuple:
-        """Changes whenever the logits or the radius are written (optimizer steps, set_radius, loading)."""
-        return (self.mean_weight._version, self.var_weight._version, self.radius._version, tuple(self._selected))
+        """Changes whenever the logits or the radius are written or moved (optimizer steps, set_radius, loading, .to())."""
+        return (self.mean_weight.data_ptr(), self.mean_weight._version, self.var_weight.data_ptr(),
+                self.var_weight._version, self.radius.data_ptr(), self.radius._version, tuple(self._selected))
 
     def ratios(self) -> Tuple[Tensor, Tensor]:
         """``(mean_ratios, var_ratios)``: SparsestMax of the logits, or the fixed one-hot vectors."""

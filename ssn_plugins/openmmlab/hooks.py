@@ -52,6 +52,9 @@ class SparsestMaxRadiusHook(Hook):
                  reopen_selection: bool = False, reopen_prior: float = 0.0):
         if not 0.0 <= reopen_prior < 1.0:
             raise ValueError(f"reopen_prior must lie in [0, 1), got {reopen_prior}")
+        if start_iter < 0 or (end_iter is not None and end_iter <= start_iter):
+            raise ValueError(f"SparsestMaxRadiusHook needs 0 <= start_iter < end_iter, got start_iter={start_iter}, "
+                             f"end_iter={end_iter}")
         self.start_iter, self.end_iter, self.max_radius = start_iter, end_iter, max_radius
         self.reopen_selection, self.reopen_prior = reopen_selection, reopen_prior
         self.scheduler: Optional[RadiusScheduler] = None
@@ -198,6 +201,9 @@ class SwitchNormScalarsHook(Hook):
     priority = "LOW"
 
     def __init__(self, interval: int = 50):
+        if interval < 1:
+            raise ValueError(f"SwitchNormScalarsHook: interval must be >= 1 (leave the hook out to turn the scalars "
+                             f"off), got {interval}")
         self.interval = interval
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
