@@ -20,6 +20,7 @@ from detectron2.engine import DefaultTrainer, default_argument_parser, default_s
 from detectron2.engine import defaults as d2_defaults
 from detectron2.evaluation import COCOEvaluator, verify_results
 from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 import ssn_plugins.detectron2 as ssn_d2  # registers the norm names before any config is read
 from ssn_plugins import reopen_selections
@@ -86,7 +87,8 @@ def setup(args):
     if uses_real_mini(cfg):
         ssn_d2.register_real_mini(REAL_MINI_ROOT)
     cfg.freeze()
-    default_setup(cfg, args)
+    default_setup(cfg, args)  # sets up detectron2's loggers; ours (re-opening, batch averages) beside them
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="ssn_plugins", abbrev_name="ssn")
     return cfg
 
 

@@ -1,5 +1,6 @@
 """Switchable Normalization (Luo et al., ICLR 2019 / TPAMI 2019) as ``torch.nn`` modules."""
 import math
+import operator
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -51,10 +52,11 @@ class SwitchNorm(nn.Module):
             checkpoints exactly: the IN variance is unbiased (divides by
             ``|S| - 1``; undefined for ``|S| = 1``, which raises an error), LN
             and BN are derived from it, and ``running_var`` stores that derived
-            variance. It changes the math only. It is a buffer, so it travels
-            with the weights: files written by ``tools/convert_checkpoint.py``
-            from the authors' releases set it, and loading them sets it in
-            whatever model they load into.
+            variance. It changes the math only. It is kept in the buffer
+            ``official_compat_flag``, so it travels with the weights: files
+            written by ``tools/convert_checkpoint.py`` from the authors'
+            releases set it, and loading them sets it in whatever model they
+            load into.
 
     Parameters: ``weight``, ``bias`` ``(C,)``; ``mean_weight``, ``var_weight``
     ``(K,)`` logits over the candidates, initialised to 0: uniform ratios, as
@@ -63,10 +65,10 @@ class SwitchNorm(nn.Module):
     recipe's lr/10), which vanish next to 1 (float32's step there is 1.2e-7)
     and would leave an SSN layer exactly uniform, i.e. undecided.
     Buffers: ``running_mean``, ``running_var`` ``(C,)``, ``num_batches_tracked``,
-    ``official_compat`` (0-d bool). ``load_state_dict`` also accepts the
+    ``official_compat_flag`` (0-d bool). ``load_state_dict`` also accepts the
     authors' layout (``(1, C, 1, 1)`` affine parameters, ``(1, C, 1)`` running
     statistics, no ``num_batches_tracked``) and files without
-    ``official_compat`` (the layer keeps its own setting).
+    ``official_compat_flag`` (the layer keeps its own setting).
 
     Shape:
         - Input: ``(N, C, *S)`` (:class:`SwitchNorm1d`: ``(N, C)`` or
@@ -101,8 +103,13 @@ class SwitchNorm(nn.Module):
         super().__init__()
         factory = {"device": device, "dtype": dtype}
         name = type(self).__name__
-        if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features <= 0:
+        try:
+            valid = not isinstance(num_features, bool) and operator.index(num_features) > 0
+        except TypeError:
+            valid = False
+        if not valid:
             raise ValueError(f"{name}: num_features must be a positive int, got {num_features!r}")
+        num_features = operator.index(num_features)
         if candidates is None:
             candidates = CANDIDATES if using_bn else ("IN", "LN")
         self.candidates = check_candidates(candidates)
