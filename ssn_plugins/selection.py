@@ -7,7 +7,7 @@ from torch import nn
 from .layers.sparse_switch_norm import SparseSwitchNorm
 from .layers.switch_norm import SwitchNorm
 
-__all__ = ["describe_selection", "format_selection", "mean_ratios"]
+__all__ = ["describe_selection", "format_selection", "mean_ratios", "count_selections"]
 
 
 @torch.no_grad()
@@ -67,3 +67,19 @@ def format_selection(rows: List[Dict]) -> str:
             chosen = f"mean={mean_sel or 'soft'}, var={var_sel or 'soft'}"
         lines.append(f"{r['name']:<{width}}  {fmt(r['mean_ratios']):<24}  {fmt(r['var_ratios']):<24}  {chosen}")
     return "\n".join(lines)
+
+
+def count_selections(rows: List[Dict]) -> Dict[str, Dict[str, int]]:
+    """How many SSN mean / variance vectors of :func:`describe_selection`'s rows selected each candidate.
+
+    ``{"mean": {"IN": 19, "LN": 25, "BN": 25}, "var": {...}}``; vectors still soft count as ``"soft"``;
+    SN layers (no selection) are left out.
+    """
+    counts = {"mean": {}, "var": {}}
+    for row in rows:
+        if row["selection"] is None:
+            continue
+        for kind, chosen in zip(("mean", "var"), row["selection"]):
+            key = chosen or "soft"
+            counts[kind][key] = counts[kind].get(key, 0) + 1
+    return counts

@@ -34,6 +34,7 @@ def test_main_job_reports_ap_before_and_after(workdir):
     assert "normalizer per layer" in out and "backbone.bottom_up.res2.0.conv1.norm" in out
     summary = json.loads((workdir / "main" / "real_mini_summary.json").read_text())
     assert set(summary["ap_before"]) == {"bbox", "segm"} and summary["iterations"] == 2
+    assert sum(summary["selections"]["mean"].values()) == 69 and "selected normalizers" in out
 
 
 def test_two_process_gloo_sync_ssn_then_eval_only(workdir):

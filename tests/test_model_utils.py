@@ -143,3 +143,12 @@ def test_describe_selection():
     assert rows[1]["selection"] == ("LN", None) and rows[1]["mean_ratios"] == [0, 1, 0]
     text = S.format_selection(rows)
     assert "mean=LN, var=soft" in text and "soft (SN)" in text
+
+
+def test_count_selections_counts_each_vector():
+    model = torch.nn.Sequential(S.SparseSwitchNorm2d(4), S.SparseSwitchNorm2d(4), S.SwitchNorm2d(4))
+    model[0].fix("mean", "BN")
+    model[0].fix("var", "IN")
+    model[1].fix("mean", "BN")
+    counts = S.count_selections(S.describe_selection(model))
+    assert counts == {"mean": {"BN": 2}, "var": {"IN": 1, "soft": 1}}

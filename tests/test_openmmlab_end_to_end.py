@@ -29,6 +29,7 @@ def test_deeplabv3_ssn_on_real_segmentation(in_tmp, capsys):
     print(json.dumps(summary))
     assert (in_tmp / "datasets/real_mini_seg/ann_dir/val/voc.png").exists()
     assert summary["iterations"] == 3
+    assert sum(summary["selections"]["mean"].values()) == sum(summary["selections"]["var"].values()) == 27
     for when in ("before", "after"):
         assert 0.0 <= summary[when]["mIoU"] <= 100.0 and 0.0 < summary[when]["aAcc"] <= 100.0
     assert json.loads((in_tmp / "seg" / "summary.json").read_text()) == summary

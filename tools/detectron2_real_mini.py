@@ -65,17 +65,20 @@ def main():
     if not comm.is_main_process():
         return
     iterations = cfg.SOLVER.MAX_ITER
+    rows = S.describe_selection(trainer.model)
     print("\nnormalizer per layer:")
-    print(S.format_selection(S.describe_selection(trainer.model)))
+    print(S.format_selection(rows))
     # detectron2's IterationTimer: training iterations only (not the final batch averaging and evaluation);
     # it skips its first few warm-up iterations, so a very short run has no figure
     timer = trainer.storage.histories().get("time")
     per_iteration = None if timer is None else round(timer.global_avg(), 2)
     summary = {"ap_before": before, "ap_after": after, "iterations": iterations,
-               "seconds_per_iteration": per_iteration, "seconds_train_and_final_eval": round(seconds)}
+               "seconds_per_iteration": per_iteration, "seconds_train_and_final_eval": round(seconds),
+               "selections": S.count_selections(rows)}
     Path(cfg.OUTPUT_DIR, "real_mini_summary.json").write_text(json.dumps(summary, indent=1))
     print(f"\nCOCO AP on the real mini set before training: box {before.get('bbox')}, mask {before.get('segm')}")
     print(f"COCO AP after {iterations} iterations: box {after.get('bbox')}, mask {after.get('segm')}")
+    print(f"selected normalizers (SSN ratio vectors): {summary['selections']}")
     timing = "too few iterations to time" if per_iteration is None else f"{per_iteration} s per training iteration"
     print(f"{timing} on this machine; {seconds:.0f} s for training with the final batch averaging and evaluation")
 

@@ -23,6 +23,7 @@ import torch
 
 from mmengine.hooks import Hook
 
+from ssn_plugins import count_selections, describe_selection
 from ssn_plugins.datasets.real_clips import write_kinetics_style
 from ssn_plugins.datasets.real_mini import write_coco, write_segmentation
 from ssn_plugins.openmmlab.checkpoint import trusted_checkpoints
@@ -94,10 +95,12 @@ def main(argv=None):
     per_iteration = round(float(np.mean(times[2:])), 2) if len(times) > 2 else None
     summary = {"task": args.task, "config": str(args.config or config.relative_to(ROOT)),
                "before": before, "after": after, "iterations": runner.iter,
-               "seconds_per_iteration": per_iteration, "seconds_train": round(seconds)}
+               "seconds_per_iteration": per_iteration, "seconds_train": round(seconds),
+               "selections": count_selections(describe_selection(unwrap(runner.model)))}
     Path(cfg.work_dir, "summary.json").write_text(json.dumps(summary, indent=1))
     print(f"\n{args.task}: before training {before}")
     print(f"{args.task}: after {runner.iter} iterations {after}")
+    print(f"{args.task}: selected normalizers (SSN ratio vectors): {summary['selections']}")
     print(f"{per_iteration} s per training iteration on this machine; {seconds:.0f} s for training and the final validation")
     return summary
 
