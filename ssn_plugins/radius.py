@@ -40,8 +40,10 @@ def set_radius(model: nn.Module, radius: float) -> Dict[str, int]:
     All open ratio vectors are projected in one batched call per device,
     dtype and candidate count, with the same logits, radius buffer and
     arithmetic as the forward pass (so both agree on every selection in every
-    dtype), and one host synchronisation in all. Fixed logits are reset to
-    their exact one-hot values (an optimizer's momentum may have nudged them).
+    dtype), with two host synchronisations per device in all (one reads the
+    flag buffers, see :meth:`SparseSwitchNorm.fix`; one the projections).
+    Fixed logits are reset to their exact one-hot values (an optimizer's
+    momentum may have nudged them).
 
     Args:
         model: any module; layers other than :class:`SparseSwitchNorm` are ignored.
@@ -167,7 +169,8 @@ def batched_ratios(model: nn.Module):
     layers the model holds at each call. Without it every layer runs its own
     SparsestMax: the same numbers, but about a hundred small operations per
     layer instead of per model (on a GPU, as many kernel launches).
-    :class:`RadiusScheduler` installs it (once per model). Returns the hook handle.
+    :class:`RadiusScheduler` installs it (once per model). Returns the hook handle (``None`` when the model
+    already has it).
     """
     for hook in model._forward_pre_hooks.values():
         if hook is _precompute_hook:
