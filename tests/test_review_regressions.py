@@ -529,3 +529,11 @@ def test_d6_every_open_ratio_vector_of_mobilenet_gets_a_gradient_once_the_radius
     model = S.convert_norm(torchvision.models.mobilenet_v3_small(num_classes=4), "SSN")
     moved, _ = _train_ssn(model, torch.float32, lr=0.01, iters=12, stop=2)
     assert moved == 2 * len(S.sparse_layers(model)) == 68  # the review measured 0 of 68
+
+
+def test_d5_a_bf16_model_trains_its_ratios_and_selects():
+    """``model.to(torch.bfloat16)``: every ratio vector gets a gradient and the choices are not all IN (bf16
+    convolutions change the gradients, so the choices need not equal float32's)."""
+    moved, selection = _train_ssn(small_classifier(), torch.bfloat16, lr=1e-3, iters=30)
+    assert moved == 6 and all(None not in s for s in selection)
+    assert {c for s in selection for c in s} != {"IN"}
