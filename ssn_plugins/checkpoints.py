@@ -333,7 +333,8 @@ def _inflate_resnet(state_dict: Dict[str, Tensor], depth: int, norm_in: str, nor
     Returns the inflated state dict, the dropped keys and the inflation settings for the file's metadata.
     """
     if not (isinstance(conv1_t, int) and conv1_t >= 1):
-        raise ConversionError(f"conv1_t (frames of the inflated stem convolution) must be an int >= 1, got {conv1_t!r}")
+        raise ConversionError(f"conv1_t (frames of the inflated stem convolution, --i3d-conv1-t) must be >= 1 "
+                              f"(an int), got {conv1_t!r}")
     if inflate_style not in ("3x1x1", "3x3x3"):
         raise ConversionError(f"inflate_style must be '3x1x1' or '3x3x3', got {inflate_style!r}")
     blocks = DEPTHS[depth][1]

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .layers.sparse_switch_norm import SparseSwitchNorm
-from .sparsestmax import sparsestmax
+from .sparsestmax import check_radius, sparsestmax
 
 __all__ = ["set_radius", "RadiusScheduler", "sparse_layers", "precompute_ratios", "batched_ratios",
            "reopen_selections"]
@@ -57,9 +57,7 @@ def set_radius(model: nn.Module, radius: float) -> Dict[str, int]:
         ValueError: on a bad radius, or when an open layer's ratio logits are
             not finite (a diverged run), naming the layer.
     """
-    radius = float(radius)
-    if not math.isfinite(radius) or radius < 0:
-        raise ValueError(f"radius must be a finite number >= 0, got {radius}")
+    radius = check_radius(float(radius), "set_radius")
     names = {id(m): name for name, m in model.named_modules()}
     layers = sparse_layers(model)
     open_vectors = {}  # (device, dtype, K) -> [(layer, vector index)]

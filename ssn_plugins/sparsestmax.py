@@ -6,12 +6,13 @@ differentiable tensor operations with a fixed number of steps, so gradients
 come from autograd and nothing in them waits for the device (no ``.item()``,
 no data-dependent Python branches).
 """
+import math
 from typing import Union
 
 import torch
 from torch import Tensor
 
-__all__ = ["sparsemax", "sparsestmax", "max_radius"]
+__all__ = ["sparsemax", "sparsestmax", "max_radius", "check_radius"]
 
 
 def max_radius(num_candidates: int) -> float:
@@ -21,6 +22,13 @@ def max_radius(num_candidates: int) -> float:
     :func:`sparsestmax` returns a one-hot vector.
     """
     return ((num_candidates - 1) / num_candidates) ** 0.5
+
+
+def check_radius(radius, owner: str) -> float:
+    """``radius`` as a float, or a ValueError naming ``owner`` unless it is a finite number ``>= 0``."""
+    if isinstance(radius, bool) or not isinstance(radius, (int, float)) or not (math.isfinite(radius) and radius >= 0):
+        raise ValueError(f"{owner}: radius must be a finite number >= 0, got {radius!r}")
+    return float(radius)
 
 
 def _simplex_projection(v: Tensor) -> Tensor:
@@ -77,17 +85,15 @@ def _centred(v: Tensor, support: Tensor) -> Tensor:
     return (shifted - shifted.sum(dim=-1, keepdim=True) / s.sum(dim=-1, keepdim=True)) * s
 
 
-def _safe_norm(d: Tensor) -> Tensor:
-    """``||d||`` over the last dim, with gradient 0 (not NaN) at ``d = 0``."""
-    sq = (d * d).sum(dim=-1, keepdim=True)
-    positive = sq > 0
-    return torch.where(positive, torch.sqrt(torch.where(positive, sq, torch.ones_like(sq))), torch.zeros_like(sq))
-
-
 def _safe_sqrt(x: Tensor) -> Tensor:
     """``sqrt(max(x, 0))`` whose gradient is 0, not NaN, where ``x <= 0``."""
     positive = x > 0
     return torch.where(positive, torch.sqrt(torch.where(positive, x, torch.ones_like(x))), torch.zeros_like(x))
+
+
+def _safe_norm(d: Tensor) -> Tensor:
+    """``||d||`` over the last dim, with gradient 0 (not NaN) at ``d = 0``."""
+    return _safe_sqrt((d * d).sum(dim=-1, keepdim=True))
 
 
 def _face_fallback(support: Tensor, dtype: torch.dtype) -> Tensor:
@@ -164,9 +170,7 @@ def sparsestmax(z: Tensor, radius: Union[float, Tensor], dim: int = -1) -> Tenso
     if z.dim() == 0:
         raise ValueError("sparsestmax expects at least one dimension holding the candidates, got a 0-d tensor")
     if isinstance(radius, (int, float)):
-        if not radius >= 0 or radius == float("inf"):
-            raise ValueError(f"sparsestmax radius must be a finite number >= 0, got {radius}")
-        radius = torch.tensor(float(radius), dtype=torch.float64, device=z.device)
+        radius = torch.tensor(check_radius(radius, "sparsestmax"), dtype=torch.float64, device=z.device)
     k = z.shape[dim]
     if k < 2:
         raise ValueError(f"sparsestmax needs at least 2 candidates along dim {dim}, got {k}")

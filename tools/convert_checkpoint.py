@@ -108,8 +108,6 @@ def main(argv=None):
                              "NAME1 / layerK.i.NAME{1,2,3}, e.g. gn; only --to i3d")
     parser.add_argument("--depth", type=int, default=50, help="ResNet depth, with --openmmlab-norm")
     args = parser.parse_args(argv)
-    if args.i3d_conv1_t < 1:
-        parser.error(f"--i3d-conv1-t must be >= 1, got {args.i3d_conv1_t}")
     targets = TARGETS if "all" in args.to else tuple(args.to)
     try:
         if args.openmmlab_norm:

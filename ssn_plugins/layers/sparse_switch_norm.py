@@ -1,12 +1,11 @@
 """Sparse Switchable Normalization (Shao et al., CVPR 2019) as ``torch.nn`` modules."""
-import math
 from typing import List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from ..sparsestmax import sparsestmax
+from ..sparsestmax import check_radius, sparsestmax
 from .switch_norm import SwitchNorm, SwitchNorm1d, SwitchNorm2d, SwitchNorm3d, _Synchronized
 
 __all__ = [
@@ -15,6 +14,13 @@ __all__ = [
 ]
 
 _VECTORS = ("mean", "var")
+
+
+def check_reopen_prior(prior: float, owner: str) -> float:
+    """``prior`` of :meth:`SparseSwitchNorm.reopen_selection`, or a ValueError naming ``owner`` unless in ``[0, 1)``."""
+    if not 0.0 <= prior < 1.0:
+        raise ValueError(f"{owner}: prior must lie in [0, 1), got {prior}")
+    return float(prior)
 
 
 class SparseSwitchNorm(SwitchNorm):
@@ -65,11 +71,8 @@ class SparseSwitchNorm(SwitchNorm):
         if len(self.candidates) < 2:
             raise ValueError(f"{name} needs at least 2 candidates to select from, got {list(self.candidates)}; "
                              f"a single normalizer is a plain norm layer")
-        if isinstance(radius, bool) or not isinstance(radius, (int, float)) or not (
-                math.isfinite(radius) and radius >= 0):
-            raise ValueError(f"{name}: radius must be a finite number >= 0, got {radius!r}")
         device = self.mean_weight.device
-        self._initial_radius = float(radius)
+        self._initial_radius = check_radius(radius, name)
         self.register_buffer("radius", torch.tensor(float(radius), dtype=torch.float32, device=device))
         self.register_buffer("mean_fixed", torch.tensor(False, device=device))
         self.register_buffer("var_fixed", torch.tensor(False, device=device))
@@ -129,12 +132,9 @@ class SparseSwitchNorm(SwitchNorm):
         if candidate not in self.candidates:
             raise ValueError(f"{type(self).__name__}.fix: {candidate!r} is not a candidate of this layer; "
                              f"choose from {list(self.candidates)}")
-        v = _VECTORS.index(vector)
-        index = self.candidates.index(candidate)
-        with torch.no_grad():
-            self._logits(v).copy_(self._one_hot(index))
-            getattr(self, f"{vector}_fixed").fill_(True)
-        self._selected[v] = index
+        selected = list(self._selected)
+        selected[_VECTORS.index(vector)] = self.candidates.index(candidate)
+        self._apply_selection(selected)
 
     def reopen_selection(self, prior: float = 0.0) -> None:
         """Let fixed ratios train again (to re-select when finetuning a sparse model).
@@ -152,17 +152,7 @@ class SparseSwitchNorm(SwitchNorm):
         point's distance from the centre pushes it outwards, towards the old
         choice, before the ratios have trained).
         """
-        if not 0.0 <= prior < 1.0:
-            raise ValueError(f"reopen_selection: prior must lie in [0, 1), got {prior}")
-        k = len(self.candidates)
-        with torch.no_grad():
-            for v, index in enumerate(self._selected):
-                if index is not None:
-                    self._logits(v).copy_((self._one_hot(index) - 1.0 / k) * prior)
-            self.mean_fixed.fill_(False)
-            self.var_fixed.fill_(False)
-        self._selected = [None, None]
-        self._precomputed = None
+        self._apply_selection([None, None], check_reopen_prior(prior, "reopen_selection"))
 
     def _refresh_selection(self) -> None:
         """Re-read the host-side selection from the buffers (after loading a checkpoint or editing a flag).
@@ -177,15 +167,22 @@ class SparseSwitchNorm(SwitchNorm):
         self._selected = [None, None]  # the loaded logits of open vectors stay as loaded
         self._apply_selection([a if f else None for f, a in zip(flags, argmax)])
 
-    def _apply_selection(self, selected: List[Optional[int]]) -> None:
-        """Take ``selected`` (index or None per vector) as the selection; fixed logits become one-hot, and a
-        vector opened here starts from uniform logits (its one-hot logits would be fixed again at once)."""
+    def _apply_selection(self, selected: List[Optional[int]], prior: float = 0.0) -> None:
+        """Take ``selected`` (candidate index or None per vector) as the selection, in the flag buffers too.
+
+        The one place a selection changes (:meth:`fix`, :meth:`reopen_selection`,
+        loading, flags read by ``set_radius``): fixed logits become one-hot, and a
+        vector opened here moves off its vertex to ``prior * (one_hot - 1/K)``
+        (its one-hot logits would be fixed again at once; see :meth:`reopen_selection`).
+        """
+        k = len(self.candidates)
         with torch.no_grad():
             for v, (old, index) in enumerate(zip(self._selected, selected)):
                 if index is not None:
                     self._logits(v).copy_(self._one_hot(index))
                 elif old is not None:
-                    self._logits(v).zero_()
+                    self._logits(v).copy_((self._one_hot(old) - 1.0 / k) * prior)
+                getattr(self, f"{_VECTORS[v]}_fixed").fill_(index is not None)
         self._selected = list(selected)
         self._precomputed = None
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from ..batch_stats import average_statistics_across_processes, layers_with_batch_statistics, recompute_batch_statistics
 from ..layers import ChannelEquilibrium, SwitchNorm
+from ..layers.sparse_switch_norm import check_reopen_prior
 from ..radius import RadiusScheduler, reopen_selections, sparse_layers
 from ..selection import describe_selection, format_selection, mean_ratios
 
@@ -50,8 +51,7 @@ class SparsestMaxRadiusHook(Hook):
 
     def __init__(self, start_iter: int = 0, end_iter: Optional[int] = None, max_radius: float = 1.0,
                  reopen_selection: bool = False, reopen_prior: float = 0.0):
-        if not 0.0 <= reopen_prior < 1.0:
-            raise ValueError(f"reopen_prior must lie in [0, 1), got {reopen_prior}")
+        check_reopen_prior(reopen_prior, "SparsestMaxRadiusHook reopen_prior")
         if start_iter < 0 or (end_iter is not None and end_iter <= start_iter):
             raise ValueError(f"SparsestMaxRadiusHook needs 0 <= start_iter < end_iter, got start_iter={start_iter}, "
                              f"end_iter={end_iter}")
