@@ -12,7 +12,7 @@ from .layers import (ChannelEquilibrium, InstanceReweight, SparseSwitchNorm, Spa
                      SyncSwitchNorm, SyncSwitchNorm1d, SyncSwitchNorm2d, SyncSwitchNorm3d)
 from .optim import clip_ratio_grad_norm, param_groups, ratio_parameters
 from .radius import RadiusScheduler, batched_ratios, precompute_ratios, reopen_selections, set_radius, sparse_layers
-from .selection import count_selections, describe_selection, format_selection, mean_ratios
+from .selection import count_selections, describe_selection, describe_state_dict, format_selection, mean_ratios
 from .sparsestmax import max_radius, sparsemax, sparsestmax
 
 __version__ = "0.1.0"

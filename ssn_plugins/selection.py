@@ -6,8 +6,9 @@ from torch import nn
 
 from .layers.sparse_switch_norm import SparseSwitchNorm
 from .layers.switch_norm import SwitchNorm
+from .sparsestmax import sparsestmax
 
-__all__ = ["describe_selection", "format_selection", "mean_ratios", "count_selections"]
+__all__ = ["describe_selection", "describe_state_dict", "format_selection", "mean_ratios", "count_selections"]
 
 
 @torch.no_grad()
@@ -83,3 +84,52 @@ def count_selections(rows: List[Dict]) -> Dict[str, Dict[str, int]]:
             key = chosen or "soft"
             counts[kind][key] = counts[kind].get(key, 0) + 1
     return counts
+
+
+def _candidates_from_state(state: Dict[str, torch.Tensor], prefix: str, k: int) -> List[str]:
+    if k == 3:
+        return ["IN", "LN", "BN"]
+    if k == 2 and prefix + "running_mean" not in state:
+        return ["IN", "LN"]  # the published batch-size-1 layers; with running statistics 2 entries are ambiguous
+    return [f"candidate{i}" for i in range(k)]
+
+
+@torch.no_grad()
+def describe_state_dict(state: Dict[str, torch.Tensor]) -> List[Dict]:
+    """:func:`describe_selection`'s rows from a saved state dict, without building the model.
+
+    An SN/SSN layer is a prefix with ``mean_weight`` and ``var_weight`` logits;
+    SSN layers also hold ``radius`` and the ``mean_fixed`` / ``var_fixed``
+    flags. Ratios are the softmax (SN), or SparsestMax at the saved radius
+    (SSN); a fixed vector is its one-hot logits. Three entries are ``[IN, LN,
+    BN]``, two without running statistics ``[IN, LN]``; other layouts are
+    named ``candidate<i>``.
+    """
+    rows = []
+    for key in state:
+        if not key.endswith("mean_weight"):
+            continue
+        prefix = key[: -len("mean_weight")]
+        mean_logits, var_logits = state[key], state.get(prefix + "var_weight")
+        if var_logits is None or mean_logits.dim() != 1 or var_logits.shape != mean_logits.shape:
+            continue
+        candidates = _candidates_from_state(state, prefix, mean_logits.numel())
+        sparse = prefix + "radius" in state
+        ratios, selection = [], []
+        for vector, logits in (("mean", mean_logits), ("var", var_logits)):
+            logits = logits.detach().double().cpu()
+            fixed = sparse and bool(state.get(prefix + f"{vector}_fixed", torch.tensor(False)).reshape(-1)[0])
+            if fixed:
+                values = torch.zeros_like(logits)
+                values[int(logits.argmax())] = 1.0
+            elif sparse:
+                values = sparsestmax(logits, float(state[prefix + "radius"].reshape(-1)[0]))
+            else:
+                values = torch.softmax(logits, 0)
+            ratios.append([round(v, 4) for v in values.tolist()])
+            selection.append(candidates[int(logits.argmax())] if fixed else None)
+        rows.append({"name": prefix.rstrip(".") or "(root)",
+                     "type": "SparseSwitchNorm" if sparse else "SwitchNorm", "candidates": candidates,
+                     "mean_ratios": ratios[0], "var_ratios": ratios[1],
+                     "selection": tuple(selection) if sparse else None})
+    return rows

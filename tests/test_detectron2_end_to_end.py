@@ -30,7 +30,7 @@ def test_main_job_reports_ap_before_and_after(workdir):
     out = run([REPO / "tools" / "detectron2_real_mini.py", "--data", workdir / "data", "SOLVER.MAX_ITER", "2",
                "OUTPUT_DIR", workdir / "main", *SMALL], cwd=workdir)
     assert re.search(r"COCO AP on the real mini set before training: box [\d.]+, mask [\d.]+", out)
-    assert re.search(r"COCO AP after 2 iterations: box [\d.]+, mask [\d.]+", out)
+    assert re.search(r"COCO AP on the real mini set after 2 iterations: box [\d.]+, mask [\d.]+", out)
     assert "normalizer per layer" in out and "backbone.bottom_up.res2.0.conv1.norm" in out
     summary = json.loads((workdir / "main" / "real_mini_summary.json").read_text())
     assert set(summary["ap_before"]) == {"bbox", "segm"} and summary["iterations"] == 2

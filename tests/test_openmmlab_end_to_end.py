@@ -97,6 +97,27 @@ def test_train_resume_and_test_tools(in_tmp):
     metrics = mm_test.main([config, str(work_dir / "iter_3.pth"), "--work-dir", str(work_dir), "--cfg-options",
                             "visualizer.name=test", *small])
     assert 0.0 <= metrics["mIoU"] <= 100.0
+    # mmseg's multi-scale flip test (6 scales x 2 flips), recorded beside the single-scale test
+    tta = mm_test.main([config, str(work_dir / "iter_3.pth"), "--tta", "--work-dir", str(work_dir),
+                        "--cfg-options", "visualizer.name=tta", *small])
+    assert 0.0 <= tta["mIoU"] <= 100.0
+    from ssn_plugins.reproduction.leaderboard import build_rows
+    from ssn_plugins.reproduction.runs import FINISHED, find_runs
+    (run,) = find_runs(work_dir)
+    assert run.status == FINISHED and run.tool == "mmengine"
+    assert (run.task, run.model, run.dataset, run.norm, run.batch) == (
+        "semantic segmentation", "DeepLab R18-D8", "real_mini_seg", "SSN", (1, 2))
+    tests = [e.metrics for e in run.evaluations if e.kind == "test"]
+    assert tests == [{"mIoU": round(metrics["mIoU"], 4)}, {"mIoU (ms)": round(tta["mIoU"], 4)}]
+    (row,) = build_rows([run])
+    assert row.run.checkpoint.name == "iter_3.pth" and sum(row.selection["mean"].values()) == 27
+
+
+def test_tta_without_a_tta_pipeline_is_refused(in_tmp):
+    import mm_test
+    config = str(openmmlab_real_mini.TASKS["det"][0])
+    with pytest.raises(SystemExit, match="--tta needs tta_pipeline"):
+        mm_test.main([config, "missing.pth", "--tta", "--work-dir", str(in_tmp)])
 
 
 def test_two_process_training_on_cpu(in_tmp):

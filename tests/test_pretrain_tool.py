@@ -1,4 +1,5 @@
 """tools/pretrain_imagenet.py on a tiny real ImageFolder (Fashion-MNIST images): train, resume, DDP, exports."""
+import json
 import os
 import subprocess
 import sys
@@ -52,6 +53,15 @@ def test_training_writes_checkpoints_scalars_and_exports(straight_run):
     # the radius reached 1: every SSN ratio vector is one-hot
     final = torch.load(out_dir / "final.pth", weights_only=True)["state_dict"]
     assert all(final[k].item() for k in final if k.endswith("_fixed"))
+    # tools/leaderboard.py reads the run: what it is from config.json, top-1 from metrics.json
+    from ssn_plugins.reproduction.leaderboard import build_rows
+    from ssn_plugins.reproduction.runs import FINISHED, find_runs
+    (run,) = find_runs(out_dir)
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    assert run.status == FINISHED and run.tool == "pretrain_imagenet" and run.model == "ResNet-18"
+    assert run.pick().metrics == {"top1": metrics["top1"], "top5": metrics["top5"]} and run.batch == (1, 8)
+    (row,) = build_rows([run])
+    assert sum(row.selection["mean"].values()) == row.selection["layers"]["SSN"] == 20
 
 
 def test_resumed_run_equals_straight_run(straight_run, tiny_folder, tmp_path):

@@ -2,6 +2,7 @@
 
     python tools/detectron2_real_mini.py                      # builds datasets/real_mini if missing
     python tools/detectron2_real_mini.py SOLVER.MAX_ITER 40   # config overrides, as for train_net.py
+    python tools/detectron2_real_mini.py --resume OUTPUT_DIR work_dirs/x   # continue from its last checkpoint
 
 It builds the real mini set (tools/build_real_mini_coco.py), registers it,
 evaluates box and mask AP of the freshly initialised model with detectron2's
@@ -39,29 +40,39 @@ def ap_summary(results) -> dict:
     return {"bbox": ap("bbox"), "segm": ap("segm")}
 
 
+def ap_by_dataset(results, datasets) -> dict:
+    """``{test set: ap_summary}``: detectron2 nests the results by test set only when there are several."""
+    nested = {datasets[0]: results} if len(datasets) == 1 else (results or {})
+    return {name: ap_summary(nested.get(name)) for name in datasets}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", default=str(DEFAULT_CONFIG))
     parser.add_argument("--data", type=Path, default=REAL_MINI_ROOT)
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from OUTPUT_DIR's last checkpoint (no before-training evaluation then)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
     args = parser.parse_args()
-    args.resume, args.eval_only, args.num_gpus = False, False, 1
+    args.eval_only, args.num_gpus = False, 1
     if not torch.cuda.is_available():
         args.opts = ["MODEL.DEVICE", "cpu", *args.opts]
 
-    if not (args.data / "annotations" / "instances_val.json").exists():
-        write_coco(args.data)
+    if not (args.data / "annotations" / "instances_heldout.json").exists():
+        write_coco(args.data, heldout=True)
     sd.register_real_mini(args.data)  # before setup(), which registers REAL_MINI_ROOT only if not yet done
     cfg = setup(args)
 
     trainer = Trainer(cfg)
-    trainer.resume_or_load(resume=False)
-    before = ap_summary(Trainer.test(cfg, trainer.model))
+    trainer.resume_or_load(resume=args.resume)
+    resumed = trainer.start_iter > 0
+    datasets = list(cfg.DATASETS.TEST)
+    before = None if resumed else ap_by_dataset(Trainer.test(cfg, trainer.model), datasets)
     start = time.time()
     trainer.train()  # the hooks recompute batch-average statistics, then EvalHook evaluates
     seconds = time.time() - start
     # DefaultTrainer.train() returns EvalHook's results only when TEST.EXPECTED_RESULTS is set
-    after = ap_summary(trainer._last_eval_results)
+    after = ap_by_dataset(trainer._last_eval_results, datasets)
     if not comm.is_main_process():
         return
     iterations = cfg.SOLVER.MAX_ITER
@@ -72,12 +83,19 @@ def main():
     # it skips its first few warm-up iterations, so a very short run has no figure
     timer = trainer.storage.histories().get("time")
     per_iteration = None if timer is None else round(timer.global_avg(), 2)
-    summary = {"ap_before": before, "ap_after": after, "iterations": iterations,
+    primary = datasets[0]
+    summary = {"ap_before": before and before[primary], "ap_after": after[primary], "test_sets": datasets,
+               "ap_before_by_test_set": before, "ap_after_by_test_set": after, "iterations": iterations,
                "seconds_per_iteration": per_iteration, "seconds_train_and_final_eval": round(seconds),
                "selections": S.count_selections(rows)}
     Path(cfg.OUTPUT_DIR, "real_mini_summary.json").write_text(json.dumps(summary, indent=1))
-    print(f"\nCOCO AP on the real mini set before training: box {before.get('bbox')}, mask {before.get('segm')}")
-    print(f"COCO AP after {iterations} iterations: box {after.get('bbox')}, mask {after.get('segm')}")
+    print()
+    for name in datasets:
+        where = "the real mini set" if name == primary else name
+        if before is not None:
+            print(f"COCO AP on {where} before training: box {before[name]['bbox']}, mask {before[name]['segm']}")
+        print(f"COCO AP on {where} after {iterations} iterations: box {after[name]['bbox']}, "
+              f"mask {after[name]['segm']}")
     print(f"selected normalizers (SSN ratio vectors): {summary['selections']}")
     timing = "too few iterations to time" if per_iteration is None else f"{per_iteration} s per training iteration"
     print(f"{timing} on this machine; {seconds:.0f} s for training with the final batch averaging and evaluation")

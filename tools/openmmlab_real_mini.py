@@ -89,6 +89,8 @@ def main(argv=None):
     with trusted_checkpoints():
         runner.train()
     seconds = time.time() - start
+    if not final:  # the loop validates after its last iteration; nothing here means no evaluation happened
+        raise SystemExit(f"the training loop reported no validation metrics (val_cfg / val_interval in {config}?)")
     after = {name: round(float(final.get(name, 0.0)), 4) for name in metric_names}
 
     times = runner.message_hub.get_scalar("train/time").data[0]

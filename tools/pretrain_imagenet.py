@@ -73,6 +73,8 @@ def parse_args(argv=None):
     t.add_argument("--stop-after-epochs", type=int, default=None,
                    help="stop (resumably) after this many epochs in this run, e.g. for time-limited jobs")
     t.add_argument("--log-every", type=int, default=20, help="iterations between TensorBoard scalars")
+    p.add_argument("--dataset-name", default=None,
+                   help="what the data set is, for tools/leaderboard.py (default: the DATA folder's name)")
     args = p.parse_args(argv)
     try:
         args.gpus, args.per_gpu = (int(v) for v in args.batch_setting.split(","))
@@ -219,6 +221,16 @@ def export_backbones(model: ResNet, args, out: Path):
         print(f"{name} backbone: {out / suffix}")
 
 
+def run_config(args, world_size: int) -> dict:
+    """What the run is, for OUT/config.json: tools/leaderboard.py reads task, model, norm and batch from it."""
+    norm = args.norm + ("+CE" if args.ce else "")
+    return {"tool": "pretrain_imagenet", "task": "classification",
+            "dataset": args.dataset_name or Path(args.data).resolve().name,
+            "model": f"ResNet-{args.depth}" + ("" if args.version == 1 else " v2"), "norm": norm,
+            "batch_setting": [world_size, args.per_gpu],
+            "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
+
+
 def main(argv=None):
     args = parse_args(argv)
     ddp = Distributed()
@@ -259,6 +271,8 @@ def main(argv=None):
         net = nn.parallel.DistributedDataParallel(model, device_ids=[ddp.local_rank] if ddp.device.type == "cuda"
                                                   else None)
     writer = SummaryWriter(str(args.output / "tb")) if ddp.main else None
+    if ddp.main:
+        (args.output / "config.json").write_text(json.dumps(run_config(args, ddp.world_size), indent=1))
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     if ddp.main:
         print(f"ResNet-{args.depth} v{args.version} {args.norm}{' + CE' if args.ce else ''}, "

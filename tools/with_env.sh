@@ -95,6 +95,18 @@ PY
   touch "$venv/.complete"
 fi
 
+# Debian packages the tools and tests use outside Python: Chromium renders the
+# leaderboard's HTML page headless (tools/leaderboard.py --screenshot, its test).
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    log "installing Debian's chromium (headless checks of the leaderboard's HTML page)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null ||
+      { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null; }
+  else
+    log "chromium is missing and cannot be installed here (needs root and apt-get): the HTML page checks will fail"
+  fi
+fi
+
 # The venv may be shared by several clones: point the editable install at this one.
 if [ "$(cd / && "$venv/bin/python" -c 'import os, ssn_plugins; print(os.path.dirname(os.path.dirname(os.path.realpath(ssn_plugins.__file__))))' 2>/dev/null)" != "$(realpath "$repo")" ]; then
   log "installing $repo in editable mode"

@@ -8,9 +8,14 @@ Sources (all with per-instance masks drawn by people):
 - stardist's fluorescence microscopy image (512x512, 2018 Data Science Bowl):
   125 nuclei.
 
+Held out (``heldout`` split, never trained on): two PASCAL VOC 2011 photos with
+per-instance polygons from Debian's ``labelme-examples`` package
+(``2011_000003``: 3 people and a bottle; ``2011_000006``: 4 people and a chair;
+their sofas are not one of :data:`CATEGORIES` and are left unannotated).
+
 ``write_coco(root)`` writes ``root/images/*.png`` and
 ``root/annotations/instances_{train,val}.json`` (masks as COCO RLE, via
-pycocotools); ``write_segmentation(root)`` writes the same images as a
+pycocotools), and with ``heldout=True`` ``instances_heldout.json``; ``write_segmentation(root)`` writes the same images as a
 semantic-segmentation set in mmseg's layout, ``root/img_dir/{train,val}/*.png``
 and ``root/ann_dir/{train,val}/*.png`` (label maps: 0 background, then
 :data:`CATEGORIES` from 1, see :data:`SEG_CLASSES`). In both, ``train`` holds
@@ -78,6 +83,39 @@ def views() -> Iterator[Tuple[str, AnnotatedImage, Tuple[str, ...]]]:
         yield f"{sample.name}_flip", mirrored, ("train",)
 
 
+#: Debian's labelme-examples (bookworm), pinned
+LABELME_PACKAGE, LABELME_VERSION = "labelme-examples", "5.1.1-1"
+LABELME_SHA256 = "acf0f5be435c8899098397eb9f0e46b4c1be080e0c1202f128609d6391179e23"
+LABELME_DIR = "usr/share/doc/labelme-examples/examples/instance_segmentation/data_annotated/"
+HELDOUT_PHOTOS = ("2011_000003", "2011_000006")
+
+
+def _labelme_image(stem: str, files: Dict[str, bytes]) -> AnnotatedImage:
+    """A labelme JSON's polygons as masks (labels of :data:`CATEGORIES` only)."""
+    import io
+
+    from PIL import Image, ImageDraw
+    record = json.loads(files[LABELME_DIR + stem + ".json"])
+    image = np.asarray(Image.open(io.BytesIO(files[LABELME_DIR + stem + ".jpg"])).convert("RGB"))
+    masks, names = [], []
+    for shape in record["shapes"]:
+        if shape["label"] not in CATEGORIES or shape.get("shape_type", "polygon") != "polygon":
+            continue
+        canvas = Image.new("L", (image.shape[1], image.shape[0]), 0)
+        ImageDraw.Draw(canvas).polygon([tuple(p) for p in shape["points"]], fill=1, outline=1)
+        masks.append(np.asarray(canvas, bool))
+        names.append(shape["label"])
+    return AnnotatedImage(f"heldout_{stem}", image, np.stack(masks), names)
+
+
+def load_heldout_images(cache: Path = Path.home() / ".cache" / "ssn_plugins" / "debian") -> List[AnnotatedImage]:
+    """The held-out VOC photos of Debian's labelme-examples (downloaded once with apt-get, checked by hash)."""
+    from .debian_source import deb_members, download_deb
+    deb = download_deb(LABELME_PACKAGE, LABELME_VERSION, LABELME_SHA256, cache)
+    files = deb_members(deb, [LABELME_DIR + stem + ext for stem in HELDOUT_PHOTOS for ext in (".jpg", ".json")])
+    return [_labelme_image(stem, files) for stem in HELDOUT_PHOTOS]
+
+
 def _annotation(mask: np.ndarray, ann_id: int, image_id: int, category_id: int) -> dict:
     from pycocotools import mask as mask_utils
     rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
@@ -87,8 +125,9 @@ def _annotation(mask: np.ndarray, ann_id: int, image_id: int, category_id: int) 
             "area": float(mask_utils.area(rle)), "bbox": [x, y, w, h], "iscrowd": 0}
 
 
-def write_coco(root: Path) -> Dict[str, Path]:
-    """Write the images and the train/val COCO json files under ``root``; returns ``{split: json path}``."""
+def write_coco(root: Path, heldout: bool = False) -> Dict[str, Path]:
+    """Write the images and the train/val (and ``heldout``) COCO json files under ``root``;
+    returns ``{split: json path}``."""
     from PIL import Image
 
     root = Path(root)
@@ -96,8 +135,12 @@ def write_coco(root: Path) -> Dict[str, Path]:
     (root / "annotations").mkdir(parents=True, exist_ok=True)
     categories = [{"id": i + 1, "name": n} for i, n in enumerate(CATEGORIES)]
     splits = {"train": {"images": [], "annotations": []}, "val": {"images": [], "annotations": []}}
+    samples = list(views())
+    if heldout:
+        splits["heldout"] = {"images": [], "annotations": []}
+        samples += [(sample.name, sample, ("heldout",)) for sample in load_heldout_images()]
     image_id = ann_id = 0
-    for stem, sample, in_splits in views():
+    for stem, sample, in_splits in samples:
         file_name = f"{stem}.png"
         Image.fromarray(sample.image).save(root / "images" / file_name)
         image_id += 1

@@ -33,6 +33,9 @@ def add_ssn_config(cfg) -> None:
     cfg.MODEL.SSN.BATCH_AVERAGE_ITERS = 200
     # iterations between ratio scalars (mean ratio per candidate, one-hot vectors) in the event storage; 0: off
     cfg.MODEL.SSN.SCALARS_PERIOD = 20
+    # the per-layer ratio chart (tools/analyze_selection.py's) as an event-storage image (TensorBoard) at each
+    # evaluation: every TEST.EVAL_PERIOD iterations and at the end of training
+    cfg.MODEL.SSN.SELECTION_CHART = True
     # Channel Equilibrium after the stem norm and the last norm of each block in res2-res4 (CE paper);
     # detectron2's build_model adds it once ssn_plugins.detectron2 is imported
     cfg.MODEL.RESNETS.CE = CN()

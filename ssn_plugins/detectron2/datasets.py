@@ -9,12 +9,17 @@ from ..datasets.real_mini import CATEGORIES
 
 
 def register_real_mini(root, prefix: str = "real_mini") -> Tuple[str, str]:
-    """Register ``<prefix>_train`` and ``<prefix>_val`` from ``root`` (built by tools/build_real_mini_coco.py).
+    """Register ``<prefix>_train`` and ``<prefix>_val`` from ``root`` (built by tools/build_real_mini_coco.py),
+    and ``<prefix>_heldout`` (photos never trained on) when the set has it.
 
-    A name already registered is left as it is; returns the two names.
+    A name already registered is left as it is; returns the train and val names.
     """
     root = Path(root)
     names = (f"{prefix}_train", f"{prefix}_val")
+    heldout = root / "annotations" / "instances_heldout.json"
+    if heldout.exists() and f"{prefix}_heldout" not in DatasetCatalog.list():
+        register_coco_instances(f"{prefix}_heldout", {"thing_classes": list(CATEGORIES)}, str(heldout),
+                                str(root / "images"))
     for name, split in zip(names, ("train", "val")):
         if name in DatasetCatalog.list():
             continue

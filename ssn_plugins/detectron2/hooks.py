@@ -1,4 +1,4 @@
-"""detectron2 training hooks: radius schedule, batch-average statistics, ratio scalars."""
+"""detectron2 training hooks: radius schedule, batch-average statistics, ratio scalars, selection chart."""
 import logging
 
 import torch
@@ -9,7 +9,7 @@ from detectron2.utils.events import EventStorage
 from ..batch_stats import layers_with_batch_statistics, recompute_batch_statistics
 from ..layers import SwitchNorm
 from ..radius import RadiusScheduler, sparse_layers
-from ..selection import mean_ratios
+from ..selection import describe_selection, mean_ratios
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +78,28 @@ class RatioScalars(HookBase):
         self.trainer.storage.put_scalars(**{f"ssn_{k}": v for k, v in ratios.items()}, smoothing_hint=False)
 
 
+class SelectionChart(HookBase):
+    """At each evaluation, puts the per-layer ratio chart into the event storage as ``ssn/selection_per_layer``.
+
+    Evaluations are where detectron2's ``EvalHook`` runs them: every ``eval_period`` iterations and at the
+    last one. TensorBoard shows the image under its name, one per evaluation.
+    """
+
+    def __init__(self, model: torch.nn.Module, eval_period: int, max_iter: int):
+        self._model = model
+        self._enabled = any(isinstance(m, SwitchNorm) for m in model.modules())
+        self._period, self._max_iter = eval_period, max_iter
+
+    def after_step(self):
+        next_iter = self.trainer.iter + 1
+        due = next_iter == self._max_iter or (self._period > 0 and next_iter % self._period == 0)
+        if not self._enabled or not due or not comm.is_main_process():
+            return
+        from ..reproduction.charts import layer_ratio_chart, png_to_rgb
+        image = png_to_rgb(layer_ratio_chart(describe_selection(self._model), f"iteration {next_iter}"))
+        self.trainer.storage.put_image("ssn/selection_per_layer", torch.from_numpy(image.copy()).permute(2, 0, 1))
+
+
 def ssn_hooks(cfg, model: torch.nn.Module, train_loader_factory):
     """The hooks a detectron2 trainer needs for ``cfg.MODEL.SSN``; put them before ``EvalHook``.
 
@@ -93,6 +115,8 @@ def ssn_hooks(cfg, model: torch.nn.Module, train_loader_factory):
                                             ssn.BATCH_AVERAGE_ITERS))
     if ssn.SCALARS_PERIOD > 0:
         hooks.append(RatioScalars(model, ssn.SCALARS_PERIOD))
+    if ssn.SELECTION_CHART:
+        hooks.append(SelectionChart(model, cfg.TEST.EVAL_PERIOD, cfg.SOLVER.MAX_ITER))
     return hooks
 
 

@@ -13,7 +13,7 @@ from typing import Iterator, List, Optional
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
-from mmengine.model import is_model_wrapper
+from mmengine.model import BaseTTAModel, is_model_wrapper
 from mmengine.registry import HOOKS
 from torch import nn
 
@@ -25,8 +25,10 @@ from ..selection import describe_selection, format_selection, mean_ratios
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The model inside mmengine's (distributed) wrappers."""
-    return model.module if is_model_wrapper(model) else model
+    """The model inside mmengine's (distributed) wrappers and test-time-augmentation models."""
+    while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
+        model = model.module
+    return model
 
 
 @HOOKS.register_module(force=True)
@@ -194,17 +196,33 @@ class SwitchNormScalarsHook(Hook):
     Every ``interval`` iterations it writes ``ssn/mean_ratio_<IN|LN|BN>`` and
     ``ssn/var_ratio_<...>`` (averaged over layers) with
     ``runner.visualizer.add_scalars`` (TensorBoard, local JSON, ...). After
-    training it logs each layer's ratios and selection and writes them to
+    each validation, with ``selection_chart``, it sends the per-layer ratio
+    chart as the image ``ssn_selection_per_layer`` (``runner.visualizer.add_image``:
+    TensorBoard, or ``vis_image/`` for the local backend). After training it
+    logs each layer's ratios and selection and writes them to
     ``<work_dir>/ssn_selection.json``.
     """
 
     priority = "LOW"
 
-    def __init__(self, interval: int = 50):
+    def __init__(self, interval: int = 50, selection_chart: bool = True):
         if interval < 1:
             raise ValueError(f"SwitchNormScalarsHook: interval must be >= 1 (leave the hook out to turn the scalars "
                              f"off), got {interval}")
+        if not isinstance(selection_chart, bool):
+            raise TypeError(f"SwitchNormScalarsHook: selection_chart must be True or False, got {selection_chart!r}")
         self.interval = interval
+        self.selection_chart = selection_chart
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        if not self.selection_chart or not is_main_process():
+            return
+        rows = describe_selection(unwrap(runner.model))
+        if not rows:
+            return
+        from ..reproduction.charts import layer_ratio_chart, png_to_rgb
+        image = png_to_rgb(layer_ratio_chart(rows, f"iteration {runner.iter}"))
+        runner.visualizer.add_image("ssn_selection_per_layer", image, step=runner.iter)
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         if not self.every_n_train_iters(runner, self.interval) or not is_main_process():

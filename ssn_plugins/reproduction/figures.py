@@ -1,0 +1,171 @@
+"""The papers' figures (``paper_figures.yaml``) as rows, and their Markdown tables."""
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+FIGURES_FILE = Path(__file__).with_name("paper_figures.yaml")
+
+#: the fields every table of the data file must have
+TABLE_FIELDS = ("id", "title", "task", "dataset", "model", "metrics", "pivot", "figures")
+
+
+@dataclass(frozen=True)
+class PaperFigure:
+    """One published number: ``value`` of ``metric`` for ``norm`` in table ``table``."""
+    table: str
+    task: str
+    dataset: str
+    model: str
+    norm: str
+    label: str
+    batch: Tuple[Optional[int], Optional[int]]   # (GPUs, images per GPU); None where the source does not say
+    metric: str
+    value: float
+    source: str
+    pretrain: Optional[Tuple[int, int]] = None
+    extra: Dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+
+def format_batch(batch: Sequence[Optional[int]]) -> str:
+    gpus, per_gpu = batch
+    if gpus is None and per_gpu is None:
+        return "–"
+    if gpus is None:
+        return f"{per_gpu} per GPU"
+    return f"({gpus},{per_gpu})"
+
+
+@functools.lru_cache(maxsize=None)
+def _load(path: str) -> dict:
+    import yaml
+    with open(path) as f:
+        data = yaml.safe_load(f)
+    sources = data.get("sources", {})
+    for table in data.get("tables", []):
+        missing = [k for k in TABLE_FIELDS if k not in table]
+        if missing:
+            raise ValueError(f"{path}: table {table.get('id', '?')!r} lacks {missing}")
+        if table["pivot"] not in ("batch", "metric"):
+            raise ValueError(f"{path}: table {table['id']!r}: pivot must be 'batch' or 'metric'")
+        for fig in table["figures"]:
+            if fig.get("source") not in sources:
+                raise ValueError(f"{path}: table {table['id']!r}: unknown source {fig.get('source')!r}")
+            if not any(m in fig for m in table["metrics"]):
+                raise ValueError(f"{path}: table {table['id']!r}: a figure for {fig.get('norm')!r} has no metric")
+    return data
+
+
+def load_tables(path: Path = FIGURES_FILE) -> List[dict]:
+    """The data file's tables, as written (each with its ``figures``)."""
+    return _load(str(path))["tables"]
+
+
+def load_sources(path: Path = FIGURES_FILE) -> Dict[str, str]:
+    return _load(str(path))["sources"]
+
+
+def paper_figures(path: Path = FIGURES_FILE) -> List[PaperFigure]:
+    """Every figure of the data file, one row per (table, norm, batch, metric)."""
+    rows = []
+    for table in load_tables(path):
+        for fig in table["figures"]:
+            for metric in table["metrics"]:
+                if metric not in fig:
+                    continue
+                rows.append(PaperFigure(
+                    table=table["id"], task=table["task"], dataset=table["dataset"], model=table["model"],
+                    norm=fig["norm"], label=fig.get("label", fig["norm"]), batch=tuple(fig["batch"]),
+                    metric=metric, value=float(fig[metric]), source=fig["source"],
+                    pretrain=tuple(fig["pretrain"]) if "pretrain" in fig else None,
+                    extra={k: str(v) for k, v in fig.items() if k in ("note", "md5")}))
+    return rows
+
+
+def _cell(value: Optional[float]) -> str:
+    return "–" if value is None else f"{value:g}" if value != round(value, 1) else f"{value:.1f}"
+
+
+def _value_text(value: float) -> str:
+    # as printed in the sources: one decimal for the papers, two for the releases
+    return f"{value:.2f}" if round(value, 1) != value else f"{value:.1f}"
+
+
+def table_markdown(table: dict) -> str:
+    """One table of the data file as Markdown: norms as rows, batch settings or metrics as columns."""
+    figures = table["figures"]
+    if table["pivot"] == "batch":
+        metric = table["metrics"][0]
+        columns = list(dict.fromkeys(format_batch(f["batch"]) for f in figures))
+        rows = list(dict.fromkeys(f.get("label", f["norm"]) for f in figures))
+        cells = {(f.get("label", f["norm"]), format_batch(f["batch"])): f[metric] for f in figures}
+        lines = ["| | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+        for row in rows:
+            lines.append(f"| {row} | " + " | ".join(
+                _value_text(cells[(row, c)]) if (row, c) in cells else "–" for c in columns) + " |")
+        return "\n".join(lines)
+    extras = [k for k in ("md5",) if any(k in f for f in figures)]
+    header = ["norm", "batch", *table["metrics"], "source", *extras]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for f in figures:
+        values = [_value_text(f[m]) + ("*" if m != table["metrics"][0] and "note" in f else "") if m in f else "–"
+                  for m in table["metrics"]]
+        label = f.get("label", f["norm"])
+        lines.append("| " + " | ".join([label, format_batch(f["batch"]), *values, f["source"],
+                                         *(f.get(k, "") for k in extras)]) + " |")
+    notes = [f"\\* {f['note']}" for f in figures if "note" in f and table["pivot"] == "metric"
+             and len(table["metrics"]) > 1]
+    return "\n".join(lines + ([""] + notes if notes else []))
+
+
+def downstream_markdown(tables: List[dict]) -> str:
+    """The downstream summary of MODEL_ZOO.md: task, the papers' figures on one line, the configs that run them."""
+    lines = ["| task | papers' figure | config |", "|---|---|---|"]
+    for table in tables:
+        if table["task"] == "classification":
+            continue
+        figures = ", ".join(
+            f"{f.get('label', f['norm'])} " + " / ".join(_value_text(f[m]) for m in table["metrics"] if m in f)
+            for f in table["figures"])
+        lines.append(f"| {table['title']} | {figures} | {table.get('configs', '–')} |")
+    return "\n".join(lines)
+
+
+def paper_markdown(path: Path = FIGURES_FILE) -> str:
+    """Every table of the data file, grouped by task, with its sources: ``leaderboard.py --paper``."""
+    tables, sources = load_tables(path), load_sources(path)
+    out = ["# The papers' figures", ""]
+    for task in dict.fromkeys(t["task"] for t in tables):
+        out += [f"## {task}", ""]
+        for table in (t for t in tables if t["task"] == task):
+            out += [f"### {table['title']}", "", table_markdown(table), ""]
+    out += ["## Sources", ""] + [f"- **{key}**: {text}" for key, text in sources.items()]
+    return "\n".join(out) + "\n"
+
+
+def generated_blocks(path: Path = FIGURES_FILE) -> Dict[str, str]:
+    """The blocks of MODEL_ZOO.md written from the data file, by block name."""
+    tables = {t["id"]: t for t in load_tables(path)}
+    return {
+        "sn-release": table_markdown(tables["sn-release"]),
+        "ssn-release": table_markdown(tables["ssn-release"]),
+        "imagenet-r50-batch-sizes": table_markdown(tables["imagenet-r50-batch-sizes"]),
+        "downstream": downstream_markdown(list(tables.values())),
+    }
+
+
+BEGIN, END = "<!-- generated from ssn_plugins/reproduction/paper_figures.yaml: {} -->", "<!-- end of generated block -->"
+
+
+def update_markdown(text: str, blocks: Dict[str, str]) -> str:
+    """``text`` with each generated block (between its BEGIN line and the next END line) replaced."""
+    for name, body in blocks.items():
+        begin = BEGIN.format(name)
+        start = text.find(begin)
+        if start < 0:
+            raise ValueError(f"no {begin!r} line to update")
+        stop = text.find(END, start)
+        if stop < 0:
+            raise ValueError(f"the block {name!r} has no {END!r} line")
+        text = text[:start] + begin + "\n" + body + "\n" + text[stop:]
+    return text

@@ -1,0 +1,355 @@
+"""Finding runs of the project's tools in work folders and reading what they are and what they measured.
+
+One reader per kind of run, each recognising its folder by the files its tool writes:
+
+- detectron2 (``tools/train_net.py``, ``tools/detectron2_real_mini.py``): ``config.yaml`` and ``metrics.json``;
+- mmengine (``tools/mm_train.py``, ``tools/mm_test.py``, ``tools/openmmlab_real_mini.py``): the dumped
+  config ``*.py`` beside timestamped log folders;
+- our classification tools (``tools/pretrain_imagenet.py``, ``tools/train_fashion_mnist.py``):
+  ``config.json`` with a ``tool`` entry, and ``metrics.json`` at the end.
+
+Each gives a :class:`Run`: what it is (task, dataset, model, norm, batch setting, from the run's own config),
+its evaluations, whether it finished, and its final checkpoint. A folder that looks like a run but cannot be
+read is a run with status ``unreadable`` and the reason; nothing is dropped silently.
+"""
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+#: run status values
+FINISHED, PARTIAL, UNREADABLE, MISSING = "finished", "partial", "unreadable", "missing"
+
+#: how the frameworks' norm names read in the papers' tables
+NORM_NAMES = {"FrozenBN": "BN frozen", "BN": "BN", "BN3d": "BN", "SyncBN": "SyncBN", "naiveSyncBN": "SyncBN",
+              "GN": "GN", "SN": "SN", "SN3d": "SN", "SSN": "SSN", "SSN3d": "SSN", "SyncSN": "SyncSN",
+              "SyncSSN": "SyncSSN", "SyncSSN3d": "SyncSSN", "": "none"}
+
+
+@dataclass
+class Evaluation:
+    step: int                   # iteration (or epoch for epoch-based runs) of the evaluation; -1 for a test run
+    metrics: Dict[str, float]   # the papers' metric names: "box AP", "mask AP", "mIoU", "mIoU (ms)", "top1", ...
+    kind: str = "val"           # "val" during training, "test" for a separate test run
+
+
+@dataclass
+class Run:
+    path: Path
+    tool: str
+    status: str
+    problem: str = ""
+    task: str = "?"
+    dataset: str = "?"
+    model: str = "?"
+    norm: str = "?"
+    batch: Tuple[Optional[int], Optional[int]] = (None, None)
+    evaluations: List[Evaluation] = field(default_factory=list)
+    checkpoint: Optional[Path] = None
+    scalars_files: List[Path] = field(default_factory=list)
+
+    def pick(self, how: str = "final") -> Optional[Evaluation]:
+        """The last evaluation (``final``), or the one with the best first metric (``best``)."""
+        if not self.evaluations:
+            return None
+        if how == "final":
+            return self.evaluations[-1]
+        if how != "best":
+            raise ValueError(f"pick must be 'final' or 'best', got {how!r}")
+        return max(self.evaluations, key=lambda e: next(iter(e.metrics.values()), float("-inf")))
+
+
+def _dataset_name(name: str) -> str:
+    lowered = name.lower()
+    for key, pretty in (("coco", "COCO"), ("cityscapes", "Cityscapes"), ("ade", "ADE20K"),
+                        ("kinetics400", "Kinetics-400"), ("kinetics", "Kinetics-400"), ("imagenet", "ImageNet")):
+        if key in lowered:
+            return pretty
+    return name
+
+
+def _schedule(max_iter: int, images_per_batch: int) -> str:
+    """``1x`` / ``2x`` / ... of detectron2's 90k iterations at 16 images, else the number of iterations."""
+    ratio = max_iter * images_per_batch / 16 / 90000
+    return f"{round(ratio)}x" if ratio >= 0.5 and abs(ratio - round(ratio)) < 0.05 else f"{max_iter} iters"
+
+
+# ---------------------------------------------------------------------------------------------- detectron2
+_D2_METRICS = {"bbox/AP": "box AP", "segm/AP": "mask AP"}
+
+
+def read_detectron2(folder: Path) -> Run:
+    import yaml
+    run = Run(folder, "detectron2", PARTIAL)
+    try:
+        cfg = yaml.safe_load((folder / "config.yaml").read_text())
+        describe_detectron2_config(cfg, run, _world_size_from_log(folder / "log.txt"))
+        max_iter = int(cfg["SOLVER"]["MAX_ITER"])
+        test_sets = list(cfg.get("DATASETS", {}).get("TEST", []))
+    except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError) as e:
+        return _unreadable(run, f"config.yaml: {e}")
+    metrics_file = folder / "metrics.json"
+    if metrics_file.exists():
+        for number, line in enumerate(metrics_file.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                return _unreadable(run, f"metrics.json line {number}: {e}")
+            found = {}
+            for key, value in record.items():
+                for suffix, name in _D2_METRICS.items():
+                    if key == suffix:
+                        found[name] = float(value)
+                    elif key.endswith("/" + suffix):  # several test sets: "<test set>/bbox/AP"
+                        test_set = key[: -len(suffix) - 1]
+                        primary = not test_sets or test_set == test_sets[0]
+                        found[name if primary else f"{name} ({test_set})"] = float(value)
+            if found:
+                run.evaluations.append(Evaluation(int(record.get("iteration", -1)), found))
+        run.scalars_files.append(metrics_file)
+    final = folder / "model_final.pth"
+    run.checkpoint = final if final.exists() else _last_checkpoint(folder)
+    last_step = run.evaluations[-1].step if run.evaluations else None
+    if final.exists() and last_step is not None and last_step >= max_iter - 1:
+        run.status = FINISHED
+    else:
+        run.problem = ("no evaluation" if last_step is None else f"last evaluation at iteration {last_step}") + \
+            f" of {max_iter}" + ("" if final.exists() else ", no model_final.pth")
+    return run
+
+
+def describe_detectron2_config(cfg: dict, run: Run, world_size: Optional[int]) -> None:
+    """Task, dataset, model, norm and batch setting of a detectron2 config (a ``CfgNode`` or its YAML dict)."""
+    model, solver = cfg["MODEL"], cfg["SOLVER"]
+    resnets = model.get("RESNETS", {})
+    backbone = NORM_NAMES.get(resnets.get("NORM", ""), resnets.get("NORM", ""))
+    heads = {NORM_NAMES.get(model[k]["NORM"], model[k]["NORM"]) for k in ("FPN", "ROI_BOX_HEAD", "ROI_MASK_HEAD")
+             if model.get(k, {}).get("NORM", "")}
+    heads.discard(backbone)
+    run.norm = backbone + ("+CE" if resnets.get("CE", {}).get("ENABLED") else "") + \
+        (f" + {'/'.join(sorted(heads))} heads" if heads else "")
+    ims = int(solver["IMS_PER_BATCH"])
+    run.batch = (world_size, ims // world_size) if world_size else (None, None)
+    arch = "Mask R-CNN" if model.get("MASK_ON") else "Faster R-CNN"
+    run.task = "instance segmentation" if model.get("MASK_ON") else "detection"
+    run.model = f"{arch} R{resnets.get('DEPTH', 50)}-FPN {_schedule(int(solver['MAX_ITER']), ims)}"
+    tests = cfg.get("DATASETS", {}).get("TEST", [])
+    run.dataset = _dataset_name(re.sub(r"_(val|test|train)$", "", tests[0])) if tests else "?"
+
+
+def _world_size_from_log(log: Path) -> Optional[int]:
+    if not log.exists():
+        return None
+    found = re.search(r"World size: (\d+)", log.read_text(errors="replace"))
+    return int(found.group(1)) if found else None
+
+
+def _last_checkpoint(folder: Path) -> Optional[Path]:
+    pointer = folder / "last_checkpoint"
+    if not pointer.exists():
+        return None
+    name = pointer.read_text().strip()
+    path = Path(name) if Path(name).is_absolute() else folder / name
+    return path if path.exists() else None
+
+
+# ---------------------------------------------------------------------------------------------- mmengine
+_TIMESTAMP = re.compile(r"^\d{8}_\d{6}$")
+#: mmengine metric keys (val/test prefixes removed) -> (the papers' name, scale to percent)
+_MM_METRICS = {"mIoU": ("mIoU", 1.0), "coco/bbox_mAP": ("box AP", 100.0), "coco/segm_mAP": ("mask AP", 100.0),
+               "acc/top1": ("top1", 100.0), "acc/top5": ("top5", 100.0)}
+_MM_TEST_RESULTS = "test_results.json"
+
+
+def _mm_config_file(folder: Path) -> Optional[Path]:
+    configs = sorted(folder.glob("*.py"))
+    return configs[0] if len(configs) == 1 else None
+
+
+def is_mmengine_run(folder: Path) -> bool:
+    return _mm_config_file(folder) is not None and any(
+        p.is_dir() and _TIMESTAMP.match(p.name) for p in folder.iterdir())
+
+
+def _mm_metrics(record: dict, tta: bool = False) -> Dict[str, float]:
+    found = {}
+    for key, value in record.items():
+        key = re.sub(r"^(val|test)/", "", key)
+        if key in _MM_METRICS and isinstance(value, (int, float)):
+            name, scale = _MM_METRICS[key]
+            found[name + (" (ms)" if tta and name == "mIoU" else "")] = round(float(value) * scale, 4)
+    return found
+
+
+def read_mmengine(folder: Path) -> Run:
+    run = Run(folder, "mmengine", PARTIAL)
+    config_file = _mm_config_file(folder)
+    try:
+        from mmengine.config import Config
+        cfg = Config.fromfile(str(config_file))
+        describe_mmengine_config(cfg, run)
+    except Exception as e:  # mmengine raises many types for a config it cannot read
+        return _unreadable(run, f"{config_file.name}: {type(e).__name__}: {e}")
+    gpus = None
+    for stamp in sorted(p for p in folder.iterdir() if p.is_dir() and _TIMESTAMP.match(p.name)):
+        log = stamp / f"{stamp.name}.log"
+        if log.exists():
+            found = re.search(r"GPU number: (\d+)", log.read_text(errors="replace"))
+            gpus = int(found.group(1)) if found else gpus
+        scalars = stamp / "vis_data" / "scalars.json"
+        if scalars.exists():
+            run.scalars_files.append(scalars)
+            for number, line in enumerate(scalars.read_text().splitlines(), 1):
+                try:
+                    record = json.loads(line) if line.strip() else {}
+                except json.JSONDecodeError as e:
+                    return _unreadable(run, f"{scalars.relative_to(folder)} line {number}: {e}")
+                metrics = _mm_metrics(record)
+                if metrics:
+                    run.evaluations.append(Evaluation(int(record.get("step", -1)), metrics))
+    results = folder / _MM_TEST_RESULTS
+    if results.exists():
+        for number, line in enumerate(results.read_text().splitlines(), 1):
+            try:
+                record = json.loads(line) if line.strip() else None
+            except json.JSONDecodeError as e:
+                return _unreadable(run, f"{_MM_TEST_RESULTS} line {number}: {e}")
+            if record:
+                run.evaluations.append(Evaluation(-1, _mm_metrics(record["metrics"], record.get("tta", False)),
+                                                  "test"))
+                run.checkpoint = Path(record["checkpoint"]) if Path(record["checkpoint"]).exists() \
+                    else run.checkpoint
+    run.batch = (gpus, run.batch[1])
+    train_cfg = cfg.get("train_cfg") or {}
+    length = train_cfg.get("max_iters") or train_cfg.get("max_epochs")
+    run.checkpoint = run.checkpoint or _last_checkpoint(folder)
+    trained_to = max((e.step for e in run.evaluations if e.kind == "val"), default=None)
+    if any(e.kind == "test" for e in run.evaluations) or (length and trained_to is not None and trained_to >= length):
+        run.status = FINISHED
+    else:
+        run.problem = "no evaluation" if trained_to is None else f"last evaluation at {trained_to} of {length}"
+    return run
+
+
+def _mm_dataset_name(dataset: dict) -> str:
+    """The papers' name of a data set known by its data root (``data/cityscapes/``), else the root's folder name
+    (``real_mini``), else known by its annotation file or type (``CocoDataset``)."""
+    root = str(dataset.get("data_root") or "").rstrip("/")
+    if root:
+        return _dataset_name(root) if _dataset_name(root) != root else Path(root).name
+    for text in (str(dataset.get("ann_file") or ""), str(dataset.get("type") or "")):
+        if text and _dataset_name(text) != text:
+            return _dataset_name(text)
+    return str(dataset.get("type", "?"))
+
+
+def describe_mmengine_config(cfg, run: Run) -> None:
+    """Task, dataset, model, norm and images per GPU of an mmseg / mmdet / mmaction2 config."""
+    model = cfg.model
+    if model.get("type", "").endswith("TTAModel"):  # mm_test.py --tta wraps the model
+        model = model["module"]
+    backbone = model.get("backbone", {})
+    norm_cfg = backbone.get("norm_cfg") or {"type": "BN"}
+    norm = NORM_NAMES.get(norm_cfg.get("type", "?"), norm_cfg.get("type", "?"))
+    if norm == "BN" and (not norm_cfg.get("requires_grad", True)) and backbone.get("norm_eval", False):
+        norm = "BN frozen"
+    run.norm = norm
+    depth = backbone.get("depth", "?")
+    kind = model.get("type", "?")
+    train_loader = cfg.get("train_dataloader") or {}
+    dataset = train_loader.get("dataset", {})
+    while "dataset" in dataset:  # RepeatDataset and friends
+        dataset = dataset["dataset"]
+    run.dataset = _mm_dataset_name(dataset)
+    if kind == "EncoderDecoder":
+        head = model.get("decode_head", {}).get("type", "?")
+        run.task = "semantic segmentation"
+        run.model = {"ASPPHead": "DeepLab", "PSPHead": "PSPNet"}.get(head, head) + f" R{depth}-D8"
+    elif kind in ("MaskRCNN", "FasterRCNN"):
+        run.task = "instance segmentation" if kind == "MaskRCNN" else "detection"
+        epochs = (cfg.get("train_cfg") or {}).get("max_epochs")
+        schedule = f" {epochs // 12}x" if epochs and epochs % 12 == 0 else (f" {epochs} epochs" if epochs else "")
+        run.model = ("Mask R-CNN" if kind == "MaskRCNN" else "Faster R-CNN") + f" R{depth}-FPN" + schedule
+    elif kind == "Recognizer3D":
+        run.task = "video classification"
+        run.model = ("I3D" if backbone.get("type") == "ResNet3d" else backbone.get("type", "?")) + f" R{depth}"
+    else:
+        run.task, run.model = "?", kind
+    run.batch = (None, train_loader.get("batch_size"))
+
+
+# ---------------------------------------------------------------------------------------------- our tools
+def read_own_tool(folder: Path) -> Run:
+    try:
+        config = json.loads((folder / "config.json").read_text())
+        run = Run(folder, config["tool"], PARTIAL, task=config["task"], dataset=_dataset_name(config["dataset"]),
+                  model=config["model"], norm=config["norm"], batch=tuple(config["batch_setting"]))
+    except (OSError, KeyError, TypeError, ValueError) as e:
+        return _unreadable(Run(folder, "?", PARTIAL), f"config.json: {e}")
+    metrics_file = folder / "metrics.json"
+    tb = folder / "tb"
+    if tb.exists():
+        run.scalars_files.extend(sorted(tb.glob("events.out.tfevents.*")))
+    if not metrics_file.exists():
+        run.problem = "no metrics.json (not finished)"
+        run.checkpoint = folder / "last.pth" if (folder / "last.pth").exists() else None
+        return run
+    try:
+        metrics = json.loads(metrics_file.read_text())
+        run.evaluations.append(Evaluation(int(metrics.get("iterations", metrics.get("epochs", -1))),
+                                          {k: float(metrics[k]) for k in ("top1", "top5") if k in metrics}))
+    except (OSError, ValueError, TypeError) as e:
+        return _unreadable(run, f"metrics.json: {e}")
+    if not run.evaluations[0].metrics:
+        return _unreadable(run, "metrics.json has no top1")
+    run.status = FINISHED
+    run.checkpoint = folder / "final.pth" if (folder / "final.pth").exists() else None
+    return run
+
+
+def _unreadable(run: Run, why: str) -> Run:
+    run.status, run.problem = UNREADABLE, why
+    return run
+
+
+# ---------------------------------------------------------------------------------------------- discovery
+def read_run(folder: Path) -> Optional[Run]:
+    """The run in ``folder``, or ``None`` when the folder is not a run of any known tool."""
+    if (folder / "config.json").exists():
+        return read_own_tool(folder)
+    if (folder / "config.yaml").exists() and ((folder / "metrics.json").exists() or (folder / "log.txt").exists()):
+        return read_detectron2(folder)
+    if is_mmengine_run(folder):
+        return read_mmengine(folder)
+    return None
+
+
+def _natural(path: Path):
+    """Sort key: ``bn_1x2`` before ``bn_1x32``, by the numbers in the name."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
+
+
+def find_runs(root: Path, max_depth: int = 3) -> List[Run]:
+    """Every run in ``root`` or in its sub-folders (up to ``max_depth`` levels), in path order.
+
+    A ``root`` that does not exist, or holds no run, gives one run with status ``missing``.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return [Run(root, "?", MISSING, problem="no such folder")]
+    runs = []
+
+    def visit(folder: Path, depth: int):
+        run = read_run(folder)
+        if run is not None:
+            runs.append(run)
+            return
+        if depth < max_depth:
+            for child in sorted((p for p in folder.iterdir() if p.is_dir()), key=_natural):
+                visit(child, depth + 1)
+
+    visit(root, 0)
+    return runs or [Run(root, "?", MISSING, problem="no run of a known tool in this folder")]

@@ -1,0 +1,278 @@
+"""From runs to the papers' tables: the figures file, the suites, the leaderboard, the selection charts.
+
+Runs are produced here by the project's own tools (tools/reproduce.py launching train_fashion_mnist.py and
+detectron2_real_mini.py), never written by hand.
+"""
+import csv
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import ssn_plugins as S
+from ssn_plugins.reproduction import figures as F
+from ssn_plugins.reproduction.leaderboard import build_rows, match_figure, table_records
+from ssn_plugins.reproduction.runs import FINISHED, MISSING, PARTIAL, UNREADABLE, find_runs, read_run
+from ssn_plugins.reproduction.suites import get_suite, plan
+
+REPO = Path(__file__).resolve().parents[1]
+TOOLS = REPO / "tools"
+
+
+def tool(*args, cwd=None, timeout=900, check=True):
+    result = subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, cwd=cwd or REPO,
+                            timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if check:
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return result
+
+
+# ------------------------------------------------------------------------------------------ the papers' figures
+def test_model_zoo_tables_are_generated_from_the_figures_file():
+    text = (REPO / "MODEL_ZOO.md").read_text()
+    assert F.update_markdown(text, F.generated_blocks()) == text, \
+        "MODEL_ZOO.md differs from paper_figures.yaml: run `python tools/leaderboard.py --paper --update`"
+    assert "| SSN | 77.2 | 77.0 | 76.8 | 76.1 | 75.9 | – |" in text  # the batch table, as the papers print it
+    assert "dadb0f1a0c49c31aedd6cb83d4996a03" in text
+
+
+def test_figures_file_rows_and_paper_tables():
+    rows = F.paper_figures()
+    by_key = {(r.table, r.norm, r.batch, r.metric): r.value for r in rows}
+    assert by_key[("imagenet-r50-batch-sizes", "BN", (8, 2), "top1")] == 65.3
+    assert by_key[("coco-mask-rcnn-2x", "SN", (8, 2), "mask AP")] == 36.5
+    assert by_key[("cityscapes-deeplab", "SyncSN", (8, 2), "mIoU (ms)")] == 77.5
+    assert by_key[("kinetics-i3d-b4", "GN", (None, 4), "top5")] == 90.6
+    assert len(rows) == 22 + 2 + 4 + 10 + 6 + 3 + 8 + 8 + 4 + 6 + 6
+    out = tool(TOOLS / "leaderboard.py", "--paper").stdout
+    for table in F.load_tables():
+        assert f"### {table['title']}" in out
+
+
+def test_figures_file_errors_name_the_table(tmp_path):
+    bad = tmp_path / "figures.yaml"
+    bad.write_text("sources: {SN: x}\ntables:\n- {id: t1, title: T, task: c, dataset: d, model: m, metrics: [top1],"
+                   " pivot: batch, figures: [{norm: BN, source: nowhere, batch: [8, 2], top1: 1.0}]}\n")
+    with pytest.raises(ValueError, match="t1.*unknown source 'nowhere'"):
+        F.paper_figures(bad)
+
+
+def test_detectron2_expected_results_are_the_papers_figures():
+    """TEST.EXPECTED_RESULTS of every detectron2 config is the matching figure (none without one)."""
+    from detectron2.config import get_cfg
+
+    import ssn_plugins.detectron2 as sd
+    from ssn_plugins.reproduction.runs import Run, describe_detectron2_config
+    figures = F.paper_figures()
+    checked = 0
+    for path in sorted((REPO / "configs" / "detectron2").glob("*.yaml")):
+        cfg = get_cfg()
+        sd.add_ssn_config(cfg)
+        sd.merge_config_file(cfg, path)
+        run = Run(path, "detectron2", "config")
+        describe_detectron2_config(cfg, run, 8)
+        expected = []
+        for task, metric in (("bbox", "box AP"), ("segm", "mask AP")):
+            if metric == "mask AP" and not cfg.MODEL.MASK_ON:
+                continue
+            figure = match_figure(figures, run.task, run.dataset, run.model, run.norm, run.batch, metric,
+                                  reference=False)
+            if figure is not None:
+                expected.append([task, "AP", figure.value, 0.5])
+        assert [list(e) for e in cfg.TEST.EXPECTED_RESULTS] == expected, path.name
+        checked += bool(expected)
+    assert checked == 4  # 2x frozen BN, GN, SN Mask R-CNN and SN Faster R-CNN
+
+
+def test_openmmlab_metafiles_are_generated_from_the_figures_file():
+    import yaml
+
+    from ssn_plugins.openmmlab.metafiles import FAMILIES, render_metafile
+    configs = REPO / "configs"
+    for family in FAMILIES:
+        path = configs / family / "metafile.yaml"
+        assert path.read_text() == render_metafile(configs / family, REPO), \
+            f"{path} is stale: run `python tools/leaderboard.py --paper --update`"
+    deeplab = yaml.safe_load((configs / "mmseg/deeplabv3/metafile.yaml").read_text())["Models"]
+    sn_city = next(m for m in deeplab if m["Name"] == "deeplabv3_r50-d8_sn_8xb2-80k_cityscapes-512x1024")
+    assert sn_city["Results"][0]["Metrics"] == {"mIoU": 72.1, "mIoU(ms+flip)": 75.8}
+    assert sn_city["Weights"] == "work_dirs/reproduce/cityscapes-deeplab/sn/iter_80000.pth"
+    i3d = yaml.safe_load((configs / "mmaction/i3d/metafile.yaml").read_text())["Models"]
+    gn_b4 = next(m for m in i3d if m["Name"] == "i3d_r50_gn_8xb4-32x2x1-100e_kinetics400-rgb")
+    assert gn_b4["Results"][0]["Metrics"] == {"top1 acc": 72.8, "top5 acc": 90.6}
+
+
+# ------------------------------------------------------------------------------------------ selection from files
+def test_describe_state_dict_equals_describe_selection_float32():
+    model = torch.nn.Sequential(S.SwitchNorm2d(4), S.SparseSwitchNorm2d(4), S.SparseSwitchNorm2d(4, radius=0.3),
+                                S.SwitchNorm2d(4, candidates=("IN", "LN")))
+    with torch.no_grad():
+        for m in model:
+            m.mean_weight.copy_(torch.randn_like(m.mean_weight))
+            m.var_weight.copy_(torch.randn_like(m.var_weight))
+    model[1].fix("mean", "LN")
+    from_model = S.describe_selection(model)
+    from_file = S.describe_state_dict(model.state_dict())
+    assert [r["name"] for r in from_file] == [r["name"] for r in from_model]
+    for a, b in zip(from_model, from_file):
+        assert a["candidates"] == b["candidates"] and a["selection"] == b["selection"]
+        assert a["type"].startswith(b["type"])  # SwitchNorm2d is a SwitchNorm; the file does not say 2d
+        assert a["mean_ratios"] == pytest.approx(b["mean_ratios"], abs=2e-4)
+        assert a["var_ratios"] == pytest.approx(b["var_ratios"], abs=2e-4)
+    assert from_file[1]["selection"] == ("LN", None)
+
+
+# ------------------------------------------------------------------------------------------ the CPU suites
+@pytest.fixture(scope="module")
+def fashion_suite(tmp_path_factory):
+    """The CI-sized Fashion-MNIST suite (BN and SSN at 32, 8, 2 images per batch), launched by reproduce.py."""
+    work = tmp_path_factory.mktemp("reproduce")
+    out = tool(TOOLS / "reproduce.py", "fashion-mnist-batch-sizes", "--ci", "--norms", "BN", "SSN",
+               "--work-dir", work).stdout
+    return work, work / "fashion-mnist-batch-sizes", out
+
+
+def test_suite_runs_then_skips_finished_runs(fashion_suite):
+    work, suite_dir, out = fashion_suite
+    assert out.count(": new: ") == 6 and "leaderboard:" in out
+    again = tool(TOOLS / "reproduce.py", "fashion-mnist-batch-sizes", "--ci", "--norms", "BN", "SSN",
+                 "--work-dir", work).stdout
+    assert again.count(": finished: nothing to do") == 6
+    dry = tool(TOOLS / "reproduce.py", "fashion-mnist-batch-sizes", "--ci", "--work-dir", work, "--dry-run").stdout
+    assert dry.count(": new: ") == 6 and dry.count("finished") == 6  # GN and SN not run yet
+    assert "--norm GN --batch-size 2" in dry and not (suite_dir / "gn_1x2").exists()
+
+
+def test_leaderboard_reads_the_suite(fashion_suite):
+    work, suite_dir, _ = fashion_suite
+    runs = find_runs(suite_dir)
+    assert len(runs) == 6 and all(r.status == FINISHED for r in runs)
+    by_name = {r.path.name: r for r in runs}
+    ssn = by_name["ssn_1x8"]
+    metrics = json.loads((suite_dir / "ssn_1x8" / "metrics.json").read_text())
+    assert ssn.pick().metrics == {"top1": metrics["top1"]} and ssn.batch == (1, 8) and ssn.norm == "SSN"
+    assert ssn.dataset == "Fashion-MNIST" and ssn.task == "classification"
+    records = list(csv.DictReader(io.StringIO(tool(TOOLS / "leaderboard.py", suite_dir, "--format", "csv").stdout)))
+    assert len(records) == 6
+    ssn_row = next(r for r in records if r["run"].endswith("ssn_1x8"))
+    assert ssn_row["ours"] == f"{metrics['top1']:.2f}" and ssn_row["paper"] == "–"  # no paper figure on this data
+    counts = re.findall(r"(IN|LN|BN) (\d+)", ssn_row["selection"].split(";")[0])
+    assert sum(int(n) for _, n in counts) == 9  # the small ResNet's 9 SSN layers, all fixed at the end
+    bn_row = next(r for r in records if r["run"].endswith("bn_1x8"))
+    assert bn_row["selection"] == "no SN/SSN layers"
+    assert (suite_dir / "leaderboard.md").read_text().count("| finished |") == 6
+
+
+def test_leaderboard_lists_missing_partial_and_unreadable_runs(fashion_suite, tmp_path):
+    _, suite_dir, _ = fashion_suite
+    import shutil
+    shutil.copytree(suite_dir / "bn_1x32", tmp_path / "partial")
+    (tmp_path / "partial" / "metrics.json").unlink()
+    shutil.copytree(suite_dir / "bn_1x32", tmp_path / "broken")
+    (tmp_path / "broken" / "config.json").write_text("{not json")
+    (tmp_path / "empty").mkdir()
+    runs = find_runs(tmp_path) + find_runs(tmp_path / "empty") + find_runs(tmp_path / "nowhere")
+    status = {r.path.name: (r.status, r.problem) for r in runs}
+    assert status["partial"][0] == PARTIAL and "not finished" in status["partial"][1]
+    assert status["broken"][0] == UNREADABLE and "config.json" in status["broken"][1]
+    assert status["empty"][0] == MISSING and status["nowhere"] == (MISSING, "no such folder")
+    text = tool(TOOLS / "leaderboard.py", tmp_path, tmp_path / "nowhere").stdout
+    assert "unreadable (config.json" in text and "missing (no such folder)" in text and "partial (" in text
+
+
+def test_interrupted_run_resumes_to_the_uninterrupted_result(fashion_suite, tmp_path):
+    """A run stopped after its first epoch is planned as 'resume' and ends equal to an uninterrupted one."""
+    args = ["--norm", "SSN", "--batch-size", "32", "--train-size", "320", "--epochs", "2", "--stat-batches", "2",
+            "--stat-batch-size", "32"]
+    tool(TOOLS / "train_fashion_mnist.py", *args, "--work-dir", tmp_path / "straight")
+    tool(TOOLS / "train_fashion_mnist.py", *args, "--work-dir", tmp_path / "cut", "--stop-after-epochs", "1")
+    assert read_run(tmp_path / "cut").status == PARTIAL and (tmp_path / "cut" / "last.pth").exists()
+    tool(TOOLS / "train_fashion_mnist.py", *args, "--work-dir", tmp_path / "cut", "--resume")
+    straight = torch.load(tmp_path / "straight" / "final.pth", weights_only=True)
+    resumed = torch.load(tmp_path / "cut" / "final.pth", weights_only=True)
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    # the suite planner resumes a partial folder with the tool's --resume flag
+    suite = get_suite("fashion-mnist-batch-sizes", ci=True)
+    _, suite_dir, _ = fashion_suite
+    import shutil
+    shutil.copytree(suite_dir, tmp_path / "suite")
+    (tmp_path / "suite" / "ssn_1x2" / "metrics.json").unlink()
+    planned = {p.run.name: p for p in plan(suite, tmp_path / "suite", REPO, norms=["SSN"])}
+    assert planned["ssn_1x2"].state == "resume" and "--resume" in planned["ssn_1x2"].commands[0]
+    assert planned["ssn_1x8"].state == "finished" and not planned["ssn_1x8"].commands
+
+
+def test_slurm_launcher_through_submitit_local_executor(tmp_path):
+    out = tool(TOOLS / "reproduce.py", "fashion-mnist-batch-sizes", "--ci", "--norms", "bn_1x32", "--launcher",
+               "slurm", "--slurm-cluster", "local", "--work-dir", tmp_path).stdout
+    assert "submitted" in out
+    (run,) = find_runs(tmp_path / "fashion-mnist-batch-sizes")
+    assert run.status == FINISHED and run.norm == "BN" and run.batch == (1, 32)
+    assert list((tmp_path / "fashion-mnist-batch-sizes" / "submitit").glob("*/*_result.pkl"))
+
+
+def test_analyze_selection_charts_from_a_run(fashion_suite, tmp_path):
+    from PIL import Image
+    _, suite_dir, _ = fashion_suite
+    out = tool(TOOLS / "analyze_selection.py", suite_dir / "ssn_1x2", "-o", tmp_path).stdout
+    assert "9 SN/SSN layers" in out
+    for name in ("selection_per_layer.png", "selection_per_stage.png", "ratio_trajectories.png"):
+        with Image.open(tmp_path / name) as image:
+            assert image.size[0] > 400 and image.size[1] > 200
+            pixels = torch.tensor(list(image.convert("L").getdata()), dtype=torch.float32)
+            assert pixels.std() > 10  # something is drawn
+    rows = json.loads((tmp_path / "selection.json").read_text())
+    assert len(rows) == 9 and all(r["selection"][0] is not None for r in rows)
+
+
+def test_html_leaderboard_loads_in_headless_chromium(fashion_suite, tmp_path):
+    from PIL import Image
+
+    from ssn_plugins.reproduction.browser import dump_dom
+    _, suite_dir, _ = fashion_suite
+    page, shot = tmp_path / "board.html", tmp_path / "board.png"
+    tool(TOOLS / "leaderboard.py", suite_dir, "--format", "html", "-o", page, "--screenshot", shot)
+    html = page.read_text()
+    assert "<link" not in html and "src=\"http" not in html  # self-contained
+    dom = dump_dom(page)
+    images = dom.count("<img ")
+    assert images >= 4  # top-1 by batch, and each SSN run's per-layer chart
+    assert f'data-images-loaded="{images}"' in dom, "the browser did not decode every chart"
+    assert dom.count("<tr>") == 1 + 6
+    with Image.open(shot) as image:
+        assert image.size == (1600, 2200)
+        assert len(set(image.convert("L").resize((80, 110)).getdata())) > 20  # not a blank page
+
+
+def test_real_mini_suite_detectron2_run_is_read_with_heldout_ap(tmp_path):
+    """One detectron2 run of the real-mini suite (CI size): AP on the training photos and on the held-out ones."""
+    out = tool(TOOLS / "reproduce.py", "real-mini", "--ci", "--norms", "SSN", "--work-dir", tmp_path,
+               cwd=tmp_path).stdout
+    assert "ssn: new:" in out
+    (run,) = find_runs(tmp_path / "real-mini")
+    assert run.status == FINISHED, run.problem
+    assert run.tool == "detectron2" and run.norm == "SSN" and run.model == "Mask R-CNN R50-FPN 4 iters"
+    assert run.dataset == "real_mini" and run.batch == (1, 2)
+    metrics = run.pick().metrics
+    # detectron2 records NaN for a task with no detection to score (likely after 4 iterations from scratch)
+    assert {"box AP", "box AP (real_mini_heldout)"} <= set(metrics)
+    summary = json.loads((tmp_path / "real-mini" / "ssn" / "real_mini_summary.json").read_text())
+    assert summary["test_sets"] == ["real_mini_val", "real_mini_heldout"]
+    for name, metric in (("real_mini_val", "box AP"), ("real_mini_heldout", "box AP (real_mini_heldout)")):
+        value = summary["ap_after_by_test_set"][name]["bbox"]
+        assert metrics[metric] == pytest.approx(value, abs=0.01) or (value == 0.0 and metrics[metric] != metrics[metric])
+    (row,) = build_rows([run])
+    assert sum(row.selection["mean"].values()) == 69  # every SSN layer of the final checkpoint is counted
+    # the detectron2 hook put the per-layer chart into TensorBoard at the final evaluation
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(tmp_path / "real-mini" / "ssn"), size_guidance={"images": 0})
+    events.Reload()
+    assert "ssn/selection_per_layer" in events.Tags()["images"]
+    charts = tool(TOOLS / "analyze_selection.py", tmp_path / "real-mini" / "ssn", "-o", tmp_path / "charts").stdout
+    assert "69 SN/SSN layers" in charts and (tmp_path / "charts" / "ratio_trajectories.png").exists()

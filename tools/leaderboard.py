@@ -1,0 +1,121 @@
+"""The papers' tables, and runs of this project's tools set beside them.
+
+    python tools/leaderboard.py --paper                          # the papers' figures (Markdown)
+    python tools/leaderboard.py --paper --update                 # rewrite MODEL_ZOO.md's and the metafiles' tables
+    python tools/leaderboard.py work_dirs/reproduce/coco-mask-rcnn-2x work_dirs/x [--format md|html|csv] [-o FILE]
+
+For each WORK_DIR it finds the runs of tools/train_net.py and detectron2_real_mini.py (config.yaml,
+metrics.json), of tools/mm_train.py / mm_test.py / openmmlab_real_mini.py (mmengine work dirs),
+tools/pretrain_imagenet.py and train_fashion_mnist.py (config.json, metrics.json), in the folder or
+below it. It reads task, data set, model, norm and batch setting from each run's own config, takes
+the final evaluation (`--pick best`: the best), and prints one row per run and metric beside the
+matching paper figure with the difference and whether it is within `--tolerance` (detectron2's
+verify_results rule), plus how many SSN vectors of the run's last checkpoint chose IN / LN / BN.
+Missing, unfinished and unreadable runs are listed with the reason. `--format html` writes one
+self-contained page with the table and charts; `--screenshot PNG` photographs it with headless
+Chromium. Checkpoints are read with full unpickling: use it on runs you trust.
+"""
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from ssn_plugins.reproduction import figures as F
+from ssn_plugins.reproduction.leaderboard import (DEFAULT_TOLERANCE, build_rows, checkpoint_selection_rows,
+                                                  table_records, to_csv, to_html, to_markdown)
+from ssn_plugins.reproduction.runs import FINISHED, find_runs
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def html_charts(rows):
+    """Charts for the page: the metric against the batch when runs differ only in batch, and each finished
+    run's per-layer selection."""
+    from ssn_plugins.reproduction import charts
+    out = []
+    by_batch = {}
+    for row in rows:
+        if row.run.status == FINISHED and row.results and row.run.batch[1]:
+            metric = next(iter(row.results))
+            key = (row.run.task, row.run.dataset, row.run.model, metric)
+            by_batch.setdefault(key, {}).setdefault(row.run.norm, []).append((row.run.batch[1], row.results[metric]))
+    for (task, dataset, model, metric), points in by_batch.items():
+        if len({b for values in points.values() for b, _ in values}) > 1:
+            out.append((f"{dataset} {model}: {metric} by images per batch",
+                        charts.metric_by_batch_chart(points, metric, f"{dataset} {model}")))
+    for row in rows:
+        if row.run.checkpoint is None or row.selection is None:
+            continue
+        layers = checkpoint_selection_rows(row.run.checkpoint)
+        if layers:
+            out.append((f"{row.run.path.name}: ratios per layer", charts.layer_ratio_chart(layers, row.run.path.name)))
+    return out
+
+
+def write_leaderboard(work_dirs: Sequence[Path], output: Optional[Path], fmt: str = "md", pick: str = "final",
+                      tolerance: float = DEFAULT_TOLERANCE, with_selection: bool = True) -> str:
+    runs = [run for folder in work_dirs for run in find_runs(Path(folder))]
+    rows = build_rows(runs, pick, with_selection=with_selection)
+    root = Path(work_dirs[0]).resolve().parent if len(work_dirs) == 1 else None
+    records = table_records(rows, tolerance, root)
+    if fmt == "md":
+        text = to_markdown(records)
+    elif fmt == "csv":
+        text = to_csv(records)
+    else:
+        text = to_html(records, html_charts(rows))
+    if output is not None:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output).write_text(text)
+    return text
+
+
+def update_generated_files() -> list:
+    """MODEL_ZOO.md's generated blocks and the OpenMMLab metafiles, from the papers' figures."""
+    from ssn_plugins.openmmlab.metafiles import write_metafiles
+    zoo = REPO / "MODEL_ZOO.md"
+    zoo.write_text(F.update_markdown(zoo.read_text(), F.generated_blocks()))
+    return [zoo, *write_metafiles(REPO / "configs")]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("work_dirs", nargs="*", type=Path)
+    parser.add_argument("--paper", action="store_true", help="print the papers' figures")
+    parser.add_argument("--update", action="store_true", help="with --paper: rewrite the files generated from them")
+    parser.add_argument("--format", choices=("md", "html", "csv"), default="md")
+    parser.add_argument("-o", "--output", type=Path)
+    parser.add_argument("--pick", choices=("final", "best"), default="final",
+                        help="which evaluation of each run (best: highest first metric)")
+    parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE)
+    parser.add_argument("--no-selection", action="store_true", help="do not read the runs' checkpoints")
+    parser.add_argument("--screenshot", type=Path, help="with --format html: photograph the page (headless Chromium)")
+    args = parser.parse_args(argv)
+    if args.paper:
+        if args.update:
+            for path in update_generated_files():
+                print(f"wrote {path}")
+            return 0
+        text = F.paper_markdown()
+        if args.output:
+            args.output.write_text(text)
+        print(text, end="")
+        return 0
+    if not args.work_dirs:
+        parser.error("give WORK_DIR(s), or --paper")
+    if args.screenshot and (args.format != "html" or args.output is None):
+        parser.error("--screenshot needs --format html and -o FILE")
+    text = write_leaderboard(args.work_dirs, args.output, args.format, args.pick, args.tolerance,
+                             not args.no_selection)
+    if args.output is None:
+        print(text, end="")
+    else:
+        print(f"wrote {args.output}")
+    if args.screenshot:
+        from ssn_plugins.reproduction.browser import screenshot
+        print(f"wrote {screenshot(args.output, args.screenshot)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Launch the runs of one of the papers' tables (a suite), skipping finished ones, then write its leaderboard.
+
+    python tools/reproduce.py --list
+    python tools/reproduce.py fashion-mnist-batch-sizes                      # the CPU suite, here
+    python tools/reproduce.py coco-mask-rcnn-2x --launcher torchrun          # one 8-GPU machine
+    python tools/reproduce.py cityscapes-deeplab --launcher slurm --partition gpu
+    python tools/reproduce.py imagenet-r50-batch-sizes --data /data/imagenet --norms SN SSN --dry-run
+
+Each run writes to WORK_DIR/SUITE/RUN (default WORK_DIR: work_dirs/reproduce). A run whose folder holds a
+finished result is skipped; an interrupted one is started again with its tool's resume flag; the
+segmentation suites then run mmseg's multi-scale flip test (`tools/mm_test.py --tta`). At the end the
+suite's leaderboard goes to WORK_DIR/SUITE/leaderboard.{md,html}. `--launcher slurm` submits one
+submitit job per unfinished run (`--slurm-cluster local` runs them with submitit's local executor
+here, to check a suite before a cluster) and waits for them.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tools"))
+
+from ssn_plugins.reproduction.launch import run_one, submit_slurm  # noqa: E402
+from ssn_plugins.reproduction.suites import SUITES, get_suite, plan, shell_line  # noqa: E402
+from leaderboard import write_leaderboard  # noqa: E402
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("suite", nargs="?", choices=sorted(SUITES))
+    parser.add_argument("--list", action="store_true", help="list the suites and their runs")
+    parser.add_argument("--norms", nargs="+", help="only these runs (norm or run names)")
+    parser.add_argument("--launcher", choices=("local", "torchrun", "slurm"), default="local")
+    parser.add_argument("--work-dir", type=Path, default=Path("work_dirs/reproduce"))
+    parser.add_argument("--data", type=Path, help="data set root, for the suites that need one (ImageNet)")
+    parser.add_argument("--ci", action="store_true", help="the suite's CI-sized variant (few iterations)")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands; run nothing")
+    parser.add_argument("--partition", help="Slurm partition")
+    parser.add_argument("--slurm-cluster", choices=("slurm", "local"), default=None,
+                        help="submitit executor (default: Slurm when available)")
+    args = parser.parse_args(argv)
+    if args.list:
+        for name in SUITES:
+            suite = get_suite(name)
+            print(f"{name}: {suite.description}\n  runs: {', '.join(r.name for r in suite.runs)}")
+        return 0
+    if args.suite is None:
+        parser.error("name a suite (or --list)")
+    suite = get_suite(args.suite, args.ci)
+    work_dir = (args.work_dir / suite.name).resolve()
+    try:
+        planned = plan(suite, work_dir, REPO, args.launcher, args.data, args.norms)
+    except ValueError as e:
+        parser.error(str(e))
+    if not planned:
+        parser.error(f"--norms {' '.join(args.norms)} matches no run of {suite.name}")
+    for p in planned:
+        line = "nothing to do" if not p.commands else shell_line(p.commands[0])
+        print(f"{p.run.name}: {p.state}: {line}")
+    if args.dry_run:
+        return 0
+    failures = []
+    if args.launcher == "slurm":
+        jobs = submit_slurm(planned, suite.name, args.ci, work_dir, REPO, args.data, args.slurm_cluster,
+                            args.partition)
+        for job in jobs:
+            print(f"submitted {job.job_id}")
+        for job in jobs:
+            try:
+                job.result()
+            except Exception as e:  # submitit re-raises the job's error with its traceback
+                failures.append(f"job {job.job_id}: {e}")
+    else:
+        for p in planned:
+            if not p.commands:
+                continue
+            try:
+                run_one(suite.name, args.ci, p.run.name, str(work_dir), str(REPO), args.launcher,
+                        str(args.data) if args.data else None)
+            except RuntimeError as e:
+                failures.append(str(e))
+                print(f"failed: {e}", file=sys.stderr)
+    write_leaderboard([work_dir], work_dir / "leaderboard.md", "md")
+    write_leaderboard([work_dir], work_dir / "leaderboard.html", "html")
+    print(f"leaderboard: {work_dir / 'leaderboard.md'} and .html")
+    if failures:
+        print("\n".join(["failed runs:", *failures]), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
