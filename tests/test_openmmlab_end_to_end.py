@@ -35,6 +35,11 @@ def test_deeplabv3_ssn_on_real_segmentation(in_tmp, capsys):
     assert json.loads((in_tmp / "seg" / "summary.json").read_text()) == summary
     assert (in_tmp / "seg" / "ssn_selection.json").exists()
     assert "mIoU" in capsys.readouterr().out
+    # SwitchNormScalarsHook sent the per-layer chart to the visualizer after the validation
+    (chart,) = (in_tmp / "seg").glob("*/vis_data/vis_image/ssn_selection_per_layer_3.png")
+    from PIL import Image
+    with Image.open(chart) as image:
+        assert image.size[0] > 400 and len(set(image.convert("L").getdata())) > 20
 
 
 def test_mask_rcnn_ssn_on_real_instances(in_tmp):

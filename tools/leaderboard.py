@@ -16,6 +16,7 @@ self-contained page with the table and charts; `--screenshot PNG` photographs it
 Chromium. Checkpoints are read with full unpickling: use it on runs you trust.
 """
 import argparse
+import re
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -90,6 +91,7 @@ def main(argv=None):
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE)
     parser.add_argument("--no-selection", action="store_true", help="do not read the runs' checkpoints")
     parser.add_argument("--screenshot", type=Path, help="with --format html: photograph the page (headless Chromium)")
+    parser.add_argument("--charts", type=Path, help="also write the HTML page's charts as PNG files into this folder")
     args = parser.parse_args(argv)
     if args.paper:
         if args.update:
@@ -111,6 +113,13 @@ def main(argv=None):
         print(text, end="")
     else:
         print(f"wrote {args.output}")
+    if args.charts:
+        args.charts.mkdir(parents=True, exist_ok=True)
+        runs = [run for folder in args.work_dirs for run in find_runs(folder)]
+        for title, png in html_charts(build_rows(runs, args.pick, with_selection=not args.no_selection)):
+            path = args.charts / (re.sub(r"[^A-Za-z0-9]+", "_", title).strip("_").lower() + ".png")
+            path.write_bytes(png)
+            print(f"wrote {path}")
     if args.screenshot:
         from ssn_plugins.reproduction.browser import screenshot
         print(f"wrote {screenshot(args.output, args.screenshot)}")

@@ -112,7 +112,7 @@ def main(args):
 
 if __name__ == "__main__":
     args = default_argument_parser().parse_args()
-    if uses_real_mini(load_config(args)) and not (REAL_MINI_ROOT / "annotations" / "instances_val.json").exists():
-        write_coco(REAL_MINI_ROOT)  # once, before the worker processes start
+    if uses_real_mini(load_config(args)) and not (REAL_MINI_ROOT / "annotations" / "instances_heldout.json").exists():
+        write_coco(REAL_MINI_ROOT, heldout=True)  # once, before the worker processes start
     launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
            dist_url=args.dist_url, args=(args,))

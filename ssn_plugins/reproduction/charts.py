@@ -72,7 +72,8 @@ def layer_ratio_chart(rows: Sequence[dict], title: str = "") -> bytes:
             bottom = [b + h for b, h in zip(bottom, heights)]
         fixed = [i for i, r in enumerate(rows) if r.get("selection") is not None
                  and r["selection"][0 if vector == "mean" else 1] is not None]
-        ax.scatter(fixed, [1.04] * len(fixed), marker="v", color="black", s=10, label="fixed", clip_on=False)
+        if fixed:
+            ax.scatter(fixed, [1.04] * len(fixed), marker="v", color="black", s=10, label="fixed", clip_on=False)
         ax.set_ylim(0, 1.08)
         ax.set_ylabel(f"{vector} ratios")
         ax.legend(loc="upper right", ncol=4, fontsize=8, framealpha=0.9)

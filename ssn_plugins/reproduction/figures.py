@@ -82,10 +82,6 @@ def paper_figures(path: Path = FIGURES_FILE) -> List[PaperFigure]:
     return rows
 
 
-def _cell(value: Optional[float]) -> str:
-    return "–" if value is None else f"{value:g}" if value != round(value, 1) else f"{value:.1f}"
-
-
 def _value_text(value: float) -> str:
     # as printed in the sources: one decimal for the papers, two for the releases
     return f"{value:.2f}" if round(value, 1) != value else f"{value:.1f}"
@@ -154,7 +150,8 @@ def generated_blocks(path: Path = FIGURES_FILE) -> Dict[str, str]:
     }
 
 
-BEGIN, END = "<!-- generated from ssn_plugins/reproduction/paper_figures.yaml: {} -->", "<!-- end of generated block -->"
+BEGIN = "<!-- generated from ssn_plugins/reproduction/paper_figures.yaml: {} -->"
+END = "<!-- end of generated block -->"
 
 
 def update_markdown(text: str, blocks: Dict[str, str]) -> str:

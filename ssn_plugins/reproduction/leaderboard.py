@@ -124,8 +124,9 @@ def format_selection_counts(counts: Optional[Dict[str, Dict[str, int]]], problem
         return "–"
     if not counts["layers"]["SSN"]:
         return f"{counts['layers']['SN']} SN layers (soft)" if counts["layers"]["SN"] else "no SN/SSN layers"
-    text = lambda c: " ".join(f"{k} {v}" for k, v in sorted(c.items()))
-    return f"mean: {text(counts['mean'])}; var: {text(counts['var'])}"
+    def text(vector: str) -> str:
+        return " ".join(f"{k} {v}" for k, v in sorted(counts[vector].items()))
+    return f"mean: {text('mean')}; var: {text('var')}"
 
 
 COLUMNS = ("run", "tool", "status", "task", "dataset", "model", "norm", "batch", "evaluation", "metric", "ours",
@@ -185,7 +186,8 @@ def to_html(records: Sequence[dict], charts: Sequence[Tuple[str, bytes]] = (), t
         f"<figcaption>{html.escape(name)}</figcaption></figure>" for name, png in charts)
     style = ("body{font-family:sans-serif;margin:1.5em} table{border-collapse:collapse;font-size:13px}"
              "th,td{border:1px solid #bbb;padding:3px 6px;text-align:left} th{background:#eee}"
-             "td.reproduced.yes{background:#d4f4d4} td.reproduced.below{background:#f8d4d4} td.reproduced.above{background:#d4e4f8}"
+             "td.reproduced.yes{background:#d4f4d4} td.reproduced.below{background:#f8d4d4}"
+             "td.reproduced.above{background:#d4e4f8}"
              "figure{display:inline-block;margin:1em} img{max-width:900px}")
     return (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
             f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>"

@@ -227,7 +227,9 @@ def read_mmengine(folder: Path) -> Run:
     length = train_cfg.get("max_iters") or train_cfg.get("max_epochs")
     run.checkpoint = run.checkpoint or _last_checkpoint(folder)
     trained_to = max((e.step for e in run.evaluations if e.kind == "val"), default=None)
-    if any(e.kind == "test" for e in run.evaluations) or (length and trained_to is not None and trained_to >= length):
+    tested = any(e.kind == "test" for e in run.evaluations)
+    # a training run is finished when it evaluated at its last iteration / epoch; a test-only folder when tested
+    if (trained_to is not None and length and trained_to >= length) or (trained_to is None and tested):
         run.status = FINISHED
     else:
         run.problem = "no evaluation" if trained_to is None else f"last evaluation at {trained_to} of {length}"
