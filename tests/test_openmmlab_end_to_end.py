@@ -51,6 +51,16 @@ def test_mask_rcnn_ssn_on_real_instances(in_tmp):
     for when in ("before", "after"):
         assert set(summary[when]) == {"coco/bbox_mAP", "coco/segm_mAP"}
         assert all(0.0 <= v <= 1.0 for v in summary[when].values())
+    from ssn_plugins.reproduction.runs import FINISHED, find_runs
+    (run,) = find_runs(in_tmp / "det")
+    assert run.status == FINISHED and (run.task, run.model, run.dataset, run.norm, run.batch) == (
+        "instance segmentation", "Mask R-CNN R50-FPN 1 epochs", "real_mini", "SSN", (1, 2))
+    final = run.pick()
+    assert final.step == 1  # epoch-based: the validation after epoch 1
+    if final.metrics:  # mmdet reports nothing when there is no detection; the run then says so
+        assert final.metrics["box AP"] == pytest.approx(100 * summary["after"]["coco/bbox_mAP"], abs=0.01)
+    else:
+        assert "reported no metric" in run.problem
 
 
 def test_i3d_ssn3d_on_real_clips(in_tmp):
@@ -76,6 +86,14 @@ def test_i3d_ssn3d_on_real_clips(in_tmp):
     selection = json.loads((in_tmp / "video" / "ssn_selection.json").read_text())
     assert len(selection) == 53 and selection[0]["name"] == "backbone.conv1.bn"
     assert {layer["type"] for layer in selection} == {"SparseSwitchNorm3d"}
+    from ssn_plugins.reproduction.leaderboard import build_rows
+    from ssn_plugins.reproduction.runs import FINISHED, find_runs
+    (found,) = find_runs(in_tmp / "video")
+    assert found.status == FINISHED and (found.task, found.model, found.dataset, found.norm) == (
+        "video classification", "I3D R50", "real_clips", "SSN")
+    assert found.pick().metrics["top1"] == pytest.approx(100 * summary["after"]["acc/top1"], abs=0.01)
+    (row,) = build_rows([found])
+    assert row.run.checkpoint.name == "iter_4.pth" and sum(row.selection["var"].values()) == 53
 
 
 def test_train_resume_and_test_tools(in_tmp):

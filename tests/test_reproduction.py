@@ -175,12 +175,15 @@ def test_leaderboard_lists_missing_partial_and_unreadable_runs(fashion_suite, tm
     import shutil
     shutil.copytree(suite_dir / "bn_1x32", tmp_path / "partial")
     (tmp_path / "partial" / "metrics.json").unlink()
+    (tmp_path / "partial" / "reproduce.log").write_text("Traceback (most recent call last):\n  ...\n"
+                                                        "FloatingPointError: Loss became infinite or NaN\n")
     shutil.copytree(suite_dir / "bn_1x32", tmp_path / "broken")
     (tmp_path / "broken" / "config.json").write_text("{not json")
     (tmp_path / "empty").mkdir()
     runs = find_runs(tmp_path) + find_runs(tmp_path / "empty") + find_runs(tmp_path / "nowhere")
     status = {r.path.name: (r.status, r.problem) for r in runs}
     assert status["partial"][0] == PARTIAL and "not finished" in status["partial"][1]
+    assert status["partial"][1].endswith("stopped with FloatingPointError: Loss became infinite or NaN")
     assert status["broken"][0] == UNREADABLE and "config.json" in status["broken"][1]
     assert status["empty"][0] == MISSING and status["nowhere"] == (MISSING, "no such folder")
     text = tool(TOOLS / "leaderboard.py", tmp_path, tmp_path / "nowhere").stdout

@@ -76,7 +76,7 @@ def layer_ratio_chart(rows: Sequence[dict], title: str = "") -> bytes:
             ax.scatter(fixed, [1.04] * len(fixed), marker="v", color="black", s=10, label="fixed", clip_on=False)
         ax.set_ylim(0, 1.08)
         ax.set_ylabel(f"{vector} ratios")
-        ax.legend(loc="upper right", ncol=4, fontsize=8, framealpha=0.9)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=8)  # outside: bars reach 1
     axes[1].set_xticks(x)
     axes[1].set_xticklabels([r["name"] for r in rows], rotation=90, fontsize=6)
     axes[0].set_title(title or f"normalizer ratios of {len(rows)} layers")

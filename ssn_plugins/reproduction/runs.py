@@ -107,7 +107,8 @@ def read_detectron2(folder: Path) -> Run:
                         test_set = key[: -len(suffix) - 1]
                         primary = not test_sets or test_set == test_sets[0]
                         found[name if primary else f"{name} ({test_set})"] = float(value)
-            if found:
+            if found:  # the first test set's metrics first, then the others'
+                found = dict(sorted(found.items(), key=lambda item: ("(" in item[0], item[0])))
                 run.evaluations.append(Evaluation(int(record.get("iteration", -1)), found))
         run.scalars_files.append(metrics_file)
     final = folder / "model_final.pth"
@@ -117,8 +118,22 @@ def read_detectron2(folder: Path) -> Run:
         run.status = FINISHED
     else:
         run.problem = ("no evaluation" if last_step is None else f"last evaluation at iteration {last_step}") + \
-            f" of {max_iter}" + ("" if final.exists() else ", no model_final.pth")
+            f" of {max_iter}" + ("" if final.exists() else ", no model_final.pth") + _last_error(folder)
     return run
+
+
+_ERROR = re.compile(r"^(\w+(?:Error|Exception)): (.+)$")
+
+
+def _last_error(folder: Path) -> str:
+    """``; stopped with <the exception>`` from the run's log (reproduce.py's, else the tool's), or nothing."""
+    for name in ("reproduce.log", "log.txt"):
+        log = folder / name
+        if log.exists():
+            errors = [m.group(0) for m in map(_ERROR.match, log.read_text(errors="replace").splitlines()) if m]
+            if errors:
+                return f"; stopped with {errors[-1][:200]}"
+    return ""
 
 
 def describe_detectron2_config(cfg: dict, run: Run, world_size: Optional[int]) -> None:
@@ -208,8 +223,9 @@ def read_mmengine(folder: Path) -> Run:
                 except json.JSONDecodeError as e:
                     return _unreadable(run, f"{scalars.relative_to(folder)} line {number}: {e}")
                 metrics = _mm_metrics(record)
-                if metrics:
-                    run.evaluations.append(Evaluation(int(record.get("step", -1)), metrics))
+                # a validation line: metrics, or none at all (mmdet's CocoMetric with no detection), but no loss
+                if metrics or ("step" in record and "lr" not in record and not any("loss" in k for k in record)):
+                    run.evaluations.append(Evaluation(int(record["step"]), metrics))
     results = folder / _MM_TEST_RESULTS
     if results.exists():
         for number, line in enumerate(results.read_text().splitlines(), 1):
@@ -232,20 +248,26 @@ def read_mmengine(folder: Path) -> Run:
     if (trained_to is not None and length and trained_to >= length) or (trained_to is None and tested):
         run.status = FINISHED
     else:
-        run.problem = "no evaluation" if trained_to is None else f"last evaluation at {trained_to} of {length}"
+        run.problem = ("no evaluation" if trained_to is None else f"last evaluation at {trained_to} of {length}") \
+            + _last_error(folder)
+    if run.evaluations and not run.evaluations[-1].metrics:
+        run.problem = "the last evaluation reported no metric (mmdet: no detection to score)"
     return run
 
 
 def _mm_dataset_name(dataset: dict) -> str:
     """The papers' name of a data set known by its data root (``data/cityscapes/``), else the root's folder name
-    (``real_mini``), else known by its annotation file or type (``CocoDataset``)."""
+    (``real_mini``), else known by its annotation file or type (``CocoDataset``), else the annotation file's
+    folder."""
     root = str(dataset.get("data_root") or "").rstrip("/")
     if root:
         return _dataset_name(root) if _dataset_name(root) != root else Path(root).name
-    for text in (str(dataset.get("ann_file") or ""), str(dataset.get("type") or "")):
+    ann_file = str(dataset.get("ann_file") or "")
+    for text in (ann_file, str(dataset.get("type") or "")):
         if text and _dataset_name(text) != text:
             return _dataset_name(text)
-    return str(dataset.get("type", "?"))
+    # mmaction2's lists name their folder: datasets/real_clips/real_clips_train_list_videos.txt
+    return Path(ann_file).parent.name or str(dataset.get("type", "?"))
 
 
 def describe_mmengine_config(cfg, run: Run) -> None:
@@ -296,7 +318,7 @@ def read_own_tool(folder: Path) -> Run:
     if tb.exists():
         run.scalars_files.extend(sorted(tb.glob("events.out.tfevents.*")))
     if not metrics_file.exists():
-        run.problem = "no metrics.json (not finished)"
+        run.problem = "no metrics.json (not finished)" + _last_error(folder)
         run.checkpoint = folder / "last.pth" if (folder / "last.pth").exists() else None
         return run
     try:
