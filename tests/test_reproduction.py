@@ -281,3 +281,24 @@ def test_real_mini_suite_detectron2_run_is_read_with_heldout_ap(tmp_path):
     assert "ssn/selection_per_layer" in events.Tags()["images"]
     charts = tool(TOOLS / "analyze_selection.py", tmp_path / "real-mini" / "ssn", "-o", tmp_path / "charts").stdout
     assert "69 SN/SSN layers" in charts and (tmp_path / "charts" / "ratio_trajectories.png").exists()
+
+
+def test_cluster_suites_dry_run_commands(tmp_path):
+    """The GPU suites' commands, as --dry-run prints them: detectron2's own launcher, torchrun for mmengine."""
+    coco = tool(TOOLS / "reproduce.py", "coco-mask-rcnn-2x", "--launcher", "torchrun", "--dry-run",
+                "--work-dir", tmp_path).stdout
+    assert coco.count(": new: ") == 4
+    assert "train_net.py --num-gpus 8 --config-file configs/detectron2/mask_rcnn_R_50_FPN_2x_frozenbn.yaml" in coco
+    city = tool(TOOLS / "reproduce.py", "cityscapes-deeplab", "--launcher", "torchrun", "--dry-run", "--norms", "sn",
+                "--work-dir", tmp_path).stdout
+    assert "torch.distributed.run --nproc_per_node=8" in city and "--launcher pytorch" in city
+    assert "deeplabv3_r50-d8_sn_8xb2-80k_cityscapes-512x1024.py" in city and city.count(": new: ") == 1
+    local = tool(TOOLS / "reproduce.py", "cityscapes-deeplab", "--dry-run", "--norms", "sn", "--work-dir",
+                 tmp_path).stdout
+    assert "torch.distributed.run" not in local and "--launcher" not in local
+    refused = tool(TOOLS / "reproduce.py", "imagenet-r50-batch-sizes", "--dry-run", "--work-dir", tmp_path,
+                   check=False)
+    assert refused.returncode == 2 and "needs --data" in refused.stderr
+    data = tool(TOOLS / "reproduce.py", "imagenet-r50-batch-sizes", "--dry-run", "--data", tmp_path / "imagenet",
+                "--norms", "sn_8x1", "--work-dir", tmp_path).stdout
+    assert "--no-bn --batch-setting 8,1 --dataset-name ImageNet" in data and data.count(": new: ") == 1

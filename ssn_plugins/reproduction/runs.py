@@ -223,8 +223,10 @@ def read_mmengine(folder: Path) -> Run:
                 except json.JSONDecodeError as e:
                     return _unreadable(run, f"{scalars.relative_to(folder)} line {number}: {e}")
                 metrics = _mm_metrics(record)
-                # a validation line: metrics, or none at all (mmdet's CocoMetric with no detection), but no loss
-                if metrics or ("step" in record and "lr" not in record and not any("loss" in k for k in record)):
+                # a validation line (LoggerHook's: metrics, "time", "step"; mmdet's CocoMetric gives no metric when
+                # nothing is detected), not a training line (lr, losses) nor a hook's scalars (ssn/..., step)
+                if metrics or ({"step", "time"} <= set(record) and "lr" not in record
+                               and not any("loss" in k for k in record)):
                     run.evaluations.append(Evaluation(int(record["step"]), metrics))
     results = folder / _MM_TEST_RESULTS
     if results.exists():
@@ -244,8 +246,9 @@ def read_mmengine(folder: Path) -> Run:
     run.checkpoint = run.checkpoint or _last_checkpoint(folder)
     trained_to = max((e.step for e in run.evaluations if e.kind == "val"), default=None)
     tested = any(e.kind == "test" for e in run.evaluations)
-    # a training run is finished when it evaluated at its last iteration / epoch; a test-only folder when tested
-    if (trained_to is not None and length and trained_to >= length) or (trained_to is None and tested):
+    # finished: evaluated at the config's last iteration / epoch, or tested with tools/mm_test.py (whose runner
+    # dumps its own config over the training one, so a tested folder's length may not be the training's)
+    if (trained_to is not None and length and trained_to >= length) or tested:
         run.status = FINISHED
     else:
         run.problem = ("no evaluation" if trained_to is None else f"last evaluation at {trained_to} of {length}") \
