@@ -138,7 +138,8 @@ def table_records(rows: Sequence[Row], tolerance: float = DEFAULT_TOLERANCE, roo
     records = []
     for row in rows:
         run = row.run
-        name = str(run.path.relative_to(root)) if root and run.path.is_relative_to(root) else str(run.path)
+        path = run.path.resolve()
+        name = str(path.relative_to(root)) if root and path.is_relative_to(root) else str(run.path)
         base = {"run": name, "tool": run.tool,
                 "status": run.status + (f" ({run.problem})" if run.problem else ""), "task": run.task,
                 "dataset": run.dataset, "model": run.model, "norm": run.norm, "batch": format_batch(run.batch),
