@@ -296,6 +296,11 @@ def test_cluster_suites_dry_run_commands(tmp_path):
     local = tool(TOOLS / "reproduce.py", "cityscapes-deeplab", "--dry-run", "--norms", "sn", "--work-dir",
                  tmp_path).stdout
     assert "torch.distributed.run" not in local and "--launcher" not in local
+    # resuming an mmengine run: mm_train's --resume takes an optional path, so it must not swallow the config
+    from ssn_plugins.reproduction.suites import command
+    train = get_suite("cityscapes-deeplab").runs[0].steps[0]
+    resumed = command(train, tmp_path / "w", REPO, "torchrun", 8, resume=True, data=None)
+    assert resumed[resumed.index("--resume") + 1] == "auto" and resumed[-2:] == ["--launcher", "pytorch"]
     refused = tool(TOOLS / "reproduce.py", "imagenet-r50-batch-sizes", "--dry-run", "--work-dir", tmp_path,
                    check=False)
     assert refused.returncode == 2 and "needs --data" in refused.stderr

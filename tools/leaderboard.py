@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ssn_plugins.reproduction import figures as F
-from ssn_plugins.reproduction.leaderboard import (DEFAULT_TOLERANCE, build_rows, checkpoint_selection_rows,
-                                                  table_records, to_csv, to_html, to_markdown)
+from ssn_plugins.reproduction.leaderboard import (DEFAULT_TOLERANCE, build_rows, table_records, to_csv, to_html,
+                                                  to_markdown)
 from ssn_plugins.reproduction.runs import FINISHED, find_runs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,18 +45,21 @@ def html_charts(rows):
             out.append((f"{dataset} {model}: {metric} by images per batch",
                         charts.metric_by_batch_chart(points, metric, f"{dataset} {model}")))
     for row in rows:
-        if row.run.checkpoint is None or row.selection is None:
-            continue
-        layers = checkpoint_selection_rows(row.run.checkpoint)
-        if layers:
-            out.append((f"{row.run.path.name}: ratios per layer", charts.layer_ratio_chart(layers, row.run.path.name)))
+        if row.layers:
+            out.append((f"{row.run.path.name}: ratios per layer",
+                        charts.layer_ratio_chart(row.layers, row.run.path.name)))
     return out
 
 
-def write_leaderboard(work_dirs: Sequence[Path], output: Optional[Path], fmt: str = "md", pick: str = "final",
-                      tolerance: float = DEFAULT_TOLERANCE, with_selection: bool = True) -> str:
+def collect_rows(work_dirs: Sequence[Path], pick: str = "final", with_selection: bool = True):
+    """The rows of every run in ``work_dirs`` (each checkpoint read once)."""
     runs = [run for folder in work_dirs for run in find_runs(Path(folder))]
-    rows = build_rows(runs, pick, with_selection=with_selection)
+    return build_rows(runs, pick, with_selection=with_selection)
+
+
+def render(rows, work_dirs: Sequence[Path], fmt: str = "md", tolerance: float = DEFAULT_TOLERANCE,
+           output: Optional[Path] = None) -> str:
+    """The leaderboard of ``rows`` as Markdown, CSV or HTML (written to ``output`` when given)."""
     root = Path(work_dirs[0]).resolve().parent if len(work_dirs) == 1 else None
     records = table_records(rows, tolerance, root)
     if fmt == "md":
@@ -107,16 +110,15 @@ def main(argv=None):
         parser.error("give WORK_DIR(s), or --paper")
     if args.screenshot and (args.format != "html" or args.output is None):
         parser.error("--screenshot needs --format html and -o FILE")
-    text = write_leaderboard(args.work_dirs, args.output, args.format, args.pick, args.tolerance,
-                             not args.no_selection)
+    rows = collect_rows(args.work_dirs, args.pick, not args.no_selection)
+    text = render(rows, args.work_dirs, args.format, args.tolerance, args.output)
     if args.output is None:
         print(text, end="")
     else:
         print(f"wrote {args.output}")
     if args.charts:
         args.charts.mkdir(parents=True, exist_ok=True)
-        runs = [run for folder in args.work_dirs for run in find_runs(folder)]
-        for title, png in html_charts(build_rows(runs, args.pick, with_selection=not args.no_selection)):
+        for title, png in html_charts(rows):
             path = args.charts / (re.sub(r"[^A-Za-z0-9]+", "_", title).strip("_").lower() + ".png")
             path.write_bytes(png)
             print(f"wrote {path}")

@@ -22,7 +22,7 @@ sys.path.insert(0, str(REPO / "tools"))
 
 from ssn_plugins.reproduction.launch import run_one, submit_slurm  # noqa: E402
 from ssn_plugins.reproduction.suites import SUITES, get_suite, plan, shell_line  # noqa: E402
-from leaderboard import write_leaderboard  # noqa: E402
+from leaderboard import collect_rows, render  # noqa: E402
 
 
 def main(argv=None):
@@ -80,8 +80,9 @@ def main(argv=None):
             except RuntimeError as e:
                 failures.append(str(e))
                 print(f"failed: {e}", file=sys.stderr)
-    write_leaderboard([work_dir], work_dir / "leaderboard.md", "md")
-    write_leaderboard([work_dir], work_dir / "leaderboard.html", "html")
+    rows = collect_rows([work_dir])
+    for fmt in ("md", "html"):
+        render(rows, [work_dir], fmt, output=work_dir / f"leaderboard.{fmt}")
     print(f"leaderboard: {work_dir / 'leaderboard.md'} and .html")
     if failures:
         print("\n".join(["failed runs:", *failures]), file=sys.stderr)

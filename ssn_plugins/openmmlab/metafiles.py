@@ -4,9 +4,10 @@ Each config of a family becomes one ``Models`` entry, as in mmseg's / mmdet's mo
 training data, batch, norm, the papers' figure for it (matched with the same rule the leaderboard uses,
 from the config's own model, data set and norm) and the checkpoint ``tools/reproduce.py`` leaves.
 """
+import functools
 import re
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 from ..reproduction.figures import load_sources, paper_figures
 from ..reproduction.leaderboard import match_figure
@@ -25,14 +26,15 @@ TASK_METRICS = {"semantic segmentation": ("mIoU", "mIoU (ms)"), "instance segmen
                 "detection": ("box AP",), "video classification": ("top1", "top5")}
 
 
-def _suite_folder(config: str) -> Optional[Tuple[str, str]]:
-    """(suite, run) whose training step runs ``config``."""
+@functools.lru_cache(maxsize=None)
+def _suite_folders() -> Dict[str, Tuple[str, str]]:
+    """``{config: (suite, run)}`` for every config a suite's training step runs (the first suite wins)."""
+    folders = {}
     for name, factory in SUITES.items():
-        suite = factory(False)
-        for run in suite.runs:
-            if any(config in step.args for step in run.steps):
-                return name, run.name
-    return None
+        for run in factory(False).runs:
+            for arg in run.steps[0].args:
+                folders.setdefault(arg, (name, run.name))
+    return folders
 
 
 def config_entry(config_path: Path, repo: Path) -> dict:
@@ -56,7 +58,7 @@ def config_entry(config_path: Path, repo: Path) -> dict:
     train_cfg = cfg.get("train_cfg") or {}
     checkpoint = (f"iter_{train_cfg['max_iters']}.pth" if train_cfg.get("max_iters")
                   else f"epoch_{train_cfg.get('max_epochs')}.pth")
-    where = _suite_folder(relative)
+    where = _suite_folders().get(relative)
     entry = {
         "Name": config_path.stem,
         "In Collection": config_path.parent.name,

@@ -50,8 +50,13 @@ class Row:
     evaluation: str
     results: Dict[str, float]
     paper: Dict[str, PaperFigure] = field(default_factory=dict)
-    selection: Optional[Dict[str, Dict[str, int]]] = None
+    layers: Optional[List[dict]] = None   # describe_state_dict rows of the run's checkpoint, when read
     selection_problem: str = ""
+
+    @property
+    def selection(self) -> Optional[Dict[str, Dict[str, int]]]:
+        """How many SSN mean / variance vectors chose each candidate, and how many SN / SSN layers there are."""
+        return None if self.layers is None else selection_counts(self.layers)
 
     def difference(self, metric: str) -> Optional[float]:
         if metric not in self.paper or metric not in self.results:
@@ -80,10 +85,9 @@ def checkpoint_selection_rows(checkpoint: Path) -> List[dict]:
     return describe_state_dict(state)
 
 
-def selection_summary(checkpoint: Path) -> Dict[str, Dict[str, int]]:
-    """How many SSN mean / variance vectors chose each candidate in a checkpoint."""
+def selection_counts(rows: List[dict]) -> Dict[str, Dict[str, int]]:
+    """``count_selections`` of ``describe_state_dict`` rows, with the number of SN and SSN layers."""
     from ..selection import count_selections
-    rows = checkpoint_selection_rows(checkpoint)
     counts = count_selections(rows)
     counts["layers"] = {"SN": sum(r["type"] == "SwitchNorm" for r in rows),
                         "SSN": sum(r["type"] == "SparseSwitchNorm" for r in rows)}
@@ -106,7 +110,7 @@ def build_rows(runs: Sequence[Run], pick: str = "final", figures: Optional[Seque
                 row.paper[metric] = figure
         if with_selection and run.checkpoint is not None:
             try:
-                row.selection = selection_summary(run.checkpoint)
+                row.layers = checkpoint_selection_rows(run.checkpoint)
             except Exception as e:  # an unreadable checkpoint is reported on its row, not raised
                 row.selection_problem = f"{run.checkpoint.name}: {type(e).__name__}: {e}"
         rows.append(row)

@@ -91,13 +91,11 @@ def read_detectron2(folder: Path) -> Run:
         return _unreadable(run, f"config.yaml: {e}")
     metrics_file = folder / "metrics.json"
     if metrics_file.exists():
-        for number, line in enumerate(metrics_file.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                return _unreadable(run, f"metrics.json line {number}: {e}")
+        try:
+            records = _json_lines(metrics_file, folder)
+        except ValueError as e:
+            return _unreadable(run, str(e))
+        for record in records:
             found = {}
             for key, value in record.items():
                 for suffix, name in _D2_METRICS.items():
@@ -153,6 +151,18 @@ def describe_detectron2_config(cfg: dict, run: Run, world_size: Optional[int]) -
     run.model = f"{arch} R{resnets.get('DEPTH', 50)}-FPN {_schedule(int(solver['MAX_ITER']), ims)}"
     tests = cfg.get("DATASETS", {}).get("TEST", [])
     run.dataset = _dataset_name(re.sub(r"_(val|test|train)$", "", tests[0])) if tests else "?"
+
+
+def _json_lines(path: Path, folder: Path) -> List[dict]:
+    """The records of a JSON-lines file (blank lines skipped); a ValueError names the file and line of a bad one."""
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path.relative_to(folder)} line {number}: {e}") from None
+    return records
 
 
 def _world_size_from_log(log: Path) -> Optional[int]:
@@ -217,11 +227,11 @@ def read_mmengine(folder: Path) -> Run:
         scalars = stamp / "vis_data" / "scalars.json"
         if scalars.exists():
             run.scalars_files.append(scalars)
-            for number, line in enumerate(scalars.read_text().splitlines(), 1):
-                try:
-                    record = json.loads(line) if line.strip() else {}
-                except json.JSONDecodeError as e:
-                    return _unreadable(run, f"{scalars.relative_to(folder)} line {number}: {e}")
+            try:
+                records = _json_lines(scalars, folder)
+            except ValueError as e:
+                return _unreadable(run, str(e))
+            for record in records:
                 metrics = _mm_metrics(record)
                 # a validation line (LoggerHook's: metrics, "time", "step"; mmdet's CocoMetric gives no metric when
                 # nothing is detected), not a training line (lr, losses) nor a hook's scalars (ssn/..., step)
@@ -230,16 +240,13 @@ def read_mmengine(folder: Path) -> Run:
                     run.evaluations.append(Evaluation(int(record["step"]), metrics))
     results = folder / _MM_TEST_RESULTS
     if results.exists():
-        for number, line in enumerate(results.read_text().splitlines(), 1):
-            try:
-                record = json.loads(line) if line.strip() else None
-            except json.JSONDecodeError as e:
-                return _unreadable(run, f"{_MM_TEST_RESULTS} line {number}: {e}")
-            if record:
-                run.evaluations.append(Evaluation(-1, _mm_metrics(record["metrics"], record.get("tta", False)),
-                                                  "test"))
-                run.checkpoint = Path(record["checkpoint"]) if Path(record["checkpoint"]).exists() \
-                    else run.checkpoint
+        try:
+            records = _json_lines(results, folder)
+        except ValueError as e:
+            return _unreadable(run, str(e))
+        for record in records:
+            run.evaluations.append(Evaluation(-1, _mm_metrics(record["metrics"], record.get("tta", False)), "test"))
+            run.checkpoint = Path(record["checkpoint"]) if Path(record["checkpoint"]).exists() else run.checkpoint
     run.batch = (gpus, run.batch[1])
     train_cfg = cfg.get("train_cfg") or {}
     length = train_cfg.get("max_iters") or train_cfg.get("max_epochs")

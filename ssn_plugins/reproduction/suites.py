@@ -20,7 +20,9 @@ class Step:
     args: List[str]                 # WORK is replaced by the run's folder
     resume: List[str] = field(default_factory=list)
     done: Optional[Callable[[Optional[Run]], bool]] = None   # default: the run is finished
-    distributed: str = "torchrun"   # how --launcher torchrun runs it: "torchrun", "detectron2" (--num-gpus), "none"
+    # how a multi-GPU launch runs it: "torchrun", "mmengine" (torchrun, and the tool's --launcher pytorch),
+    # "detectron2" (the tool's own --num-gpus), "none" (one process always)
+    distributed: str = "torchrun"
 
 
 @dataclass
@@ -103,26 +105,24 @@ def _mmengine(name: str, pattern: str, norms: Sequence[str], tta: bool) -> Calla
         runs = []
         for norm in norms:
             config = pattern.format(norm=norm)
-            steps = [Step("mm_train", [config, "--work-dir", "WORK", "--launcher", "LAUNCHER"], ["--resume"])]
+            # "--resume auto": mm_train's --resume takes an optional path, which would swallow the config
+            steps = [Step("mm_train", [config, "--work-dir", "WORK"], ["--resume", "auto"], distributed="mmengine")]
             if tta:  # the papers' multi-scale mIoU, from the last checkpoint
-                steps.append(Step("mm_test", [config, "WORK/CHECKPOINT", "--tta", "--work-dir", "WORK",
-                                              "--launcher", "LAUNCHER"], done=_has_metric("mIoU (ms)")))
+                steps.append(Step("mm_test", [config, "WORK/CHECKPOINT", "--tta", "--work-dir", "WORK"],
+                                  done=_has_metric("mIoU (ms)"), distributed="mmengine"))
             runs.append(SuiteRun(norm, norm, 8, steps))
         return Suite(name, f"{Path(pattern).parent.name}, 8 GPUs: {', '.join(norms)}", runs)
     return suite
 
 
 def imagenet_r50_batch_sizes(ci: bool = False) -> Suite:
-    runs = []
-    for norm in ("BN", "GN", "SN", "SSN"):
-        for per_gpu in (32, 16, 8, 4, 2):
-            runs.append(SuiteRun(f"{norm.lower()}_8x{per_gpu}", norm, 8, [Step(
-                "pretrain_imagenet", ["DATA", "-o", "WORK", "--depth", "50", "--norm", norm,
-                                      "--batch-setting", f"8,{per_gpu}", "--dataset-name", "ImageNet"],
-                ["--resume"])]))
-    runs.append(SuiteRun("sn_8x1", "SN", 8, [Step(
-        "pretrain_imagenet", ["DATA", "-o", "WORK", "--depth", "50", "--norm", "SN", "--no-bn",
-                              "--batch-setting", "8,1", "--dataset-name", "ImageNet"], ["--resume"])]))
+    # the papers' settings; SN at one image per GPU mixes IN and LN only
+    settings = [(norm, per_gpu, []) for norm in ("BN", "GN", "SN", "SSN") for per_gpu in (32, 16, 8, 4, 2)]
+    settings.append(("SN", 1, ["--no-bn"]))
+    runs = [SuiteRun(f"{norm.lower()}_8x{per_gpu}", norm, 8, [Step(
+        "pretrain_imagenet", ["DATA", "-o", "WORK", "--depth", "50", "--norm", norm, *extra,
+                              "--batch-setting", f"8,{per_gpu}", "--dataset-name", "ImageNet"], ["--resume"])])
+        for norm, per_gpu, extra in settings]
     return Suite("imagenet-r50-batch-sizes", "ImageNet ResNet-50, BN / GN / SN / SSN at (8,32) ... (8,2)", runs,
                  needs_data=True)
 
@@ -178,8 +178,7 @@ def _checkpoint_name(folder: Path) -> str:
 
 def command(step: Step, folder: Path, repo: Path, launcher: str, gpus: int, resume: bool,
             data: Optional[Path], python: str = sys.executable) -> List[str]:
-    replace = {"WORK": str(folder), "LAUNCHER": "none" if launcher == "local" else "pytorch",
-               "DATA": str(data) if data else "DATA"}
+    replace = {"WORK": str(folder), "DATA": str(data) if data else "DATA"}
     args = []
     for a in step.args:
         if a == "WORK/CHECKPOINT":
@@ -188,26 +187,13 @@ def command(step: Step, folder: Path, repo: Path, launcher: str, gpus: int, resu
     tool = str(repo / "tools" / f"{step.tool}.py")
     if launcher == "local" or step.distributed == "none" or gpus == 1:
         base = [python, tool]
-        if step.distributed == "torchrun":
-            args = _without_launcher(args)
     elif step.distributed == "detectron2":
         base = [python, tool, "--num-gpus", str(gpus)]
     else:
         base = [python, "-m", "torch.distributed.run", f"--nproc_per_node={gpus}", tool]
+        if step.distributed == "mmengine":
+            args += ["--launcher", "pytorch"]
     return base + (step.resume if resume else []) + args
-
-
-def _without_launcher(args: List[str]) -> List[str]:
-    out, skip = [], False
-    for a in args:
-        if skip:
-            skip = False
-            continue
-        if a == "--launcher":
-            skip = True
-            continue
-        out.append(a)
-    return out
 
 
 def plan(suite: Suite, work_dir: Path, repo: Path, launcher: str = "local", data: Optional[Path] = None,
