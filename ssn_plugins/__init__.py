@@ -6,7 +6,8 @@ live in sub-packages and import their framework only when imported.
 from .batch_stats import average_statistics_across_processes, layers_with_batch_statistics, recompute_batch_statistics
 from .convert import NORM_TYPES, convert_norm, convert_sync
 from .functional import CANDIDATES, selected_norm, switch_norm
-from .layers import (ChannelEquilibrium, InstanceReweight, SparseSwitchNorm, SparseSwitchNorm1d,
+from .inference import InferenceReport, fold_conv_norm, for_inference
+from .layers import (ChannelEquilibrium, FrozenSwitchNorm, InstanceReweight, SparseSwitchNorm, SparseSwitchNorm1d,
                      SparseSwitchNorm2d, SparseSwitchNorm3d, SwitchNorm, SwitchNorm1d, SwitchNorm2d, SwitchNorm3d,
                      SyncSparseSwitchNorm, SyncSparseSwitchNorm1d, SyncSparseSwitchNorm2d, SyncSparseSwitchNorm3d,
                      SyncSwitchNorm, SyncSwitchNorm1d, SyncSwitchNorm2d, SyncSwitchNorm3d)

@@ -11,7 +11,7 @@ LN and BN are derived from them with the law of total variance,
 ``mean(var_in + mean_in²) - mean²`` without its cancellation.
 """
 import math
-from typing import Optional, Sequence, Tuple
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -43,10 +43,15 @@ def _differentiable_all_reduce(t: Tensor, group) -> Tensor:
     return all_reduce(t, group=group)
 
 
-def _population_var(t: Tensor, dim: int, keepdim: bool = True) -> Tensor:
-    # Two-pass and explicit: Tensor.var on small CPU tensors is ~20x slower.
-    centred = t - t.mean(dim, keepdim=True)
-    return (centred * centred).mean(dim, keepdim=keepdim)
+def _pooled_moments(mean_in: Tensor, var_in: Tensor, dim: int, keepdim: bool = True) -> Tuple[Tensor, Tensor]:
+    """Mean and variance pooled over ``dim`` of per-map moments: ``var = avg(var_in) + avg((mean_in - mean)²)``.
+
+    The law of total variance, in four operations (no cancellation, unlike ``E[x²] - mean²``).
+    """
+    mean = mean_in.mean(dim, keepdim=True)
+    centred = mean_in - mean
+    var = torch.addcmul(var_in, centred, centred).mean(dim, keepdim=keepdim)
+    return (mean if keepdim else mean.squeeze(dim)), var
 
 
 def batch_moments(mean_in: Tensor, var_in: Tensor, process_group=None) -> Tuple[Tensor, Tensor, Tensor]:
@@ -65,7 +70,7 @@ def batch_moments(mean_in: Tensor, var_in: Tensor, process_group=None) -> Tuple[
         its precision, and an empty group gives zeros.
     """
     if process_group is None:
-        return mean_in.mean(0), var_in.mean(0) + _population_var(mean_in, 0, keepdim=False), mean_in.shape[0]
+        return _pooled_moments(mean_in, var_in, 0, keepdim=False) + (mean_in.shape[0],)
     m = mean_in.double()
     q = var_in.double() + m * m
     count = torch.tensor([float(m.shape[0])], dtype=torch.float64, device=m.device)
@@ -86,7 +91,8 @@ def _update_running(running_mean: Tensor, running_var: Tensor, mean: Tensor, var
     all-reduced (then nothing here waits for the device).
     """
     with torch.no_grad():
-        mean, var = mean.to(running_mean.dtype), var.to(running_var.dtype)
+        if mean.dtype != running_mean.dtype:
+            mean, var = mean.to(running_mean.dtype), var.to(running_var.dtype)
         if isinstance(positions, int):
             if positions == 0:
                 return
@@ -110,12 +116,69 @@ def _broadcast(t: Tensor, ndim: int) -> Tensor:
 
 
 def _affine(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
-    """``x * scale + shift`` with ``(N, C)`` factors broadcast over ``S``.
+    """``x * scale + shift`` with ``(N, C)`` factors broadcast over ``S``, in plain (traceable) operations.
 
     ``mul`` then in-place ``add_``: on CPU, ``addcmul`` with two broadcast
     operands is about 3x slower for cache-sized tensors and no faster for large ones.
     """
     return torch.mul(x, _broadcast(scale.to(x.dtype), x.dim())).add_(_broadcast(shift.to(x.dtype), x.dim()))
+
+
+def _rows(x: Tensor) -> Optional[Tensor]:
+    """``x`` as ``(1, N*C, |S|)`` without a copy, where the native batch-norm kernels take it, else ``None``.
+
+    Seen that way, each ``(n, c)`` map is one "channel" of an eval-mode batch
+    norm, whose fused kernels are the fastest per-map affine map and per-map
+    sums PyTorch has (about 2x ``mul`` + ``add_``, one pass instead of two).
+    """
+    if (x.dtype not in (torch.float32, torch.float64) or not x.is_contiguous() or x.dim() < 3 or x.numel() == 0
+            or x.device.type != "cpu"):
+        return None  # (the kernels divide by the element count: an empty tensor would stop the process)
+    n, c = x.shape[:2]
+    return x.view(1, n * c, math.prod(x.shape[2:]))
+
+
+def _identity_stats(rows: Tensor) -> Tuple[Tensor, Tensor]:
+    """Running mean 0 and variance 1 (with eps 0): the eval-mode batch norm of ``rows`` is its affine map alone."""
+    k = rows.shape[1]
+    return rows.new_zeros(k), rows.new_ones(k)
+
+
+def _apply_scale_shift(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
+    """``x * scale + shift`` per ``(n, c)`` map, fused where the native kernel takes ``x`` (no autograd).
+
+    Written into a new tensor of ``x``'s shape (not a view of the kernel's
+    ``(1, N*C, |S|)`` output), so that in-place operations after the layer
+    (``ReLU(inplace=True)``) are allowed on it.
+    """
+    rows = _rows(x)
+    if rows is None:
+        return _affine(x, scale, shift)
+    zeros, ones = _identity_stats(rows)
+    y = torch.empty_like(x, memory_format=torch.contiguous_format)
+    torch.ops.aten.native_batch_norm.out(rows, scale.reshape(-1).to(x.dtype), shift.reshape(-1).to(x.dtype), zeros,
+                                         ones, False, 0.0, 0.0, out=y.view(rows.shape), save_mean=zeros.new_empty(0),
+                                         save_invstd=zeros.new_empty(0))
+    return y
+
+
+def _map_sums(grad_y: Tensor, x: Tensor, dtype: torch.dtype) -> Tuple[Tensor, Tensor]:
+    """``(sum_S(grad_y * x), sum_S(grad_y))`` per ``(n, c)`` map, each ``(N, C)`` in ``dtype``.
+
+    One pass of the batch-norm backward kernel where it takes the tensors
+    (eval mode, mean 0, variance 1: its weight and bias gradients are exactly
+    these sums), a product and two sums elsewhere.
+    """
+    n, c = x.shape[:2]
+    rows, grad_rows = _rows(x), _rows(grad_y.contiguous())
+    if rows is not None and grad_rows is not None:
+        zeros, ones = _identity_stats(rows)
+        _, dot, total = torch.ops.aten.native_batch_norm_backward(
+            grad_rows, rows, None, zeros, ones, None, None, False, 0.0, [False, True, True])
+        return dot.reshape(n, c).to(dtype), total.reshape(n, c).to(dtype)
+    positions = math.prod(x.shape[2:])
+    g3, x3 = grad_y.reshape(n, c, positions), x.reshape(n, c, positions)
+    return _rowwise_dot(g3, x3).to(dtype), g3.sum(-1, dtype=dtype)
 
 
 def _rowwise_dot(a: Tensor, b: Tensor) -> Tensor:
@@ -136,7 +199,7 @@ def instance_moments(x: Tensor, unbiased: bool = False) -> Tuple[Tensor, Tensor]
     Computed by PyTorch's native group-norm moments kernel with one group per
     channel (numerically stable, several times faster than ``var_mean`` on
     CPU); its normalized output is discarded. Returned in float32 (float64 for
-    float64 input).
+    float64 input). Not differentiable: see :func:`_traceable_instance_moments`.
     """
     n, c = x.shape[:2]
     positions = math.prod(x.shape[2:])
@@ -150,17 +213,171 @@ def instance_moments(x: Tensor, unbiased: bool = False) -> Tuple[Tensor, Tensor]
     return mean, var
 
 
+def _traceable_instance_moments(x: Tensor, unbiased: bool) -> Tuple[Tensor, Tensor]:
+    """:func:`instance_moments` in plain differentiable operations (two-pass, same dtypes).
+
+    For autograd without the fused backward, and for tracing, compiling and
+    exporting (plain ``mean`` and products are in every opset and fuse).
+    """
+    stats_input = x if x.dtype in (torch.float32, torch.float64) else x.float()
+    dims = tuple(range(2, x.dim()))
+    mean = stats_input.mean(dims, keepdim=True)
+    centred = stats_input - mean
+    squares = (centred * centred).sum(dims)
+    count = math.prod(x.shape[2:])
+    return mean.reshape(x.shape[:2]), squares / (count - 1 if unbiased else count)
+
+
+class _Statistics(NamedTuple):
+    """How one :func:`switch_norm` call gets its candidates' statistics (see there)."""
+    candidates: Tuple[str, ...]
+    batch_bn: bool  # BN from this batch (else from the running buffers)
+    running_mean: Optional[Tensor]
+    running_var: Optional[Tensor]
+    update_running: bool
+    momentum: float
+    unbiased_running_var: bool
+    process_group: object
+    positions: int
+    eps: float
+
+
+def _candidate_moments(mean_in: Tensor, var_in: Tensor, spec: _Statistics) -> List[Tuple[Tensor, Tensor]]:
+    """``(mean_k, var_k)`` per candidate, each broadcastable to ``(N, C)``; updates the running statistics.
+
+    LN and BN come from the instance moments by the law of total variance.
+    The one place the candidates' statistics are defined: every path of
+    :func:`switch_norm` (fused, plain, synchronised) calls it.
+    """
+    sd = mean_in.dtype
+    moments = []
+    for name in spec.candidates:
+        if name == "IN":
+            moments.append((mean_in, var_in))
+        elif name == "LN":
+            moments.append(_pooled_moments(mean_in, var_in, 1))
+        elif spec.batch_bn:
+            mean_bn, var_bn, count = batch_moments(mean_in, var_in, spec.process_group)
+            if spec.update_running:
+                _update_running(spec.running_mean, spec.running_var, mean_bn, var_bn, count * spec.positions,
+                                spec.momentum, spec.unbiased_running_var)
+            moments.append((mean_bn.unsqueeze(0), var_bn.unsqueeze(0)))
+        else:
+            moments.append((spec.running_mean.to(sd).unsqueeze(0), spec.running_var.to(sd).unsqueeze(0)))
+    return moments
+
+
+def _scale_shift(moments, mean_ratios: Tensor, var_ratios: Tensor, weight: Optional[Tensor],
+                 bias: Optional[Tensor], spec: _Statistics, shape) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(scale, shift, mean, rstd)``: the mixed statistics as one affine map per ``(n, c)``.
+
+    ``y = x * scale + shift`` with ``scale = weight * rstd`` and
+    ``shift = bias - mean * scale``; ``mean`` and ``rstd`` broadcast to ``(N, C)``.
+    """
+    sd = moments[0][0].dtype
+    mean = _mix(mean_ratios, [m for m, _ in moments])
+    var = _mix(var_ratios, [v for _, v in moments])
+    rstd = torch.rsqrt(var + spec.eps)
+    scale = rstd if weight is None else rstd * (weight if weight.dtype == sd else weight.to(sd))
+    if bias is None:
+        shift = torch.mul(mean, scale).neg_()
+    else:
+        shift = torch.addcmul(bias if bias.dtype == sd else bias.to(sd), mean, scale, value=-1)
+    return scale.expand(shape), shift.expand(shape), mean, rstd
+
+
+_DOUBLE_BACKWARD = ("double backward (a gradient of a gradient, e.g. a gradient penalty) through SwitchNorm's fused "
+                    "backward is not supported: build the layer with double_backward=True (plain autograd, slower), "
+                    "or call switch_norm(..., double_backward=True)")
+
+
+class _SwitchNormFunction(torch.autograd.Function):
+    """:func:`switch_norm` without a process group, with a hand-written backward.
+
+    The forward reads ``x`` twice (moments, then one fused affine map); the
+    backward reads ``x`` and the output gradient once for two per-map sums and
+    once for ``grad_x = x * a + b + grad_y * scale``, with the ``(N, C)``-sized
+    chain rule of :func:`_candidate_moments` and :func:`_scale_shift` written
+    out below (no autograd engine inside a backward: it costs more than the
+    layer on small maps). ``gradcheck`` against the plain path checks it.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, spec: _Statistics, unbiased: bool, mean_ratios: Tensor, var_ratios: Tensor,
+                weight: Optional[Tensor], bias: Optional[Tensor]) -> Tensor:
+        mean_in, var_in = instance_moments(x, unbiased)
+        moments = _candidate_moments(mean_in, var_in, spec)
+        scale, shift, mean, rstd = _scale_shift(moments, mean_ratios, var_ratios, weight, bias, spec, mean_in.shape)
+        ctx.save_for_backward(x)
+        ctx.small = (mean_in, moments, mean, rstd, scale, mean_ratios.detach(), var_ratios.detach(),
+                     None if weight is None else weight.detach())
+        ctx.spec, ctx.unbiased = spec, unbiased
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        return _apply_scale_shift(x, scale, shift)
+
+    @staticmethod
+    def backward(ctx, grad_y: Tensor):
+        if torch.is_grad_enabled():
+            raise RuntimeError(_DOUBLE_BACKWARD)
+        (x,) = ctx.saved_tensors
+        mean_in, moments, mean, rstd, scale, mean_ratios, var_ratios, weight = ctx.small
+        spec = ctx.spec
+        n, c = mean_in.shape
+        sd = mean_in.dtype
+        grad_scale, grad_shift = _map_sums(grad_y, x, sd)
+        # y = x * scale + shift, scale = weight * rstd, shift = bias - mean * scale, rstd = (var + eps)^-1/2
+        grad_mean = torch.mul(scale, grad_shift).neg_()
+        grad_scale_total = torch.addcmul(grad_scale, mean, grad_shift, value=-1)
+        grad_rstd = grad_scale_total if weight is None else grad_scale_total * weight.to(sd)
+        grad_var = grad_rstd.mul_(rstd.pow(3)).mul_(-0.5) if weight is not None else grad_rstd * rstd.pow(3) * -0.5
+        # mean = Σ_k mean_ratios[k] mean_k, var = Σ_k var_ratios[k] var_k: LN pools (N, C) over channels
+        # (dim 1), BN over samples (dim 0), with mean_k = avg(mean_in), var_k = avg(var_in) + avg((mean_in - mean_k)²)
+        w, u = mean_ratios.to(sd).unbind(0), var_ratios.to(sd).unbind(0)
+        grad_w, grad_u = [], []
+        grad_mean_in = grad_var_in = None
+        for k, name in enumerate(spec.candidates):
+            mean_k, var_k = moments[k]
+            if name == "IN":
+                grad_w.append(torch.vdot(grad_mean.flatten(), mean_k.flatten()))
+                grad_u.append(torch.vdot(grad_var.flatten(), var_k.flatten()))
+                from_mean, from_var = grad_mean * w[k], grad_var * u[k]
+            else:
+                dim = 1 if name == "LN" else 0
+                summed_mean, summed_var = grad_mean.sum(dim), grad_var.sum(dim)
+                grad_w.append(torch.vdot(summed_mean, mean_k.flatten()))
+                grad_u.append(torch.vdot(summed_var, var_k.flatten()))
+                if name == "BN" and not spec.batch_bn:
+                    continue  # running statistics: constants
+                size = mean_in.shape[dim]
+                pooled_mean = (summed_mean * (w[k] / size)).unsqueeze(dim)
+                from_var = (summed_var * (u[k] / size)).unsqueeze(dim)
+                from_mean = torch.addcmul(pooled_mean, from_var, mean_in - mean_k, value=2)
+            grad_mean_in = from_mean if grad_mean_in is None else grad_mean_in + from_mean
+            grad_var_in = from_var if grad_var_in is None else grad_var_in + from_var
+        grad_mean_ratios, grad_var_ratios = torch.stack(grad_w), torch.stack(grad_u)
+        if grad_mean_in is None:  # only running statistics: the output is x's affine map
+            grad_mean_in = grad_var_in = torch.zeros((), dtype=sd, device=x.device)
+        positions = spec.positions
+        # d mean_in / dx = 1/|S|, d var_in / dx = 2 (x - mean_in) / |S| (|S| - 1 when unbiased)
+        a = (grad_var_in * (2.0 / max(positions - 1 if ctx.unbiased else positions, 1))).expand(n, c)
+        b = torch.addcmul(grad_mean_in / positions, a, mean_in, value=-1)
+        grad_x = _apply_scale_shift(x, a, b).addcmul_(grad_y, _broadcast(scale.to(x.dtype), x.dim()))
+        grad_weight = grad_bias = None
+        if ctx.needs_input_grad[5]:
+            grad_weight = (grad_scale_total * rstd).sum(0).to(weight.dtype)
+        if ctx.needs_input_grad[6]:
+            grad_bias = grad_shift.sum(0).to(ctx.bias_dtype)
+        return (grad_x, None, None, grad_mean_ratios.to(mean_ratios.dtype), grad_var_ratios.to(var_ratios.dtype),
+                grad_weight, grad_bias)
+
+
 class _MomentAffine(torch.autograd.Function):
     """``y = x * scale + shift`` with ``(scale, shift) = affine(mean_in, var_in, *inputs)`` per ``(n, c)``.
 
-    ``affine`` is any differentiable function of the instance moments and
-    small tensors (ratios, γ, β, all-reduced sums...). Autograd handles that
-    small ``(N, C)`` graph; the gradient through the moments to ``x`` uses
-    their closed form, ``d mean/dx = 1/|S|`` and ``d var/dx = 2 (x - mean)/|S|``,
-    folded with the affine map's own input gradient into one expression, so
-    the backward reads ``x`` and the output gradient about half as often as
-    autograd through ``var_mean`` and the affine map would. Double backward
-    is not supported.
+    The synchronised path: ``affine`` all-reduces, so its ``(N, C)``-sized
+    graph is differentiated by autograd (whose all-reduce has a backward); the
+    gradient through the moments to ``x`` uses their closed form, as
+    :class:`_SwitchNormFunction` does.
     """
 
     @staticmethod
@@ -173,41 +390,56 @@ class _MomentAffine(torch.autograd.Function):
         ctx.graph = (scale, shift, moments, leaves)
         ctx.unbiased = unbiased
         ctx.save_for_backward(x)
-        return _affine(x, scale.detach(), shift.detach())
+        return _apply_scale_shift(x, scale.detach(), shift.detach())
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_y: Tensor):
+        if torch.is_grad_enabled():
+            raise RuntimeError(_DOUBLE_BACKWARD)
         (x,) = ctx.saved_tensors
         scale, shift, moments, leaves = ctx.graph
-        n, c = x.shape[:2]
         positions = math.prod(x.shape[2:])
-        sd = scale.dtype
-        grad_y3, x3 = grad_y.reshape(n, c, positions), x.reshape(n, c, positions)
-        grad_scale = _rowwise_dot(grad_y3, x3).to(sd)
-        grad_shift = grad_y3.sum(-1, dtype=sd)
+        grad_scale, grad_shift = _map_sums(grad_y, x, scale.dtype)
         wanted = list(moments) + [t for t in leaves if t is not None and t.requires_grad]
         # The small graph is kept (it is (N, C)-sized and freed with ctx) so that
         # a retained outer graph can run backward again.
-        grads = torch.autograd.grad((scale, shift), wanted, (grad_scale, grad_shift), allow_unused=True,
-                                    retain_graph=True)
+        with torch.enable_grad():
+            grads = torch.autograd.grad((scale, shift), wanted, (grad_scale, grad_shift), allow_unused=True,
+                                        retain_graph=True)
         grad_mean, grad_var = (torch.zeros_like(m) if g is None else g for m, g in zip(moments, grads[:2]))
-        # d/dx of mean_in and var_in, folded into one affine map of x per (n, c)
         a = grad_var * (2.0 / max(positions - 1 if ctx.unbiased else positions, 1))
         b = grad_mean / positions - a * moments[0].detach()
-        grad_x = _affine(x, a, b).addcmul_(grad_y, _broadcast(scale.detach().to(x.dtype), x.dim()))
+        grad_x = _apply_scale_shift(x, a, b).addcmul_(grad_y, _broadcast(scale.detach().to(x.dtype), x.dim()))
         leaf_grads = iter(grads[2:])
         return (grad_x, None, None) + tuple(
             next(leaf_grads) if t is not None and t.requires_grad else None for t in leaves)
 
 
 def _mix(ratios: Tensor, stats) -> Tensor:
-    """``Σ_k ratios[k] * stats[k]`` for broadcastable ``stats``, in few operations."""
+    """``Σ_k ratios[k] * stats[k]`` for broadcastable ``stats`` (in their dtype), in few operations."""
+    if ratios.dtype != stats[0].dtype:
+        ratios = ratios.to(stats[0].dtype)
     weights = ratios.unbind(0)
     out = stats[0] * weights[0]
     for w, t in zip(weights[1:], stats[1:]):
         out = torch.addcmul(out, t, w)
     return out
+
+
+def under_torch_func(t: Tensor) -> bool:
+    """Whether ``t`` is being transformed by ``torch.func`` (``grad``, ``vmap``, ...); False while compiling."""
+    return not torch.compiler.is_compiling() and torch._C._functorch.is_functorch_wrapped_tensor(t)
+
+
+def _is_traced(x: Tensor) -> bool:
+    """Whether this call is being traced, compiled, exported or transformed (``torch.func``).
+
+    Those see only plain tensor operations: a custom autograd Function with a
+    hand-written backward breaks ``torch.compile``'s graph and ``torch.func``'s
+    transforms, and tracers record the kernels it calls.
+    """
+    return (torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting()
+            or under_torch_func(x))
 
 
 def switch_norm(
@@ -225,6 +457,7 @@ def switch_norm(
     unbiased_in: bool = False,
     unbiased_running_var: bool = True,
     process_group=None,
+    double_backward: bool = False,
 ) -> Tensor:
     """Switchable Normalization of ``x`` with given mixing ratios.
 
@@ -238,6 +471,13 @@ def switch_norm(
       ``process_group`` if given) or when there are no running statistics;
       ``running_mean`` / ``running_var`` otherwise.
 
+    In eager training the gradient comes from a fused, hand-written backward
+    (two passes over ``x``); in eval, and whenever the call is traced,
+    compiled, exported or transformed by ``torch.func``, the same math runs
+    as plain tensor operations, so ``torch.jit.trace``, ``torch.export``,
+    ONNX export, ``torch.compile`` (without graph breaks) and ``vmap`` /
+    ``grad`` all see through it.
+
     Args:
         x: ``(N, C, *S)``; ``S`` may be empty only if IN is not a candidate.
         mean_ratios, var_ratios: ``(K,)`` non-negative ratios, ``K = len(candidates)``.
@@ -250,6 +490,10 @@ def switch_norm(
         unbiased_running_var: store the unbiased BN variance in
             ``running_var``, as ``torch.nn.BatchNorm`` does (``False``: the
             variance used for normalization, as the authors' code does).
+        double_backward: differentiate with plain autograd in training too,
+            so that gradients of gradients (gradient penalties) work; slower.
+            The fused backward raises an error naming this option when asked
+            for a second derivative.
 
     Returns:
         ``y`` shaped and typed like ``x``.
@@ -257,6 +501,9 @@ def switch_norm(
     n, c = x.shape[:2]
     positions = math.prod(x.shape[2:])
     use_batch_stats = training or running_mean is None
+    batch_bn = "BN" in candidates and use_batch_stats
+    if not batch_bn:
+        process_group = None
 
     if n == 0 and process_group is None:
         # An empty batch (detectron2's mask head can produce one): nothing to
@@ -266,37 +513,26 @@ def switch_norm(
             y = y * _broadcast(weight, x.dim()) + _broadcast(bias, x.dim())
         return y + (mean_ratios.sum() + var_ratios.sum()).to(x.dtype) * 0
 
-    def affine(mean_in, var_in, mean_ratios, var_ratios, weight, bias):
-        sd = mean_in.dtype
-        means, variances = [], []
-        for name in candidates:
-            if name == "IN":
-                means.append(mean_in)
-                variances.append(var_in)
-            elif name == "LN":
-                means.append(mean_in.mean(1, keepdim=True))
-                variances.append(var_in.mean(1, keepdim=True) + _population_var(mean_in, 1))
-            elif use_batch_stats:
-                mean_bn, var_bn, count = batch_moments(mean_in, var_in, process_group)
-                if running_mean is not None and training:
-                    _update_running(running_mean, running_var, mean_bn, var_bn, count * positions,
-                                    momentum, unbiased_running_var)
-                means.append(mean_bn.unsqueeze(0))
-                variances.append(var_bn.unsqueeze(0))
-            else:
-                means.append(running_mean.to(sd).unsqueeze(0))
-                variances.append(running_var.to(sd).unsqueeze(0))
-        mean = _mix(mean_ratios.to(sd), means)
-        var = _mix(var_ratios.to(sd), variances)
-        scale = torch.rsqrt(var + eps)
-        if weight is not None:
-            scale = scale * weight.to(sd)
-        shift = -mean * scale
-        if bias is not None:
-            shift = shift + bias.to(sd)
-        return scale.expand(n, c), shift.expand(n, c)
+    spec = _Statistics(tuple(candidates), batch_bn, running_mean, running_var,
+                       training and batch_bn and running_mean is not None, momentum, unbiased_running_var,
+                       process_group, positions, eps)
+    traced = _is_traced(x)
+    if process_group is not None and not traced:
+        def affine(mean_in, var_in, mean_ratios, var_ratios, weight, bias):
+            moments = _candidate_moments(mean_in, var_in, spec)
+            return _scale_shift(moments, mean_ratios, var_ratios, weight, bias, spec, (n, c))[:2]
+        return _MomentAffine.apply(x, affine, unbiased_in, mean_ratios, var_ratios, weight, bias)
 
-    return _MomentAffine.apply(x, affine, unbiased_in, mean_ratios, var_ratios, weight, bias)
+    needs_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, mean_ratios, var_ratios, weight, bias))
+    if training and needs_grad and not traced and not double_backward:
+        return _SwitchNormFunction.apply(x, spec, unbiased_in, mean_ratios, var_ratios, weight, bias)
+    # Plain operations: autograd (eval, double backward), tracers and compilers see every step.
+    plain = traced or needs_grad
+    mean_in, var_in = (_traceable_instance_moments if plain else instance_moments)(x, unbiased_in)
+    moments = _candidate_moments(mean_in, var_in, spec)
+    scale, shift, _, _ = _scale_shift(moments, mean_ratios, var_ratios, weight, bias, spec, (n, c))
+    return _affine(x, scale, shift) if plain else _apply_scale_shift(x, scale, shift)
 
 
 def selected_norm(

@@ -156,8 +156,10 @@ def precompute_ratios(layers: List[SparseSwitchNorm]) -> None:
 
 def _precompute_hook(model: nn.Module, args) -> None:
     # A module-level function (not a closure over a layer list) so that a model with the hook can be
-    # pickled, and a deep copy's hook works on the copy's own layers.
-    precompute_ratios(sparse_layers(model))
+    # pickled, and a deep copy's hook works on the copy's own layers. A compiled forward projects each
+    # layer's ratios in its own graph (fused by the compiler), which the cache below cannot enter.
+    if not torch.compiler.is_compiling():
+        precompute_ratios(sparse_layers(model))
 
 
 def batched_ratios(model: nn.Module):

@@ -57,7 +57,9 @@ def test_d2_fixed_in_at_batch_one_on_1x1_maps_is_the_bias(training):
     one_hot = torch.tensor([1.0, 0.0, 0.0])
     general = S.switch_norm(x, one_hot, one_hot, weight=m.weight, bias=m.bias, running_mean=m.running_mean.clone(),
                             running_var=m.running_var.clone(), training=training)
-    torch.testing.assert_close(general, y)  # the general path agrees
+    # The general path agrees up to rounding: like native BatchNorm it applies x * scale + shift in one
+    # multiply-add, so x == mean cancels up to the rounding of x * rstd (here rstd = eps^-1/2 = 316).
+    torch.testing.assert_close(general, y, rtol=0, atol=1e-4)
     y.sum().backward()
     assert torch.equal(x.grad, torch.zeros_like(x))
 
@@ -337,9 +339,8 @@ def test_d23_torch_export_of_a_soft_layer_and_a_clear_double_backward_error():
     exported = torch.export.export(m, (x,))
     torch.testing.assert_close(exported.module()(x), m(x))
     x.requires_grad_()
-    (g,) = torch.autograd.grad(m.train()(x).square().sum(), x, create_graph=True)
-    with pytest.raises(RuntimeError, match="once_differentiable|differentiate"):
-        g.sum().backward()
+    with pytest.raises(RuntimeError, match="double backward .* build the layer with double_backward=True"):
+        torch.autograd.grad(m.train()(x).square().sum(), x, create_graph=True)
 
 
 # ---------------------------------------------------------------- D24, D26: messages and validation

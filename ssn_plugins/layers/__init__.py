@@ -1,5 +1,6 @@
 """The normalization modules."""
 from .channel_equilibrium import ChannelEquilibrium, InstanceReweight
+from .frozen_switch_norm import FrozenSwitchNorm
 from .sparse_switch_norm import (SparseSwitchNorm, SparseSwitchNorm1d, SparseSwitchNorm2d, SparseSwitchNorm3d,
                                  SyncSparseSwitchNorm, SyncSparseSwitchNorm1d, SyncSparseSwitchNorm2d,
                                  SyncSparseSwitchNorm3d)

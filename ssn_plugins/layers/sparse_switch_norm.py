@@ -194,7 +194,8 @@ class SparseSwitchNorm(SwitchNorm):
 
     def ratios(self) -> Tuple[Tensor, Tensor]:
         """``(mean_ratios, var_ratios)``: SparsestMax of the logits, or the fixed one-hot vectors."""
-        precomputed = self._precomputed
+        # A compiled forward projects its own ratios: version counters are invisible to the compiler.
+        precomputed = None if torch.compiler.is_compiling() else self._precomputed
         if precomputed is not None and precomputed[0] == self._ratio_inputs_version():
             return precomputed[1]
         self._precomputed = None

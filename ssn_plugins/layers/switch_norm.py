@@ -7,7 +7,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from ..functional import CANDIDATES, check_candidates, selected_norm, switch_norm
+from ..functional import CANDIDATES, check_candidates, selected_norm, switch_norm, under_torch_func
 
 __all__ = [
     "SwitchNorm", "SwitchNorm1d", "SwitchNorm2d", "SwitchNorm3d",
@@ -57,6 +57,12 @@ class SwitchNorm(nn.Module):
             written by ``tools/convert_checkpoint.py`` from the authors'
             releases set it, and loading them sets it in whatever model they
             load into.
+        double_backward: differentiate through plain autograd in training
+            too, so that gradients of gradients (gradient penalties, some
+            meta-learning) work; slower. By default training uses a fused,
+            hand-written backward, which raises an error naming this option
+            when asked for a second derivative. ``torch.compile``,
+            ``torch.func`` transforms and tracing always take the plain path.
 
     Parameters: ``weight``, ``bias`` ``(C,)``; ``mean_weight``, ``var_weight``
     ``(K,)`` logits over the candidates, initialised to 0: uniform ratios, as
@@ -97,6 +103,7 @@ class SwitchNorm(nn.Module):
         affine: bool = True,
         track_running_stats: bool = True,
         official_compat: bool = False,
+        double_backward: bool = False,
         device=None,
         dtype=None,
     ) -> None:
@@ -122,6 +129,7 @@ class SwitchNorm(nn.Module):
             raise ValueError(f"{name}: momentum must lie in [0, 1] (PyTorch's convention) or be None, got {momentum}")
         self.momentum = momentum
         self.affine = affine
+        self.double_backward = bool(double_backward)
         self.track_running_stats = track_running_stats and self.using_bn
         k = len(self.candidates)
         self.mean_weight = nn.Parameter(torch.zeros(k, **factory))
@@ -217,6 +225,12 @@ class SwitchNorm(nn.Module):
             raise ValueError(
                 f"{name}({self.num_features}) got input with {x.shape[1]} channels (shape {tuple(x.shape)})")
         positions = math.prod(x.shape[2:])
+        if (self.training and self.track_running_stats and under_torch_func(x)
+                and not under_torch_func(self.running_mean)):
+            raise RuntimeError(
+                f"{name}: in training under a torch.func transform (grad, vmap, ...) the running statistics would "
+                f"be updated in place, which torch.func forbids (as for BatchNorm); build the layer with "
+                f"track_running_stats=False, or run it in eval mode")
         if "IN" in self.candidates and x.dim() == 2:
             raise ValueError(
                 f"{name}: input of shape (N, C) has one value per sample and channel, so Instance Norm is "
@@ -263,7 +277,7 @@ class SwitchNorm(nn.Module):
             self.running_mean if uses_bn else None, self.running_var if uses_bn else None,
             training=self.training, momentum=self._momentum_now() if uses_bn else 0.0, eps=self.eps,
             unbiased_in=self.official_compat, unbiased_running_var=not self.official_compat,
-            process_group=self._process_group() if uses_bn else None)
+            process_group=self._process_group() if uses_bn else None, double_backward=self.double_backward)
 
     def _native(self, x: Tensor, candidate: str, weight: Optional[Tensor]) -> Tensor:
         """One candidate through PyTorch's own kernel (the selected-normalizer fast path)."""
@@ -299,6 +313,8 @@ class SwitchNorm(nn.Module):
             s += ", affine=False"
         if self.official_compat:
             s += ", official_compat=True"
+        if self.double_backward:
+            s += ", double_backward=True"
         return s
 
     # --------------------------------------------------------- checkpoint layout

@@ -1,0 +1,120 @@
+"""Export a trained SN/SSN model as plain native layers: TorchScript, torch.export or ONNX, checked on a real image.
+
+    python tools/deploy.py configs/detectron2/mask_rcnn_R_50_FPN_1x_ssn.yaml model_final.pth -o out/mask_rcnn.ts
+    python tools/deploy.py configs/detectron2/mask_rcnn_R_50_FPN_1x_ssn.yaml model_final.pth -o out/backbone.onnx \
+        --format onnx --part backbone
+    python tools/deploy.py configs/mmseg/deeplabv3/deeplabv3_r50-d8_ssn_8xb2-80k_cityscapes-512x1024.py \
+        iter_80000.pth -o out/deeplabv3.onnx --format onnx
+
+A ``.yaml`` config is a detectron2 model, a ``.py`` config an OpenMMLab one (mmseg, mmdet, mmaction2).
+The model is built and loaded, ``ssn_plugins.for_inference`` turns its SN/SSN layers into native layers
+(fixed selections), FrozenSwitchNorm (mixtures) and folds batch norms into the convolutions before them
+(the report lists every change), and the result is exported, loaded back and run on a real image (the
+bundled VOC photo unless ``--input``); the tool prints the relative error ``||a - b|| / ||b||`` of every
+exported output against the original model and fails above ``--tolerance``.
+
+What is exported: detectron2 ``--part model`` (TorchScript only) is the whole detector through
+detectron2's TracingAdapter (boxes, scores, classes, mask logits), ``--part backbone`` the ResNet + FPN
+features of the preprocessed image (every format); OpenMMLab models export their ``mode='tensor'``
+forward of the preprocessed input (mmseg: logits; mmaction2: class scores, the clip being the image
+panned one pixel per frame).
+"""
+import argparse
+import sys
+import time
+
+import numpy as np
+import torch
+from PIL import Image
+
+import ssn_plugins as S
+from ssn_plugins.export import FORMATS, export_module, flatten_tensors, relative_errors, run_exported
+
+
+def load_image(path, max_size):
+    """``(H, W, 3)`` uint8 RGB: the file, or the bundled VOC photo; shrunk so its longer side is <= max_size."""
+    if path is None:
+        from ssn_plugins.datasets.real_mini import load_annotated_images
+        image = Image.fromarray(load_annotated_images()[0].image)
+    else:
+        image = Image.open(path).convert("RGB")
+    if max_size and max(image.size) > max_size:
+        scale = max_size / max(image.size)
+        image = image.resize((round(image.width * scale), round(image.height * scale)), Image.BILINEAR)
+    return np.array(image)  # writable, for torch.from_numpy
+
+
+def prepare(args, image):
+    """``(original model, inference model, report, exportable pair for each)`` for the config's framework."""
+    if args.config.endswith((".yaml", ".yml")):
+        from ssn_plugins.detectron2 import deploy
+        model, cfg = deploy.load_model(args.config, args.checkpoint, args.opts)
+        inputs = deploy.image_inputs(image, cfg)
+        if args.part == "model" and args.format != "torchscript":
+            raise SystemExit(f"--format {args.format} cannot follow detectron2's data-dependent padding and "
+                             f"proposal selection through torch.export; use --format torchscript for the whole "
+                             f"detector, or --part backbone for the ResNet + FPN features")
+
+        def wrap(m):
+            return deploy.exportable(m, inputs, args.part)
+    else:
+        if args.part != "model":
+            raise SystemExit("--part backbone is for detectron2 configs; OpenMMLab models export their tensor forward")
+        if args.opts:
+            raise SystemExit("OpenMMLab configs take --cfg-options key=value, not --opts")
+        from ssn_plugins.openmmlab import deploy
+        model, cfg = deploy.load_model(args.config, args.checkpoint, args.cfg_options)
+        video = cfg.get("default_scope") == "mmaction"
+        x = deploy.preprocessed_inputs(model, image, args.clip_length if video else None)
+
+        def wrap(m):
+            return deploy.TensorForward(m).eval(), (x,)
+    inference, report = S.for_inference(model, fold=not args.no_fold)
+    return wrap(model), wrap(inference), report
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", help="detectron2 .yaml or OpenMMLab .py config")
+    parser.add_argument("checkpoint", help="the trained model's checkpoint")
+    parser.add_argument("-o", "--output", required=True, help="the file to write")
+    parser.add_argument("--format", choices=sorted(FORMATS), default="torchscript")
+    parser.add_argument("--part", choices=["model", "backbone"], default="model",
+                        help="detectron2: the whole detector (TorchScript) or the ResNet + FPN backbone")
+    parser.add_argument("--input", help="image to export with and check on (default: the bundled VOC photo)")
+    parser.add_argument("--max-size", type=int, default=640, help="shrink the image so its longer side fits")
+    parser.add_argument("--clip-length", type=int, default=8, help="frames per clip for video models")
+    parser.add_argument("--no-fold", action="store_true", help="keep batch norms apart from their convolutions")
+    parser.add_argument("--tolerance", type=float, default=1e-4,
+                        help="largest relative error of an exported output against the original model")
+    parser.add_argument("--verbose", action="store_true", help="list every replaced and folded layer")
+    parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="detectron2 config overrides KEY VALUE")
+    parser.add_argument("--cfg-options", nargs="+", default=None,
+                        help="OpenMMLab config overrides key=value")
+    args = parser.parse_args(argv)
+    if args.cfg_options:
+        from mmengine.config import DictAction
+        namespace = argparse.Namespace()
+        DictAction(option_strings=[], dest="cfg_options")(parser, namespace, args.cfg_options)
+        args.cfg_options = namespace.cfg_options
+
+    image = load_image(args.input, args.max_size)
+    (original, inputs), (inference, _), report = prepare(args, image)
+    print(report if args.verbose else report.summary())
+    with torch.no_grad():
+        reference = flatten_tensors(original(*inputs))
+        unexported = relative_errors(flatten_tensors(inference(*inputs)), reference)
+    print(f"inference model vs original: relative error {max(unexported, default=0.0):.2e} "
+          f"(largest of {len(reference)} outputs)")
+    start = time.perf_counter()
+    path = export_module(inference, inputs, args.format, args.output)
+    print(f"wrote {path} ({args.format}, {path.stat().st_size / 2**20:.1f} MiB) in {time.perf_counter() - start:.0f} s")
+    exported = run_exported(path, args.format, inputs)
+    errors = relative_errors(exported, reference)
+    print(f"exported file, run back: relative error {max(errors, default=0.0):.2e} against the original model")
+    if max(errors + unexported, default=0.0) > args.tolerance:
+        sys.exit(f"relative error above the tolerance {args.tolerance}: {errors}")
+
+
+if __name__ == "__main__":
+    main()
