@@ -144,25 +144,31 @@ def _identity_stats(rows: Tensor) -> Tuple[Tensor, Tensor]:
     return rows.new_zeros(k), rows.new_ones(k)
 
 
-def _apply_scale_shift(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
+def _same_dtype(t: Tensor, dtype: torch.dtype) -> Tensor:
+    return t if t.dtype == dtype else t.to(dtype)
+
+
+def _apply_scale_shift(x: Tensor, scale: Tensor, shift: Tensor, identity=None) -> Tensor:
     """``x * scale + shift`` per ``(n, c)`` map, fused where the native kernel takes ``x`` (no autograd).
 
     Written into a new tensor of ``x``'s shape (not a view of the kernel's
     ``(1, N*C, |S|)`` output), so that in-place operations after the layer
-    (``ReLU(inplace=True)``) are allowed on it.
+    (``ReLU(inplace=True)``) are allowed on it. ``identity``: the
+    :func:`_identity_stats` of ``x``'s rows, if already made.
     """
     rows = _rows(x)
     if rows is None:
         return _affine(x, scale, shift)
-    zeros, ones = _identity_stats(rows)
+    zeros, ones = identity if identity is not None else _identity_stats(rows)
     y = torch.empty_like(x, memory_format=torch.contiguous_format)
-    torch.ops.aten.native_batch_norm.out(rows, scale.reshape(-1).to(x.dtype), shift.reshape(-1).to(x.dtype), zeros,
-                                         ones, False, 0.0, 0.0, out=y.view(rows.shape), save_mean=zeros.new_empty(0),
-                                         save_invstd=zeros.new_empty(0))
+    empty = zeros[:0]
+    torch.ops.aten.native_batch_norm.out(rows, _same_dtype(scale.reshape(-1), x.dtype),
+                                         _same_dtype(shift.reshape(-1), x.dtype), zeros, ones, False, 0.0, 0.0,
+                                         out=y.view(rows.shape), save_mean=empty, save_invstd=empty)
     return y
 
 
-def _map_sums(grad_y: Tensor, x: Tensor, dtype: torch.dtype) -> Tuple[Tensor, Tensor]:
+def _map_sums(grad_y: Tensor, x: Tensor, dtype: torch.dtype, identity=None) -> Tuple[Tensor, Tensor]:
     """``(sum_S(grad_y * x), sum_S(grad_y))`` per ``(n, c)`` map, each ``(N, C)`` in ``dtype``.
 
     One pass of the batch-norm backward kernel where it takes the tensors
@@ -172,10 +178,10 @@ def _map_sums(grad_y: Tensor, x: Tensor, dtype: torch.dtype) -> Tuple[Tensor, Te
     n, c = x.shape[:2]
     rows, grad_rows = _rows(x), _rows(grad_y.contiguous())
     if rows is not None and grad_rows is not None:
-        zeros, ones = _identity_stats(rows)
+        zeros, ones = identity if identity is not None else _identity_stats(rows)
         _, dot, total = torch.ops.aten.native_batch_norm_backward(
             grad_rows, rows, None, zeros, ones, None, None, False, 0.0, [False, True, True])
-        return dot.reshape(n, c).to(dtype), total.reshape(n, c).to(dtype)
+        return _same_dtype(dot.view(n, c), dtype), _same_dtype(total.view(n, c), dtype)
     positions = math.prod(x.shape[2:])
     g3, x3 = grad_y.reshape(n, c, positions), x.reshape(n, c, positions)
     return _rowwise_dot(g3, x3).to(dtype), g3.sum(-1, dtype=dtype)
@@ -268,22 +274,28 @@ def _candidate_moments(mean_in: Tensor, var_in: Tensor, spec: _Statistics) -> Li
 
 
 def _scale_shift(moments, mean_ratios: Tensor, var_ratios: Tensor, weight: Optional[Tensor],
-                 bias: Optional[Tensor], spec: _Statistics, shape) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    """``(scale, shift, mean, rstd)``: the mixed statistics as one affine map per ``(n, c)``.
+                 bias: Optional[Tensor], spec: _Statistics, shape) -> Tuple[Tensor, ...]:
+    """``(scale, shift, mean, rstd, means, variances)``: the mixed statistics as one affine map per ``(n, c)``.
 
     ``y = x * scale + shift`` with ``scale = weight * rstd`` and
-    ``shift = bias - mean * scale``; ``mean`` and ``rstd`` broadcast to ``(N, C)``.
+    ``shift = bias - mean * scale``, ``mean = mean_ratios @ means`` and
+    ``var = var_ratios @ variances``, where ``means`` / ``variances`` stack
+    the candidates' statistics as ``(K, N*C)`` (one product mixes them all,
+    and gives the ratios' gradients in the backward). All ``(N, C)``.
     """
     sd = moments[0][0].dtype
-    mean = _mix(mean_ratios, [m for m, _ in moments])
-    var = _mix(var_ratios, [v for _, v in moments])
+    k = len(moments)
+    means = torch.stack([m.expand(shape) for m, _ in moments]).view(k, -1)
+    variances = torch.stack([v.expand(shape) for _, v in moments]).view(k, -1)
+    mean = torch.matmul(_same_dtype(mean_ratios, sd), means).view(shape)
+    var = torch.matmul(_same_dtype(var_ratios, sd), variances).view(shape)
     rstd = torch.rsqrt(var + spec.eps)
-    scale = rstd if weight is None else rstd * (weight if weight.dtype == sd else weight.to(sd))
+    scale = rstd if weight is None else rstd * _same_dtype(weight, sd)
     if bias is None:
         shift = torch.mul(mean, scale).neg_()
     else:
-        shift = torch.addcmul(bias if bias.dtype == sd else bias.to(sd), mean, scale, value=-1)
-    return scale.expand(shape), shift.expand(shape), mean, rstd
+        shift = torch.addcmul(_same_dtype(bias, sd), mean, scale, value=-1)
+    return scale, shift, mean, rstd, means, variances
 
 
 _DOUBLE_BACKWARD = ("double backward (a gradient of a gradient, e.g. a gradient penalty) through SwitchNorm's fused "
@@ -298,8 +310,9 @@ class _SwitchNormFunction(torch.autograd.Function):
     backward reads ``x`` and the output gradient once for two per-map sums and
     once for ``grad_x = x * a + b + grad_y * scale``, with the ``(N, C)``-sized
     chain rule of :func:`_candidate_moments` and :func:`_scale_shift` written
-    out below (no autograd engine inside a backward: it costs more than the
-    layer on small maps). ``gradcheck`` against the plain path checks it.
+    out below: on small maps the cost is the number of operations, and the
+    autograd engine inside a backward would cost more than the layer.
+    ``gradcheck`` and the plain path check it (tests/test_autograd_paths.py).
     """
 
     @staticmethod
@@ -307,68 +320,72 @@ class _SwitchNormFunction(torch.autograd.Function):
                 weight: Optional[Tensor], bias: Optional[Tensor]) -> Tensor:
         mean_in, var_in = instance_moments(x, unbiased)
         moments = _candidate_moments(mean_in, var_in, spec)
-        scale, shift, mean, rstd = _scale_shift(moments, mean_ratios, var_ratios, weight, bias, spec, mean_in.shape)
+        scale, shift, mean, rstd, means, variances = _scale_shift(moments, mean_ratios, var_ratios, weight, bias,
+                                                                  spec, mean_in.shape)
+        rows = _rows(x)
+        identity = None if rows is None else _identity_stats(rows)
         ctx.save_for_backward(x)
-        ctx.small = (mean_in, moments, mean, rstd, scale, mean_ratios.detach(), var_ratios.detach(),
-                     None if weight is None else weight.detach())
+        ctx.small = (mean_in, moments, mean, rstd, scale, means, variances, identity)
+        # On CPU the ratios as Python numbers: the scalar factors of the backward then cost no operations.
+        ctx.ratios = tuple(r.tolist() if r.device.type == "cpu" else r.detach().unbind(0)
+                           for r in (mean_ratios, var_ratios))
+        ctx.weight = None if weight is None else weight.detach()
         ctx.spec, ctx.unbiased = spec, unbiased
-        ctx.bias_dtype = None if bias is None else bias.dtype
-        return _apply_scale_shift(x, scale, shift)
+        ctx.dtypes = tuple(None if t is None else t.dtype for t in (mean_ratios, var_ratios, weight, bias))
+        return _apply_scale_shift(x, scale, shift, identity)
 
     @staticmethod
     def backward(ctx, grad_y: Tensor):
         if torch.is_grad_enabled():
             raise RuntimeError(_DOUBLE_BACKWARD)
         (x,) = ctx.saved_tensors
-        mean_in, moments, mean, rstd, scale, mean_ratios, var_ratios, weight = ctx.small
-        spec = ctx.spec
+        mean_in, moments, mean, rstd, scale, means, variances, identity = ctx.small
+        spec, weight = ctx.spec, ctx.weight
         n, c = mean_in.shape
         sd = mean_in.dtype
-        grad_scale, grad_shift = _map_sums(grad_y, x, sd)
+        grad_scale, grad_shift = _map_sums(grad_y, x, sd, identity)
         # y = x * scale + shift, scale = weight * rstd, shift = bias - mean * scale, rstd = (var + eps)^-1/2
         grad_mean = torch.mul(scale, grad_shift).neg_()
         grad_scale_total = torch.addcmul(grad_scale, mean, grad_shift, value=-1)
-        grad_rstd = grad_scale_total if weight is None else grad_scale_total * weight.to(sd)
-        grad_var = grad_rstd.mul_(rstd.pow(3)).mul_(-0.5) if weight is not None else grad_rstd * rstd.pow(3) * -0.5
-        # mean = Σ_k mean_ratios[k] mean_k, var = Σ_k var_ratios[k] var_k: LN pools (N, C) over channels
-        # (dim 1), BN over samples (dim 0), with mean_k = avg(mean_in), var_k = avg(var_in) + avg((mean_in - mean_k)²)
-        w, u = mean_ratios.to(sd).unbind(0), var_ratios.to(sd).unbind(0)
-        grad_w, grad_u = [], []
+        grad_var = torch.mul(grad_scale_total, rstd.pow(3)).mul_(-0.5)
+        if weight is not None:
+            grad_var.mul_(_same_dtype(weight, sd))
+        # mean = mean_ratios @ means, var = var_ratios @ variances
+        grad_mean_ratios = torch.matmul(means, grad_mean.view(-1))
+        grad_var_ratios = torch.matmul(variances, grad_var.view(-1))
+        # Each candidate from the instance moments: IN itself; LN pools over channels (dim 1), BN over samples
+        # (dim 0), with mean_k = avg(mean_in) and var_k = avg(var_in) + avg((mean_in - mean_k)²).
+        w, u = ctx.ratios
         grad_mean_in = grad_var_in = None
         for k, name in enumerate(spec.candidates):
-            mean_k, var_k = moments[k]
             if name == "IN":
-                grad_w.append(torch.vdot(grad_mean.flatten(), mean_k.flatten()))
-                grad_u.append(torch.vdot(grad_var.flatten(), var_k.flatten()))
                 from_mean, from_var = grad_mean * w[k], grad_var * u[k]
+            elif name == "BN" and not spec.batch_bn:
+                continue  # running statistics: constants
             else:
                 dim = 1 if name == "LN" else 0
-                summed_mean, summed_var = grad_mean.sum(dim), grad_var.sum(dim)
-                grad_w.append(torch.vdot(summed_mean, mean_k.flatten()))
-                grad_u.append(torch.vdot(summed_var, var_k.flatten()))
-                if name == "BN" and not spec.batch_bn:
-                    continue  # running statistics: constants
                 size = mean_in.shape[dim]
-                pooled_mean = (summed_mean * (w[k] / size)).unsqueeze(dim)
-                from_var = (summed_var * (u[k] / size)).unsqueeze(dim)
-                from_mean = torch.addcmul(pooled_mean, from_var, mean_in - mean_k, value=2)
+                pooled_mean = grad_mean.sum(dim, keepdim=True).mul_(w[k] / size)
+                from_var = grad_var.sum(dim, keepdim=True).mul_(u[k] / size)
+                from_mean = torch.addcmul(pooled_mean, from_var, mean_in - moments[k][0], value=2)
             grad_mean_in = from_mean if grad_mean_in is None else grad_mean_in + from_mean
             grad_var_in = from_var if grad_var_in is None else grad_var_in + from_var
-        grad_mean_ratios, grad_var_ratios = torch.stack(grad_w), torch.stack(grad_u)
         if grad_mean_in is None:  # only running statistics: the output is x's affine map
             grad_mean_in = grad_var_in = torch.zeros((), dtype=sd, device=x.device)
         positions = spec.positions
         # d mean_in / dx = 1/|S|, d var_in / dx = 2 (x - mean_in) / |S| (|S| - 1 when unbiased)
         a = (grad_var_in * (2.0 / max(positions - 1 if ctx.unbiased else positions, 1))).expand(n, c)
-        b = torch.addcmul(grad_mean_in / positions, a, mean_in, value=-1)
-        grad_x = _apply_scale_shift(x, a, b).addcmul_(grad_y, _broadcast(scale.to(x.dtype), x.dim()))
+        b = torch.addcmul(grad_mean_in * (1.0 / positions), a, mean_in, value=-1)
+        grad_x = _apply_scale_shift(x, a, b, identity)
+        grad_x.addcmul_(grad_y, _broadcast(_same_dtype(scale, x.dtype), x.dim()))
+        mean_dtype, var_dtype, weight_dtype, bias_dtype = ctx.dtypes
         grad_weight = grad_bias = None
         if ctx.needs_input_grad[5]:
-            grad_weight = (grad_scale_total * rstd).sum(0).to(weight.dtype)
+            grad_weight = _same_dtype((grad_scale_total * rstd).sum(0), weight_dtype)
         if ctx.needs_input_grad[6]:
-            grad_bias = grad_shift.sum(0).to(ctx.bias_dtype)
-        return (grad_x, None, None, grad_mean_ratios.to(mean_ratios.dtype), grad_var_ratios.to(var_ratios.dtype),
-                grad_weight, grad_bias)
+            grad_bias = _same_dtype(grad_shift.sum(0), bias_dtype)
+        return (grad_x, None, None, _same_dtype(grad_mean_ratios, mean_dtype),
+                _same_dtype(grad_var_ratios, var_dtype), grad_weight, grad_bias)
 
 
 class _MomentAffine(torch.autograd.Function):
@@ -413,17 +430,6 @@ class _MomentAffine(torch.autograd.Function):
         leaf_grads = iter(grads[2:])
         return (grad_x, None, None) + tuple(
             next(leaf_grads) if t is not None and t.requires_grad else None for t in leaves)
-
-
-def _mix(ratios: Tensor, stats) -> Tensor:
-    """``Σ_k ratios[k] * stats[k]`` for broadcastable ``stats`` (in their dtype), in few operations."""
-    if ratios.dtype != stats[0].dtype:
-        ratios = ratios.to(stats[0].dtype)
-    weights = ratios.unbind(0)
-    out = stats[0] * weights[0]
-    for w, t in zip(weights[1:], stats[1:]):
-        out = torch.addcmul(out, t, w)
-    return out
 
 
 def under_torch_func(t: Tensor) -> bool:
@@ -531,7 +537,7 @@ def switch_norm(
     plain = traced or needs_grad
     mean_in, var_in = (_traceable_instance_moments if plain else instance_moments)(x, unbiased_in)
     moments = _candidate_moments(mean_in, var_in, spec)
-    scale, shift, _, _ = _scale_shift(moments, mean_ratios, var_ratios, weight, bias, spec, (n, c))
+    scale, shift = _scale_shift(moments, mean_ratios, var_ratios, weight, bias, spec, (n, c))[:2]
     return _affine(x, scale, shift) if plain else _apply_scale_shift(x, scale, shift)
 
 
