@@ -432,20 +432,22 @@ class _MomentAffine(torch.autograd.Function):
             next(leaf_grads) if t is not None and t.requires_grad else None for t in leaves)
 
 
-def under_torch_func(t: Tensor) -> bool:
-    """Whether ``t`` is being transformed by ``torch.func`` (``grad``, ``vmap``, ...); False while compiling."""
-    return not torch.compiler.is_compiling() and torch._C._functorch.is_functorch_wrapped_tensor(t)
+def under_torch_func(*tensors: Optional[Tensor]) -> bool:
+    """Whether any of ``tensors`` is transformed by ``torch.func`` (``grad``, ``vmap``, ...); False when compiling."""
+    if torch.compiler.is_compiling():
+        return False
+    return any(t is not None and torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)
 
 
-def _is_traced(x: Tensor) -> bool:
-    """Whether this call is being traced, compiled, exported or transformed (``torch.func``).
+def _is_traced(*tensors: Optional[Tensor]) -> bool:
+    """Whether this call is being traced, compiled, exported or transformed (``torch.func``, seen on ``tensors``).
 
     Those see only plain tensor operations: a custom autograd Function with a
     hand-written backward breaks ``torch.compile``'s graph and ``torch.func``'s
     transforms, and tracers record the kernels it calls.
     """
     return (torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting()
-            or under_torch_func(x))
+            or under_torch_func(*tensors))
 
 
 def switch_norm(
@@ -522,7 +524,7 @@ def switch_norm(
     spec = _Statistics(tuple(candidates), batch_bn, running_mean, running_var,
                        training and batch_bn and running_mean is not None, momentum, unbiased_running_var,
                        process_group, positions, eps)
-    traced = _is_traced(x)
+    traced = _is_traced(x, mean_ratios, var_ratios, weight, bias)
     if process_group is not None and not traced:
         def affine(mean_in, var_in, mean_ratios, var_ratios, weight, bias):
             moments = _candidate_moments(mean_in, var_in, spec)

@@ -125,12 +125,16 @@ def test_torch_func_grad_and_vmap_work(cls):
     with pytest.raises(RuntimeError, match="track_running_stats=False, or run it in eval mode"):
         tracked = cls(5).double()
         grad(lambda x: tracked(x).sum())(x)  # running statistics cannot be updated under torch.func
+    with pytest.raises(RuntimeError, match="track_running_stats=False, or run it in eval mode"):
+        tracked_params = {k: v.detach() for k, v in tracked.named_parameters()}
+        grad(lambda p: functional_call(tracked, p, (x,)).sum())(tracked_params)
     m = cls(5, track_running_stats=False).double()
     params = {k: v.detach() for k, v in m.named_parameters()}
 
     def loss(params, x):
         return functional_call(m, params, (x,)).pow(2).mul(weights).sum()
     grads = grad(loss)(params, x)
+    assert torch.equal(grad(lambda p: loss(p, x))(params)["weight"], grads["weight"])  # x captured, not an argument
     loss(dict(m.named_parameters()), x).backward()
     for name, g in grads.items():
         torch.testing.assert_close(g, getattr(m, name).grad, rtol=1e-10, atol=1e-12)

@@ -225,7 +225,7 @@ class SwitchNorm(nn.Module):
             raise ValueError(
                 f"{name}({self.num_features}) got input with {x.shape[1]} channels (shape {tuple(x.shape)})")
         positions = math.prod(x.shape[2:])
-        if (self.training and self.track_running_stats and under_torch_func(x)
+        if (self.training and self.track_running_stats and under_torch_func(x, self.weight, self.mean_weight)
                 and not under_torch_func(self.running_mean)):
             raise RuntimeError(
                 f"{name}: in training under a torch.func transform (grad, vmap, ...) the running statistics would "
