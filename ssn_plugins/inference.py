@@ -131,8 +131,10 @@ def _describe(module: nn.Module) -> str:
 
 def _inference_layer(layer: SwitchNorm) -> nn.Module:
     """The native module, or :class:`FrozenSwitchNorm`, computing what ``layer`` computes in eval mode."""
+    # the ratios in the dtype the statistics are mixed in: float64 for a float64 layer, float32 otherwise
+    ratio_dtype = torch.float64 if layer.mean_weight.dtype == torch.float64 else torch.float32
     with torch.no_grad():
-        mean_ratios, var_ratios = (r.detach().float() for r in layer.ratios())
+        mean_ratios, var_ratios = (r.detach().to(ratio_dtype) for r in layer.ratios())
     used = [k for k in range(len(layer.candidates)) if mean_ratios[k] != 0 or var_ratios[k] != 0]
     candidates = [layer.candidates[k] for k in used]
     if len(used) == 1:

@@ -250,3 +250,12 @@ def test_inplace_and_the_training_mode():
     x = photo_batch(crops=2)
     with torch.no_grad():
         Reference(copy_before.eval(), x).check(inference(x))
+
+
+def test_float64_model_keeps_float64_ratios():
+    model = _trained_looking(nn.Sequential(nn.Conv2d(3, 6, 3), nn.ReLU(), S.SwitchNorm2d(6))).double()
+    x = photo_batch(crops=2).double()
+    inference, _ = S.for_inference(model)
+    assert inference[2].mean_ratios.dtype == torch.float64
+    with torch.no_grad():
+        assert _relative_error(inference(x), model(x)) < 1e-13
