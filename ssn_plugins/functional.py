@@ -303,12 +303,28 @@ _DOUBLE_BACKWARD = ("double backward (a gradient of a gradient, e.g. a gradient 
                     "or call switch_norm(..., double_backward=True)")
 
 
+def _input_gradient(x: Tensor, grad_y: Tensor, scale: Tensor, mean_in: Tensor, grad_mean_in: Tensor,
+                    grad_var_in: Tensor, unbiased: bool, identity=None) -> Tensor:
+    """``grad_x`` of ``y = x * scale + shift`` whose factors depend on ``x`` through its instance moments.
+
+    ``d mean_in / dx = 1/|S|`` and ``d var_in / dx = 2 (x - mean_in) / |S|``
+    (``|S| - 1`` when unbiased), folded with the direct term into
+    ``x * a + b + grad_y * scale`` per ``(n, c)``: two passes over ``x``.
+    """
+    n, c = x.shape[:2]
+    positions = math.prod(x.shape[2:])
+    a = (grad_var_in * (2.0 / max(positions - 1 if unbiased else positions, 1))).expand(n, c)
+    b = torch.addcmul(grad_mean_in * (1.0 / positions), a, mean_in, value=-1)
+    grad_x = _apply_scale_shift(x, a, b, identity)
+    return grad_x.addcmul_(grad_y, _broadcast(_same_dtype(scale, x.dtype), x.dim()))
+
+
 class _SwitchNormFunction(torch.autograd.Function):
     """:func:`switch_norm` without a process group, with a hand-written backward.
 
-    The forward reads ``x`` twice (moments, then one fused affine map); the
-    backward reads ``x`` and the output gradient once for two per-map sums and
-    once for ``grad_x = x * a + b + grad_y * scale``, with the ``(N, C)``-sized
+    Used in training only. The forward reads ``x`` twice (moments, then one
+    fused affine map); the backward reads ``x`` and the output gradient once for
+    two per-map sums and once for :func:`_input_gradient`, with the ``(N, C)``-sized
     chain rule of :func:`_candidate_moments` and :func:`_scale_shift` written
     out below: on small maps the cost is the number of operations, and the
     autograd engine inside a backward would cost more than the layer.
@@ -341,7 +357,6 @@ class _SwitchNormFunction(torch.autograd.Function):
         (x,) = ctx.saved_tensors
         mean_in, moments, mean, rstd, scale, means, variances, identity = ctx.small
         spec, weight = ctx.spec, ctx.weight
-        n, c = mean_in.shape
         sd = mean_in.dtype
         grad_scale, grad_shift = _map_sums(grad_y, x, sd, identity)
         # y = x * scale + shift, scale = weight * rstd, shift = bias - mean * scale, rstd = (var + eps)^-1/2
@@ -355,13 +370,12 @@ class _SwitchNormFunction(torch.autograd.Function):
         grad_var_ratios = torch.matmul(variances, grad_var.view(-1))
         # Each candidate from the instance moments: IN itself; LN pools over channels (dim 1), BN over samples
         # (dim 0), with mean_k = avg(mean_in) and var_k = avg(var_in) + avg((mean_in - mean_k)²).
+        # (This Function runs in training only, so BN is always the batch's, never the running constants.)
         w, u = ctx.ratios
         grad_mean_in = grad_var_in = None
         for k, name in enumerate(spec.candidates):
             if name == "IN":
                 from_mean, from_var = grad_mean * w[k], grad_var * u[k]
-            elif name == "BN" and not spec.batch_bn:
-                continue  # running statistics: constants
             else:
                 dim = 1 if name == "LN" else 0
                 size = mean_in.shape[dim]
@@ -370,14 +384,7 @@ class _SwitchNormFunction(torch.autograd.Function):
                 from_mean = torch.addcmul(pooled_mean, from_var, mean_in - moments[k][0], value=2)
             grad_mean_in = from_mean if grad_mean_in is None else grad_mean_in + from_mean
             grad_var_in = from_var if grad_var_in is None else grad_var_in + from_var
-        if grad_mean_in is None:  # only running statistics: the output is x's affine map
-            grad_mean_in = grad_var_in = torch.zeros((), dtype=sd, device=x.device)
-        positions = spec.positions
-        # d mean_in / dx = 1/|S|, d var_in / dx = 2 (x - mean_in) / |S| (|S| - 1 when unbiased)
-        a = (grad_var_in * (2.0 / max(positions - 1 if ctx.unbiased else positions, 1))).expand(n, c)
-        b = torch.addcmul(grad_mean_in * (1.0 / positions), a, mean_in, value=-1)
-        grad_x = _apply_scale_shift(x, a, b, identity)
-        grad_x.addcmul_(grad_y, _broadcast(_same_dtype(scale, x.dtype), x.dim()))
+        grad_x = _input_gradient(x, grad_y, scale, mean_in, grad_mean_in, grad_var_in, ctx.unbiased, identity)
         mean_dtype, var_dtype, weight_dtype, bias_dtype = ctx.dtypes
         grad_weight = grad_bias = None
         if ctx.needs_input_grad[5]:
@@ -415,7 +422,6 @@ class _MomentAffine(torch.autograd.Function):
             raise RuntimeError(_DOUBLE_BACKWARD)
         (x,) = ctx.saved_tensors
         scale, shift, moments, leaves = ctx.graph
-        positions = math.prod(x.shape[2:])
         grad_scale, grad_shift = _map_sums(grad_y, x, scale.dtype)
         wanted = list(moments) + [t for t in leaves if t is not None and t.requires_grad]
         # The small graph is kept (it is (N, C)-sized and freed with ctx) so that
@@ -424,9 +430,7 @@ class _MomentAffine(torch.autograd.Function):
             grads = torch.autograd.grad((scale, shift), wanted, (grad_scale, grad_shift), allow_unused=True,
                                         retain_graph=True)
         grad_mean, grad_var = (torch.zeros_like(m) if g is None else g for m, g in zip(moments, grads[:2]))
-        a = grad_var * (2.0 / max(positions - 1 if ctx.unbiased else positions, 1))
-        b = grad_mean / positions - a * moments[0].detach()
-        grad_x = _apply_scale_shift(x, a, b).addcmul_(grad_y, _broadcast(scale.detach().to(x.dtype), x.dim()))
+        grad_x = _input_gradient(x, grad_y, scale.detach(), moments[0].detach(), grad_mean, grad_var, ctx.unbiased)
         leaf_grads = iter(grads[2:])
         return (grad_x, None, None) + tuple(
             next(leaf_grads) if t is not None and t.requires_grad else None for t in leaves)
