@@ -165,6 +165,19 @@ def test_mmaction2_i3d_with_ssn(tmp_path_factory, tmp_path, photo, capsys):
               "--cfg-options", "model.backbone.pretrained=None", "model.backbone.pretrained2d=False")
 
 
+def test_deploy_tool_options(tmp_path_factory, tmp_path, capsys):
+    _, checkpoint = _mm_checkpoint(tmp_path_factory, I3D, I3D_OPTIONS)
+    options = ["--cfg-options", "model.backbone.pretrained=None", "model.backbone.pretrained2d=False"]
+    out = _run_tool(capsys, I3D, checkpoint, "-o", tmp_path / "i3d.pt2", "--format", "export", "--max-size", 96,
+                    "--no-fold", "--verbose", "--clip-length", 16, *options)
+    assert "0 norms folded into convolutions" in out and "  replaced " in out and "  folded " not in out
+    assert "inputs: (1, 1, 3, 16, 72, 80)" in out  # 16 frames panned over a 96x72 photo (default 8)
+    with pytest.raises(SystemExit, match="above the tolerance 1e-12"):
+        _deploy_tool().main([str(I3D), str(checkpoint), "-o", str(tmp_path / "tight.pt2"), "--format", "export",
+                             "--max-size", "96", "--tolerance", "1e-12", *options])
+    assert "norms folded into convolutions" in capsys.readouterr().out
+
+
 def test_exported_outputs_are_flattened_and_compared_strictly():
     assert [t.shape for t in flatten_tensors({"b": torch.zeros(2), "a": (torch.ones(1), [torch.ones(3)])})] == [
         (1,), (3,), (2,)]

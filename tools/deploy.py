@@ -101,6 +101,7 @@ def main(argv=None):
     image = load_image(args.input, args.max_size)
     (original, inputs), (inference, _), report = prepare(args, image)
     print(report if args.verbose else report.summary())
+    print("inputs: " + ", ".join(str(tuple(t.shape)) for t in inputs))
     with torch.no_grad():
         reference = flatten_tensors(original(*inputs))
         unexported = relative_errors(flatten_tensors(inference(*inputs)), reference)
