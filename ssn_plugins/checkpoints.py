@@ -2,14 +2,18 @@
 
 A published file is a ``torch.save`` dict with ``state_dict`` (and ``epoch``,
 ``best_prec1``, ``optimizer``), or the state dict itself, keys often prefixed
-``module.``. :func:`read_published` unwraps it, infers the architecture and
+``module.``. The CE release is a BatchNorm ResNet (``bn1``, ``layerK.i.bnN``)
+with CE modules ``ce1`` and ``layerK.i.ce``; its BN layers are renamed to our
+``sn`` names. :func:`read_published` unwraps it, infers the architecture and
 loads it into :class:`ssn_plugins.models.ResNet`, whose norm layers accept
 the authors' layout; the result is a canonical state dict (``(C,)``
 parameters, ``bool`` flags) that the ``to_*`` functions rename. Pure key
 mapping: no framework is imported here.
 """
+import os
 import pickle
 import re
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -17,10 +21,12 @@ from typing import Dict, List, Tuple
 import torch
 from torch import Tensor
 
+from .layers.channel_equilibrium import CE_BLOCK_GROUP_SIZE, CE_STEM_GROUP_SIZE
 from .models.resnet import DEPTHS, ResNet
 
-__all__ = ["PublishedModel", "read_published", "load_checkpoint_file", "build_resnet", "to_detectron2", "to_openmmlab", "to_i3d",
-           "inflate_openmmlab_resnet", "ConversionError", "I3D_R50_INFLATE"]
+__all__ = ["PublishedModel", "read_published", "load_checkpoint_file", "build_resnet", "to_detectron2", "to_openmmlab",
+           "to_i3d", "convert", "save_converted", "TARGETS", "inflate_openmmlab_resnet", "ConversionError",
+           "I3D_R50_INFLATE"]
 
 #: norm names whose layers take ``candidates``
 SWITCHABLE = ("SN", "SSN", "SyncSN", "SyncSSN")
@@ -48,6 +54,7 @@ class PublishedModel:
     ce: bool
     num_classes: int
     ceil_mode_pool: bool
+    ce_group_sizes: Tuple[int, int]
     state_dict: Dict[str, Tensor] = field(repr=False)
     report: List[str] = field(default_factory=list, repr=False)
 
@@ -56,6 +63,7 @@ class PublishedModel:
         d = asdict(self)
         d.pop("state_dict"), d.pop("report")
         d["candidates"] = list(self.candidates)
+        d["ce_group_sizes"] = list(self.ce_group_sizes)
         return d
 
 
@@ -69,14 +77,34 @@ def _unwrap(obj) -> Dict[str, Tensor]:
     return {k[len("module."):] if k.startswith("module.") else k: v for k, v in obj.items()}
 
 
+def _bn_to_sn_names(sd: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    """The CE release's BatchNorm names (``bn1``, ``layerK.i.bnN``) as ours (``sn1``, ``layerK.i.snN``)."""
+    return {re.sub(r"^((?:layer\d\.\d+\.)?)bn(\d)\.", r"\1sn\2.", k): v for k, v in sd.items()}
+
+
+def _ce_group_sizes(sd: Dict[str, Tensor]) -> Tuple[int, int]:
+    """``(stem, blocks)`` channels per CE group, read from the ``running_wm`` shapes ``(groups, d, d)``."""
+    stem = sd.get("ce1.running_wm")
+    block = sd.get("layer1.0.ce.running_wm")
+    if stem is None or block is None or stem.dim() != 3 or block.dim() != 3:
+        raise ConversionError("a CE model needs 'ce1.running_wm' and 'layer1.0.ce.running_wm' of shape (groups, d, d)")
+    return int(stem.shape[-1]), int(block.shape[-1])
+
+
 def _infer(sd: Dict[str, Tensor]) -> dict:
     kind, counts = _block_layout(sd)
     depth = next((d for d, (k, c) in DEPTHS.items() if k == kind and c == counts), None)
     if depth is None:
         raise ConversionError(f"unrecognised ResNet: {kind} blocks per stage {counts}")
+    ce = any(k.startswith("ce1.") for k in sd)
+    ce_group_sizes = _ce_group_sizes(sd) if ce else (CE_STEM_GROUP_SIZE, CE_BLOCK_GROUP_SIZE)
     ratio = sd.get("sn1.mean_weight")
+    if ratio is None and "sn1.weight" in sd and ce:  # the CE release: BatchNorm + CE (renamed by the caller)
+        return {"depth": depth, "version": 1, "norm": "BN", "candidates": (), "sparse": False, "ce": True,
+                "num_classes": sd["fc.weight"].shape[0] if "fc.weight" in sd else 0, "ceil_mode_pool": False,
+                "ce_group_sizes": ce_group_sizes}
     if ratio is None:
-        raise ConversionError("no 'sn1.mean_weight': not an SN/SSN ResNet checkpoint")
+        raise ConversionError("no 'sn1.mean_weight' and no CE modules: not an SN/SSN/CE ResNet checkpoint")
     if ratio.numel() not in (2, 3):
         raise ConversionError(f"ratio logits have {ratio.numel()} entries; expected 3 ([IN, LN, BN]) or 2 ([IN, LN])")
     sparse = any(k.endswith("mean_fixed") for k in sd)
@@ -86,10 +114,11 @@ def _infer(sd: Dict[str, Tensor]) -> dict:
         "norm": "SSN" if sparse else "SN",
         "candidates": ("IN", "LN", "BN") if ratio.numel() == 3 else ("IN", "LN"),
         "sparse": sparse,
-        "ce": any(re.match(r"(.*\.)?ce\d\.", k) for k in sd),
+        "ce": ce,
         "num_classes": sd["fc.weight"].shape[0] if "fc.weight" in sd else 0,
         # the SSN release's stem pools with padding 0 and ceil_mode; the SN release with padding 1
         "ceil_mode_pool": sparse,
+        "ce_group_sizes": ce_group_sizes,
     }
 
 
@@ -99,6 +128,7 @@ def build_resnet(arch: dict, **overrides) -> ResNet:
     norm_kwargs = {"candidates": tuple(arch["candidates"])} if arch["norm"] in SWITCHABLE else {}
     return ResNet(arch["depth"], arch["norm"], norm_kwargs=norm_kwargs,
                   version=arch["version"], ceil_mode_pool=arch["ceil_mode_pool"], ce=arch["ce"],
+                  ce_group_sizes=tuple(arch.get("ce_group_sizes", (CE_STEM_GROUP_SIZE, CE_BLOCK_GROUP_SIZE))),
                   num_classes=arch["num_classes"])
 
 
@@ -142,6 +172,8 @@ def read_published(source, ceil_mode_pool=None, trust_pickle: bool = False) -> P
     if not isinstance(source, dict):
         source = load_checkpoint_file(source, trust_pickle)
     sd = _unwrap(source)
+    if "bn1.weight" in sd and "sn1.weight" not in sd:
+        sd = _bn_to_sn_names(sd)
     arch = _infer(sd)
     if ceil_mode_pool is not None:
         arch["ceil_mode_pool"] = ceil_mode_pool
@@ -164,9 +196,11 @@ def read_published(source, ceil_mode_pool=None, trust_pickle: bool = False) -> P
         layer.official_compat = True
     _check_finite(model)
     model_sd = model.state_dict()
-    report = [f"ResNet-{arch['depth']} v{arch['version']}, {arch['norm']} over "
-              f"{list(arch['candidates'])}, {len(layers)} norm layers"
-              + (", with CE" if arch["ce"] else "") + (f", {arch['num_classes']}-way fc" if arch["num_classes"] else "")]
+    norms = (f"{arch['norm']} over {list(arch['candidates'])}, {len(layers)} norm layers" if layers
+             else arch["norm"])
+    ce = ", with CE (groups of {} in the stem, {} in the blocks)".format(*arch["ce_group_sizes"]) if arch["ce"] else ""
+    report = [f"ResNet-{arch['depth']} v{arch['version']}, {norms}{ce}"
+              + (f", {arch['num_classes']}-way fc" if arch["num_classes"] else "")]
     if arch["sparse"]:
         fixed = sum(i is not None for m in layers for i in m._selected)
         counts = {}
@@ -205,11 +239,9 @@ def _rename(sd: Dict[str, Tensor], rules, skip=()) -> Tuple[Dict[str, Tensor], L
     return out, dropped
 
 
-def _check_v1(model: PublishedModel, framework: str, ce_supported: bool = False) -> None:
+def _check_v1(model: PublishedModel, framework: str) -> None:
     if model.version != 1:
         raise ConversionError(f"{framework}: the v2 (pre-activation) ResNet has no counterpart there; use a v1 model")
-    if model.ce and not ce_supported:
-        raise ConversionError(f"{framework}: Channel Equilibrium backbones are not supported by this converter yet")
 
 
 def to_detectron2(model: PublishedModel) -> Tuple[dict, List[str]]:
@@ -221,13 +253,14 @@ def to_detectron2(model: PublishedModel) -> Tuple[dict, List[str]]:
     detectron2 ResNet with ``STRIDE_IN_1X1: False`` (the stride is in the 3x3
     convolution here), and with ``MODEL.RESNETS.CE.ENABLED`` for a CE model.
     """
-    _check_v1(model, "detectron2", ce_supported=True)
+    _check_v1(model, "detectron2")
     stage = lambda m: f"res{int(m.group(1)) + 1}.{m.group(2)}."
+    last_conv = "conv3" if DEPTHS[model.depth][0] == "bottleneck" else "conv2"
     rules = [
         (r"^conv1\.weight$", "stem.conv1.weight"),
         (r"^sn1\.", "stem.conv1.norm."),
         (r"^ce1\.", "stem.conv1.ce."),  # CE as ssn_plugins.detectron2 adds it (MODEL.RESNETS.CE)
-        (r"^layer(\d)\.(\d+)\.ce(\d)\.", lambda m: stage(m) + f"conv{m.group(3)}.ce."),
+        (r"^layer(\d)\.(\d+)\.ce\.", lambda m: stage(m) + f"{last_conv}.ce."),
         (r"^layer(\d)\.(\d+)\.conv(\d)\.weight$", lambda m: stage(m) + f"conv{m.group(3)}.weight"),
         (r"^layer(\d)\.(\d+)\.sn(\d)\.", lambda m: stage(m) + f"conv{m.group(3)}.norm."),
         (r"^layer(\d)\.(\d+)\.downsample\.0\.weight$", lambda m: stage(m) + "shortcut.weight"),
@@ -244,18 +277,68 @@ def to_openmmlab(model: PublishedModel) -> Tuple[dict, List[str]]:
     Returns ``({"state_dict": ..., "meta": ...}, dropped keys)``; load it
     with ``init_cfg=dict(type='Pretrained', checkpoint=...)`` on a ResNet
     whose ``norm_cfg`` type is ``SN``/``SSN`` (names kept as ``bn`` by the
-    plugin's registration).
+    plugin's registration); a CE model on ``type='ResNetCE'`` (CE as
+    ``ce1`` and ``layerK.i.ce``, the CE release's names).
     """
     _check_v1(model, "OpenMMLab")
     rules = [
         (r"^conv1\.weight$", "conv1.weight"),
         (r"^sn1\.", "bn1."),
+        (r"^(ce1|layer\d\.\d+\.ce)\.", r"\1."),
         (r"^(layer\d\.\d+)\.conv(\d)\.weight$", r"\1.conv\2.weight"),
         (r"^(layer\d\.\d+)\.sn(\d)\.", r"\1.bn\2."),
         (r"^(layer\d\.\d+\.downsample\.[01])\.", r"\1."),
     ]
     sd, dropped = _rename(model.state_dict, rules, skip=(r"^fc\.",))
     return {"state_dict": sd, "meta": {"ssn_plugins": model.architecture()}}, dropped
+
+
+#: conversion targets -> file suffix (detectron2's ``.pkl`` is pickled, the others ``torch.save``d)
+TARGETS = {"torch": ".pth", "detectron2": "_d2.pkl", "openmmlab": "_mm.pth", "i3d": "_i3d.pth"}
+
+
+def convert(model: PublishedModel, target: str, conv1_t: int = 5, inflate_style: str = "3x1x1"
+            ) -> Tuple[dict, List[str]]:
+    """``model`` in the layout of ``target`` (a key of :data:`TARGETS`): ``(object to save, dropped keys)``.
+
+    The one conversion path of ``tools/convert_checkpoint.py`` and of the
+    ``ssn://`` model zoo.
+    """
+    if target == "torch":
+        return {"state_dict": model.state_dict, "meta": {"ssn_plugins": model.architecture()}}, []
+    if target == "detectron2":
+        return to_detectron2(model)
+    if target == "openmmlab":
+        return to_openmmlab(model)
+    if target == "i3d":
+        return to_i3d(model, conv1_t=conv1_t, inflate_style=inflate_style)
+    raise ConversionError(f"unknown target {target!r}; choose from {sorted(TARGETS)}")
+
+
+def save_converted(obj: dict, path, pickled: bool = False) -> None:
+    """Write ``obj`` to ``path`` (``pickle`` for detectron2's ``.pkl``, else ``torch.save``) atomically.
+
+    The file appears complete or not at all: it is written beside ``path``
+    and renamed over it, so an interrupted write never leaves a truncated
+    file under the final name. Failures name the path.
+    """
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise ConversionError(f"cannot write {path}: {e.strerror or e}") from e
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if pickled:
+                pickle.dump(obj, f)
+            else:
+                torch.save(obj, f)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # torch.save reports an unwritable file as a RuntimeError
+        raise ConversionError(f"cannot write {path}: {getattr(e, 'strerror', None) or e}") from e
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def _inflate(weight: Tensor, t: int) -> Tensor:
@@ -351,6 +434,8 @@ def _inflate_resnet(state_dict: Dict[str, Tensor], depth: int, norm_in: str, nor
             out["conv1.conv.weight"] = _inflate(value, conv1_t)
         elif key.startswith(f"{norm_in}1."):
             out[f"conv1.{norm_out}." + key[len(norm_in) + 2:]] = value
+        elif re.match(r"^(ce1|layer\d\.\d+\.ce)\.", key):  # CE works on 5-D input as it is: copied unchanged
+            out[key] = value
         elif m := re.match(r"^layer(\d)\.(\d+)\.(conv\d)\.weight$", key):
             stage, block, conv = int(m.group(1)), int(m.group(2)), m.group(3)
             t = 3 if inflate[stage - 1][block] and conv == inflated_conv else 1

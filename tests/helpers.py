@@ -1,6 +1,15 @@
 """Shared test helpers."""
+import re
+from pathlib import Path
+
+import matplotlib
+import numpy as np
 import torch
+from PIL import Image
 from torch.func import functional_call
+
+import ssn_plugins as S
+from ssn_plugins.models import ResNet
 
 
 def gradcheck_module(module: torch.nn.Module, x: torch.Tensor) -> bool:
@@ -36,3 +45,99 @@ def trained_looking_norms(model: torch.nn.Module, seed: int = 0, fix_every: int 
             m.fix("mean", "IN")
             m.fix("var", "LN")
     return model.eval()
+
+
+PHOTO = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+
+
+def photo_batch(size=(128, 160), crops=2, seed=0) -> torch.Tensor:
+    """Random crops of a real photograph, ImageNet-normalized, ``(crops, 3, H, W)``."""
+    image = torch.from_numpy(np.asarray(Image.open(PHOTO).convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(crops):
+        top = int(torch.randint(0, image.shape[1] - size[0], (1,), generator=g))
+        left = int(torch.randint(0, image.shape[2] - size[1], (1,), generator=g))
+        out.append(image[:, top:top + size[0], left:left + size[1]])
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+    return (torch.stack(out) - mean) / std
+
+
+def trained_looking_resnet(depth=50, norm="SSN", using_bn=True, version=1, ceil=False) -> ResNet:
+    torch.manual_seed(0)
+    candidates = ("IN", "LN", "BN") if using_bn else ("IN", "LN")
+    # the authors' layers (unbiased IN variance): converted files must reproduce their math
+    model = ResNet(depth, norm, norm_kwargs={"candidates": candidates, "official_compat": True}, version=version,
+                   ceil_mode_pool=ceil)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, S.SwitchNorm):
+                m.mean_weight.copy_(torch.randn_like(m.mean_weight))
+                m.var_weight.copy_(torch.randn_like(m.var_weight))
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    if norm == "SSN":
+        layers = S.sparse_layers(model)
+        for i, m in enumerate(layers[::3]):
+            m.fix("mean", candidates[i % len(candidates)])
+            m.fix("var", candidates[(i + 1) % len(candidates)])
+        S.set_radius(model, 0.35)
+    if using_bn:
+        S.recompute_batch_statistics(model, [photo_batch(crops=4, seed=s) for s in range(3)])
+    return model.eval()
+
+
+def published_layout(model: ResNet) -> dict:
+    """What the authors' training script saves: ``module.`` keys, (1,C,1,1) / (1,C,1) shapes, long flags."""
+    switchable = {name for name, m in model.named_modules() if isinstance(m, S.SwitchNorm)}
+    sd = {}
+    for key, value in model.state_dict().items():
+        owner, name = key.rsplit(".", 1)
+        if name in ("num_batches_tracked", "official_compat_flag"):
+            continue
+        if owner not in switchable:  # only the SN layers have the authors' shapes
+            pass
+        elif name in ("weight", "bias"):
+            value = value.reshape(1, -1, 1, 1)
+        elif name in ("running_mean", "running_var"):
+            value = value.reshape(1, -1, 1)
+        elif name in ("mean_fixed", "var_fixed"):
+            value = value.long().reshape(1)
+        elif name == "radius":
+            value = value.reshape(1)
+        sd["module." + key] = value.clone()
+    return {"epoch": 100, "arch": "resnet", "state_dict": sd, "best_prec1": torch.tensor(76.9), "optimizer": {}}
+
+
+def ce_release_layout(model: ResNet) -> dict:
+    """What the CE release saves for a BN + CE ResNet (``bn1``, ``layerK.i.bnN``, ``layerK.i.ce``; CE's ``AR.*`` and
+    ``x_weight``), ``module.`` keys under ``state_dict``."""
+    sd = {}
+    for key, value in model.state_dict().items():
+        key = re.sub(r"^((?:layer\d\.\d+\.)?)sn(\d)\.", r"\1bn\2.", key)
+        key = key.replace(".reweight.", ".AR.").replace(".mix_logit", ".x_weight")
+        sd["module." + key] = value.clone()
+    return {"epoch": 100, "state_dict": sd, "best_prec1": 78.2}
+
+
+def trained_looking_ce_resnet(depth: int = 50, seed: int = 0) -> ResNet:
+    """A BN + CE ResNet as the CE release builds it, with CE and BN running estimates from real photo crops and
+    non-trivial mixing logits; eval mode."""
+    torch.manual_seed(seed)
+    model = ResNet(depth, "BN", ce=True).train()
+    with torch.no_grad():
+        for s in range(3):
+            model(photo_batch(crops=4, seed=5 + s))
+        for i, m in enumerate(m for m in model.modules() if isinstance(m, S.ChannelEquilibrium)):
+            m.mix_logit.fill_(0.4 - 0.1 * (i % 5))
+    return model.eval()
+
+
+def d2_resnet50(norm):
+    """detectron2's ResNet-50 (stride in the 3x3 convolutions) with ``norm``, all four stages out."""
+    from detectron2.modeling.backbone.resnet import BasicStem
+    from detectron2.modeling.backbone.resnet import ResNet as D2ResNet
+
+    return D2ResNet(BasicStem(3, 64, norm=norm), D2ResNet.make_default_stages(50, stride_in_1x1=False, norm=norm),
+                    out_features=["res2", "res3", "res4", "res5"])

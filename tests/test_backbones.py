@@ -20,68 +20,8 @@ from ssn_plugins.checkpoints import (I3D_R50_INFLATE, ConversionError, read_publ
                                      to_openmmlab)
 from ssn_plugins.models import ResNet
 
-PHOTO = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
-
-
-def photo_batch(size=(128, 160), crops=2, seed=0) -> torch.Tensor:
-    """Random crops of a real photograph, ImageNet-normalized, ``(crops, 3, H, W)``."""
-    image = torch.from_numpy(np.asarray(Image.open(PHOTO).convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(crops):
-        top = int(torch.randint(0, image.shape[1] - size[0], (1,), generator=g))
-        left = int(torch.randint(0, image.shape[2] - size[1], (1,), generator=g))
-        out.append(image[:, top:top + size[0], left:left + size[1]])
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
-    return (torch.stack(out) - mean) / std
-
-
-def trained_looking_resnet(depth=50, norm="SSN", using_bn=True, version=1, ceil=False) -> ResNet:
-    torch.manual_seed(0)
-    candidates = ("IN", "LN", "BN") if using_bn else ("IN", "LN")
-    # the authors' layers (unbiased IN variance): converted files must reproduce their math
-    model = ResNet(depth, norm, norm_kwargs={"candidates": candidates, "official_compat": True}, version=version,
-                   ceil_mode_pool=ceil)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, S.SwitchNorm):
-                m.mean_weight.copy_(torch.randn_like(m.mean_weight))
-                m.var_weight.copy_(torch.randn_like(m.var_weight))
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
-    if norm == "SSN":
-        layers = S.sparse_layers(model)
-        for i, m in enumerate(layers[::3]):
-            m.fix("mean", candidates[i % len(candidates)])
-            m.fix("var", candidates[(i + 1) % len(candidates)])
-        S.set_radius(model, 0.35)
-    if using_bn:
-        S.recompute_batch_statistics(model, [photo_batch(crops=4, seed=s) for s in range(3)])
-    return model.eval()
-
-
-def published_layout(model: ResNet) -> dict:
-    """What the authors' training script saves: ``module.`` keys, (1,C,1,1) / (1,C,1) shapes, long flags."""
-    switchable = {name for name, m in model.named_modules() if isinstance(m, S.SwitchNorm)}
-    sd = {}
-    for key, value in model.state_dict().items():
-        owner, name = key.rsplit(".", 1)
-        if name in ("num_batches_tracked", "official_compat_flag"):
-            continue
-        if owner not in switchable:  # only the SN layers have the authors' shapes
-            pass
-        elif name in ("weight", "bias"):
-            value = value.reshape(1, -1, 1, 1)
-        elif name in ("running_mean", "running_var"):
-            value = value.reshape(1, -1, 1)
-        elif name in ("mean_fixed", "var_fixed"):
-            value = value.long().reshape(1)
-        elif name == "radius":
-            value = value.reshape(1)
-        sd["module." + key] = value.clone()
-    return {"epoch": 100, "arch": "resnet", "state_dict": sd, "best_prec1": torch.tensor(76.9), "optimizer": {}}
-
+from helpers import (ce_release_layout, d2_resnet50, photo_batch, published_layout, trained_looking_ce_resnet,
+                     trained_looking_resnet)
 
 @pytest.fixture(scope="module")
 def ssn50(tmp_path_factory):
@@ -105,11 +45,14 @@ def test_resnet_variants():
     v2 = ResNet(50, "SN", version=2)
     assert "sn_out.weight" in v2.state_dict() and "layer1.0.downsample.weight" in v2.state_dict()
     assert v2(torch.randn(2, 3, 64, 64)).shape == (2, 1000)
-    ce = ResNet(50, "BN", ce=True, ce_kwargs={"group_size": 16})
+    ce = ResNet(50, "BN", ce=True, ce_group_sizes=(16, 16))
     ce_layers = [n for n, m in ce.named_modules() if isinstance(m, S.ChannelEquilibrium)]
     assert ce_layers[0] == "ce1" and len(ce_layers) == 1 + 3 + 4 + 6  # stem + stages 1-3, not stage 4
     assert not any(n.startswith("layer4") for n in ce_layers)
     assert ce(torch.randn(2, 3, 64, 64)).shape == (2, 1000)
+    assert ce.ce1.group_size == ce.layer2[0].ce.group_size == 16
+    paper = ResNet(50, "BN", ce=True)  # the published CE-ResNet-50: groups of 64 in the stem, 16 in the blocks
+    assert paper.ce1.group_size == 64 and paper.layer3[2].ce.group_size == 16
     zero = ResNet(18, "SN", last_gamma=True)
     assert torch.count_nonzero(zero.layer1[0].sn2.weight) == 0 and torch.count_nonzero(zero.layer1[0].sn1.weight) > 0
     # the SSN release's stem: padding 0 with ceil_mode gives the same size, other values
@@ -156,15 +99,6 @@ def test_read_published_variants(tmp_path):
         read_published({"epoch": 3})
     with pytest.raises(ConversionError, match="v2"):
         to_detectron2(published)
-
-
-def d2_resnet50(norm):
-    """detectron2's ResNet-50 (stride in the 3x3 convolutions) with ``norm``, all four stages out."""
-    from detectron2.modeling.backbone.resnet import BasicStem
-    from detectron2.modeling.backbone.resnet import ResNet as D2ResNet
-
-    return D2ResNet(BasicStem(3, 64, norm=norm), D2ResNet.make_default_stages(50, stride_in_1x1=False, norm=norm),
-                    out_features=["res2", "res3", "res4", "res5"])
 
 
 def assert_same_features_in_detectron2(model, converted, d2, tmp_path):
@@ -306,10 +240,74 @@ def test_ce_backbone_gives_the_same_features_in_detectron2(tmp_path):
                 m.mix_logit.fill_(0.4)
     model.eval()
     published = read_published(published_layout(model), ceil_mode_pool=False)
-    assert published.ce
+    assert published.ce and published.ce_group_sizes == (64, 16)
     converted, _ = to_detectron2(published)
     d2 = d2_resnet50(S.SwitchNorm2d)
     assert add_channel_equilibrium(d2) == 1 + 3 + 4 + 6
     assert_same_features_in_detectron2(model, converted, d2, tmp_path)
-    with pytest.raises(ConversionError, match="Channel Equilibrium"):
-        to_openmmlab(published)
+
+
+@pytest.fixture(scope="module")
+def ce_release(tmp_path_factory):
+    """The CE release's layout (BN + CE, ``bn*``, ``layerK.i.ce``, ``AR.*``, ``x_weight``) and what reads it."""
+    model = trained_looking_ce_resnet()
+    path = tmp_path_factory.mktemp("published") / "resnet50_ce.pth"
+    torch.save(ce_release_layout(model), path)
+    return model, read_published(path)
+
+
+def test_ce_release_is_read_as_published(ce_release):
+    model, published = ce_release
+    assert (published.norm, published.ce, published.ce_group_sizes, published.ceil_mode_pool) == ("BN", True,
+                                                                                                 (64, 16), False)
+    assert "BN, with CE (groups of 64 in the stem, 16 in the blocks)" in published.report[0]
+    rebuilt = S.checkpoints.build_resnet(published.architecture()).eval()
+    rebuilt.load_state_dict(published.state_dict)
+    x = photo_batch()
+    torch.testing.assert_close(rebuilt(x), model(x))
+    sd = ce_release_layout(model)["state_dict"]
+    assert "module.layer1.0.ce.AR.fc.0.weight" in sd and "module.ce1.x_weight" in sd  # the release's own names
+    assert not any(k.startswith("module.layer4.0.ce") for k in sd)  # stages 1-3 only
+
+
+def test_ce_release_gives_the_same_features_in_every_framework(ce_release, tmp_path):
+    """The converted CE-ResNet-50 gives our ResNet's features in detectron2 (BN + CE), mmdet's ``ResNetCE`` and
+    (loaded strictly) mmaction2's ``ResNet3dCE``."""
+    import ssn_plugins.openmmlab  # noqa: F401
+    from detectron2.layers import FrozenBatchNorm2d  # noqa: F401  (detectron2's norms resolve "BN" below)
+    from mmdet.utils import register_all_modules
+    from mmengine.registry import MODELS, DefaultScope
+    from mmengine.runner import load_checkpoint
+
+    from ssn_plugins.detectron2 import add_channel_equilibrium
+
+    model, published = ce_release
+    d2 = d2_resnet50("BN")
+    add_channel_equilibrium(d2)
+    assert_same_features_in_detectron2(model, to_detectron2(published)[0], d2, tmp_path)
+
+    register_all_modules(init_default_scope=False)
+    path = tmp_path / "ce_mm.pth"
+    torch.save(to_openmmlab(published)[0], path)
+    with DefaultScope.overwrite_default_scope("mmdet"):
+        mm = MODELS.build(dict(type="ResNetCE", depth=50, style="pytorch", out_indices=(0, 1, 2, 3)))
+    assert type(mm).__module__.startswith("mmdet") and mm.ce1.group_size == 64 and mm.layer3[5].ce.group_size == 16
+    load_checkpoint(mm, str(path), strict=True)
+    mm.eval()
+    x = photo_batch()
+    ours, theirs = model.stages(x), mm(x)
+    for name, feature in zip(("res2", "res3", "res4", "res5"), theirs):
+        torch.testing.assert_close(feature, ours[name], rtol=1e-4, atol=1e-4, msg=name)
+
+    from mmaction.utils import register_all_modules as register_mmaction
+    register_mmaction(init_default_scope=False)
+    converted = to_i3d(published)[0]
+    with DefaultScope.overwrite_default_scope("mmaction"):
+        i3d = MODELS.build(dict(type="ResNet3dCE", depth=50, pretrained=None, pretrained2d=False,
+                                conv1_kernel=(5, 7, 7), conv1_stride_t=2, pool1_stride_t=2, inflate=I3D_R50_INFLATE,
+                                inflate_style="3x1x1", zero_init_residual=False))
+    result = i3d.load_state_dict(converted["state_dict"], strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    torch.testing.assert_close(i3d.layer2[1].ce.running_wm, model.layer2[1].ce.running_wm)
+    i3d.eval()
+    assert torch.isfinite(i3d(torch.randn(1, 3, 8, 64, 64))).all()

@@ -195,7 +195,7 @@ def test_radius_hook_follows_the_iteration_and_resumes():
 
 def test_channel_equilibrium_config_switch():
     cfg = load_cfg(REPO / "configs" / "detectron2" / "mask_rcnn_R_50_FPN_1x_ssn.yaml", "MODEL.WEIGHTS", "",
-                   "MODEL.RESNETS.CE.ENABLED", "True", "MODEL.RESNETS.CE.GROUP_SIZE", "16",
+                   "MODEL.RESNETS.CE.ENABLED", "True", "MODEL.RESNETS.CE.GROUP_SIZE", "8",
                    "MODEL.ROI_HEADS.NUM_CLASSES", "2", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "16",
                    "MODEL.RPN.POST_NMS_TOPK_TRAIN", "32")
     model = build_model(cfg)  # detectron2's own build_model applies MODEL.RESNETS.CE
@@ -203,6 +203,7 @@ def test_channel_equilibrium_config_switch():
     ce = [n for n, m in bottom_up.named_modules() if isinstance(m, S.ChannelEquilibrium)]
     assert len(ce) == 14 and "stem.conv1.ce" in ce and "res2.0.conv3.ce" in ce
     assert not any(n.startswith("res5") for n in ce)
+    assert bottom_up.stem.conv1.ce.group_size == 64 and bottom_up.res3[1].conv3.ce.group_size == 8
     model.train()
     losses = model(batched_inputs(size=(96, 128)))
     sum(losses.values()).backward()

@@ -14,16 +14,14 @@ Writes ``<out>.pth`` (torch ``ssn_plugins.models.ResNet``: ``{"state_dict", "met
 the conversion with the reason.
 """
 import argparse
-import pickle
 import sys
 from pathlib import Path
 
 import torch
 
-from ssn_plugins.checkpoints import (ConversionError, inflate_openmmlab_resnet, load_checkpoint_file, read_published,
-                                    to_detectron2, to_i3d, to_openmmlab)
-
-TARGETS = ("torch", "detectron2", "openmmlab", "i3d")
+from ssn_plugins.checkpoints import TARGETS, ConversionError
+from ssn_plugins.checkpoints import convert as convert_published
+from ssn_plugins.checkpoints import inflate_openmmlab_resnet, load_checkpoint_file, read_published, save_converted
 
 
 def convert(source: Path, out: Path, targets, ceil_mode_pool=None, trust_pickle=False, conv1_t=5,
@@ -33,22 +31,12 @@ def convert(source: Path, out: Path, targets, ceil_mode_pool=None, trust_pickle=
     for line in model.report:
         print(line)
     _make_parent(out)
-    converted_files = []
-    for target in targets:
-        if target == "torch":
-            converted, dropped = {"state_dict": model.state_dict, "meta": {"ssn_plugins": model.architecture()}}, []
-            suffix = ".pth"
-        elif target == "detectron2":
-            (converted, dropped), suffix = to_detectron2(model), "_d2.pkl"
-        elif target == "openmmlab":
-            (converted, dropped), suffix = to_openmmlab(model), "_mm.pth"
-        else:
-            (converted, dropped), suffix = to_i3d(model, conv1_t=conv1_t, inflate_style=inflate_style), "_i3d.pth"
-        converted_files.append((target, converted, dropped, out.with_name(out.name + suffix)))
     # every target is converted before anything is written: a refused target leaves no partial output
+    converted_files = [(target, *convert_published(model, target, conv1_t, inflate_style),
+                        out.with_name(out.name + TARGETS[target])) for target in targets]
     written = {}
     for target, converted, dropped, path in converted_files:
-        _write(converted, path, pickled=target == "detectron2")
+        save_converted(converted, path, pickled=target == "detectron2")
         written[target] = path
         print(f"{target}: wrote {path}" + (f" (dropped {', '.join(dropped)})" if dropped else ""))
     return written
@@ -61,18 +49,6 @@ def _make_parent(out: Path) -> None:
         raise ConversionError(f"cannot create the output folder {out.parent}: {e.strerror or e}") from e
 
 
-def _write(obj, path: Path, pickled: bool = False) -> None:
-    """Save ``obj`` to ``path`` (``pickle`` for detectron2's .pkl, else ``torch.save``), naming the path on failure."""
-    try:
-        if pickled:
-            with open(path, "wb") as f:
-                pickle.dump(obj, f)
-        else:
-            torch.save(obj, path)
-    except (OSError, RuntimeError) as e:  # torch.save reports an unwritable file as a RuntimeError
-        raise ConversionError(f"cannot write {path}: {getattr(e, 'strerror', None) or e}") from e
-
-
 def inflate_openmmlab(source: Path, out: Path, norm: str, depth: int, trust_pickle=False, conv1_t=5,
                       inflate_style="3x1x1") -> Path:
     """Inflate a 2-D OpenMMLab ResNet checkpoint (norm attribute ``norm``) to ``<out>_i3d.pth``."""
@@ -83,7 +59,7 @@ def inflate_openmmlab(source: Path, out: Path, norm: str, depth: int, trust_pick
     converted, dropped = inflate_openmmlab_resnet(state_dict, depth, norm, conv1_t, inflate_style=inflate_style)
     path = out.with_name(out.name + "_i3d.pth")
     _make_parent(out)
-    _write(converted, path)
+    save_converted(converted, path)
     print(f"i3d: wrote {path} ({len(converted['state_dict'])} tensors)"
           + (f" (dropped {', '.join(dropped)})" if dropped else ""))
     return path
@@ -92,7 +68,7 @@ def inflate_openmmlab(source: Path, out: Path, norm: str, depth: int, trust_pick
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", type=Path, help="a published SN/SSN/CE ResNet checkpoint")
-    parser.add_argument("--to", nargs="+", choices=TARGETS + ("all",), default=["all"])
+    parser.add_argument("--to", nargs="+", choices=tuple(TARGETS) + ("all",), default=["all"])
     parser.add_argument("-o", "--out", type=Path, required=True, help="output path prefix")
     pool = parser.add_mutually_exclusive_group()
     pool.add_argument("--ceil-mode-pool", dest="ceil_mode_pool", action="store_true", default=None,
@@ -108,7 +84,7 @@ def main(argv=None):
                              "NAME1 / layerK.i.NAME{1,2,3}, e.g. gn; only --to i3d")
     parser.add_argument("--depth", type=int, default=50, help="ResNet depth, with --openmmlab-norm")
     args = parser.parse_args(argv)
-    targets = TARGETS if "all" in args.to else tuple(args.to)
+    targets = tuple(TARGETS) if "all" in args.to else tuple(args.to)
     try:
         if args.openmmlab_norm:
             if targets != ("i3d",):

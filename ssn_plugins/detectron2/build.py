@@ -31,7 +31,7 @@ def _complete(model: torch.nn.Module, cfg) -> torch.nn.Module:
     ce = cfg.MODEL.RESNETS.get("CE")
     if ce is not None and ce.ENABLED:
         backbone = model.backbone
-        add_channel_equilibrium(getattr(backbone, "bottom_up", backbone), ce.GROUP_SIZE)
+        add_channel_equilibrium(getattr(backbone, "bottom_up", backbone), ce.STEM_GROUP_SIZE, ce.GROUP_SIZE)
     freeze_switch_norms(model)
     return model
 

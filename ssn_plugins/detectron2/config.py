@@ -40,7 +40,8 @@ def add_ssn_config(cfg) -> None:
     # detectron2's build_model adds it once ssn_plugins.detectron2 is imported
     cfg.MODEL.RESNETS.CE = CN()
     cfg.MODEL.RESNETS.CE.ENABLED = False
-    cfg.MODEL.RESNETS.CE.GROUP_SIZE = 64
+    cfg.MODEL.RESNETS.CE.STEM_GROUP_SIZE = 64  # channels per decorrelation group, as in the published CE-ResNet-50
+    cfg.MODEL.RESNETS.CE.GROUP_SIZE = 16       # in the blocks
 
 
 def _resolve_base(base: str, including_file: str) -> str:

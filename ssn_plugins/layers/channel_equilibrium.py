@@ -4,7 +4,14 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ChannelEquilibrium", "InstanceReweight"]
+__all__ = ["ChannelEquilibrium", "InstanceReweight", "CE_STAGES", "CE_STEM_GROUP_SIZE", "CE_BLOCK_GROUP_SIZE"]
+
+# Where the CE paper puts CE in a ResNet, shared by our ResNet and the detectron2 / OpenMMLab adapters: after the
+# stem's norm (groups of 64 channels) and after the last norm of every block in stages 1-3 (groups of 16), before
+# the residual addition and ReLU; never in stage 4. The published CE-ResNet-50 is built this way.
+CE_STAGES = (1, 2, 3)
+CE_STEM_GROUP_SIZE = 64
+CE_BLOCK_GROUP_SIZE = 16
 
 
 def _channel_groups(num_features: int, group_size: int) -> int:

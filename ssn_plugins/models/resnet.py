@@ -11,7 +11,7 @@ from typing import Callable, Dict, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from ..layers.channel_equilibrium import ChannelEquilibrium
+from ..layers.channel_equilibrium import CE_BLOCK_GROUP_SIZE, CE_STAGES, CE_STEM_GROUP_SIZE, ChannelEquilibrium
 from ..layers.sparse_switch_norm import SparseSwitchNorm2d, SyncSparseSwitchNorm2d
 from ..layers.switch_norm import SwitchNorm2d, SyncSwitchNorm2d
 
@@ -50,7 +50,7 @@ def _conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
 
 
 class BasicBlock(nn.Module):
-    """Two 3x3 convolutions (ResNet-18/34); ``ce2`` after ``sn2`` when CE is on."""
+    """Two 3x3 convolutions (ResNet-18/34); ``ce`` after ``sn2`` when CE is on."""
     expansion = 1
 
     def __init__(self, inplanes: int, planes: int, stride: int, downsample: Optional[nn.Module], norm, ce=None):
@@ -60,7 +60,7 @@ class BasicBlock(nn.Module):
         self.conv2 = _conv3x3(planes, planes)
         self.sn2 = norm(planes)
         if ce is not None:
-            self.ce2 = ce(planes)
+            self.ce = ce(planes)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
 
@@ -71,13 +71,13 @@ class BasicBlock(nn.Module):
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.sn1(self.conv1(x)))
         out = self.sn2(self.conv2(out))
-        if hasattr(self, "ce2"):
-            out = self.ce2(out)
+        if hasattr(self, "ce"):
+            out = self.ce(out)
         return self.relu(out + identity)
 
 
 class Bottleneck(nn.Module):
-    """1x1, 3x3 (with the stride), 1x1 convolutions; ``ce3`` after ``sn3`` when CE is on."""
+    """1x1, 3x3 (with the stride), 1x1 convolutions; ``ce`` after ``sn3`` when CE is on."""
     expansion = 4
 
     def __init__(self, inplanes: int, planes: int, stride: int, downsample: Optional[nn.Module], norm, ce=None):
@@ -89,7 +89,7 @@ class Bottleneck(nn.Module):
         self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
         self.sn3 = norm(planes * 4)
         if ce is not None:
-            self.ce3 = ce(planes * 4)
+            self.ce = ce(planes * 4)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
 
@@ -101,8 +101,8 @@ class Bottleneck(nn.Module):
         out = self.relu(self.sn1(self.conv1(x)))
         out = self.relu(self.sn2(self.conv2(out)))
         out = self.sn3(self.conv3(out))
-        if hasattr(self, "ce3"):
-            out = self.ce3(out)
+        if hasattr(self, "ce"):
+            out = self.ce(out)
         return self.relu(out + identity)
 
 
@@ -175,10 +175,13 @@ class ResNet(nn.Module):
             ``sn_out``).
         ceil_mode_pool: the SSN release's stem max-pool (padding 0,
             ``ceil_mode=True``); the SN release uses padding 1.
-        ce: Channel Equilibrium after the stem norm (``ce1``) and after the last
-            norm of every block in stages 1–3 (``ce2`` / ``ce3``), as in the CE
-            paper; v1 only.
-        ce_kwargs: passed to every :class:`ChannelEquilibrium`.
+        ce: Channel Equilibrium after the stem norm (``ce1``, groups of 64
+            channels) and after the last norm of every block in stages 1–3
+            (``layerK.i.ce``, groups of 16), as in the CE paper and its
+            published CE-ResNet-50; v1 only.
+        ce_group_sizes: ``(stem, blocks)`` channels per CE decorrelation group.
+        ce_kwargs: passed to every :class:`ChannelEquilibrium` (a ``group_size``
+            there overrides ``ce_group_sizes``).
         last_gamma: initialise γ of each block's last norm to zero.
         num_classes: classifier outputs; 0 leaves out pooling and ``fc``
             (a backbone).
@@ -189,6 +192,7 @@ class ResNet(nn.Module):
 
     def __init__(self, depth: int = 50, norm: NormSpec = "SN", norm_kwargs: Optional[dict] = None,
                  version: int = 1, ceil_mode_pool: bool = False, ce: bool = False,
+                 ce_group_sizes: Sequence[int] = (CE_STEM_GROUP_SIZE, CE_BLOCK_GROUP_SIZE),
                  ce_kwargs: Optional[dict] = None, last_gamma: bool = False, num_classes: int = 1000) -> None:
         super().__init__()
         if depth not in DEPTHS:
@@ -200,13 +204,15 @@ class ResNet(nn.Module):
         kind, blocks = DEPTHS[depth]
         block = _BLOCKS[(version, kind)]
         make_norm = norm_factory(norm, **(norm_kwargs or {}))
-        make_ce = (lambda c: ChannelEquilibrium(c, **(ce_kwargs or {}))) if ce else None
+        stem_group, block_group = ce_group_sizes
+        make_ce = ((lambda c, g=block_group: ChannelEquilibrium(c, **{"group_size": g, **(ce_kwargs or {})}))
+                   if ce else None)
         self.depth, self.version = depth, version
 
         self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
         self.sn1 = make_norm(64)
         if ce:
-            self.ce1 = make_ce(64)
+            self.ce1 = make_ce(64, stem_group)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = (nn.MaxPool2d(3, 2, 0, ceil_mode=True) if ceil_mode_pool else nn.MaxPool2d(3, 2, 1))
         inplanes = 64
@@ -216,7 +222,7 @@ class ResNet(nn.Module):
             if stride != 1 or inplanes != planes * block.expansion:
                 conv = nn.Conv2d(inplanes, planes * block.expansion, 1, stride, bias=False)
                 downsample = conv if version == 2 else nn.Sequential(conv, make_norm(planes * block.expansion))
-            stage_ce = make_ce if i < 3 else None
+            stage_ce = make_ce if i + 1 in CE_STAGES else None
             layers = [block(inplanes, planes, stride, downsample, make_norm, stage_ce)]
             inplanes = planes * block.expansion
             layers += [block(inplanes, planes, 1, None, make_norm, stage_ce) for _ in range(1, count)]
@@ -229,6 +235,29 @@ class ResNet(nn.Module):
             self.dropout = nn.Dropout(0.5) if version == 2 else nn.Identity()
             self.fc = nn.Linear(inplanes, num_classes)
         self._init_weights(last_gamma)
+
+    @classmethod
+    def from_pretrained(cls, name: str, backbone_only: bool = False, progress: bool = True) -> "ResNet":
+        """A published ImageNet model by catalogue name (``"resnet50_ssn_8x32"``, ``"ssn://resnet50_ssn_8x32"``).
+
+        Downloaded, checked and converted on first use, then read from the
+        cache (:mod:`ssn_plugins.model_zoo`); returned in eval mode, with the
+        authors' math (``official_compat``) in every SN/SSN layer.
+        ``backbone_only`` leaves out pooling and ``fc`` (``num_classes=0``).
+        """
+        from .. import model_zoo
+        from ..checkpoints import build_resnet
+
+        url = name if name.startswith(model_zoo.SCHEME) else model_zoo.SCHEME + name
+        saved = torch.load(model_zoo.local_path(url, default_layout="torch", progress=progress), weights_only=True)
+        state_dict = saved["state_dict"]
+        arch = saved["meta"]["ssn_plugins"]
+        if backbone_only:
+            arch = {**arch, "num_classes": 0}
+            state_dict = {k: v for k, v in state_dict.items() if not k.startswith("fc.")}
+        model = build_resnet(arch)
+        model.load_state_dict(state_dict)
+        return model.eval()
 
     def _init_weights(self, last_gamma: bool) -> None:
         for m in self.modules():

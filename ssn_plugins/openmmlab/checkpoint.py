@@ -1,4 +1,11 @@
-"""Loading mmengine's own checkpoints on torch >= 2.6.
+"""Checkpoint loading in mmengine: the ``ssn://`` scheme, and mmengine's own checkpoints on torch >= 2.6.
+
+``init_cfg=dict(type='Pretrained', checkpoint='ssn://NAME')`` (or a
+backbone's ``pretrained='ssn://i3d/NAME'``) loads a published SN/SSN/CE
+checkpoint converted for OpenMMLab (:func:`ssn_plugins.model_zoo.local_path`,
+layout ``openmmlab`` unless the name says ``ssn://LAYOUT/NAME``), read with
+``weights_only=True``; :func:`register_model_zoo_scheme` adds the scheme to
+mmengine's ``CheckpointLoader``.
 
 torch 2.6 made ``torch.load`` default to ``weights_only=True``. mmengine 0.10
 calls it without the argument, and its resume checkpoints hold the message
@@ -15,6 +22,19 @@ from contextlib import contextmanager
 
 import torch
 from mmengine.runner.checkpoint import CheckpointLoader
+
+from .. import model_zoo
+
+
+def load_from_model_zoo(filename, map_location=None):
+    """mmengine loader for ``ssn://[LAYOUT/]NAME``: the cached converted file, downloaded on first use."""
+    path = model_zoo.local_path(filename, default_layout="openmmlab")
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def register_model_zoo_scheme() -> None:
+    """Add ``ssn://`` to mmengine's ``CheckpointLoader`` schemes (idempotent)."""
+    CheckpointLoader.register_scheme(model_zoo.SCHEME, load_from_model_zoo, force=True)
 
 
 def load_from_local_trusted(filename, map_location):

@@ -1,4 +1,4 @@
-"""Registration of the SN/SSN/CE layers in mmengine's root ``MODELS`` registry.
+"""Registration of the SN/SSN/CE layers and CE backbones in mmengine's root ``MODELS`` registry.
 
 ``mmcv.cnn.build_norm_layer`` looks a ``norm_cfg`` type up in the root
 registry, which mmseg, mmdet and mmaction2 all inherit, so one registration
@@ -25,8 +25,14 @@ NORM_LAYERS = {
 
 
 def register_all() -> None:
-    """Register every layer of :data:`NORM_LAYERS` and ``CE`` (idempotent)."""
+    """Register every layer of :data:`NORM_LAYERS`, ``CE``, the CE backbones and the ``ssn://`` scheme (idempotent)."""
+    from .channel_equilibrium import build_resnet3d_ce, build_resnet_ce
+    from .checkpoint import register_model_zoo_scheme
+
     for name, cls in NORM_LAYERS.items():
         cls._abbr_ = "bn"
         MODELS.register_module(name, module=cls, force=True)
     MODELS.register_module("CE", module=ChannelEquilibrium, force=True)
+    MODELS.register_module("ResNetCE", module=build_resnet_ce, force=True)
+    MODELS.register_module("ResNet3dCE", module=build_resnet3d_ce, force=True)
+    register_model_zoo_scheme()

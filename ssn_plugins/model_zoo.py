@@ -1,0 +1,320 @@
+"""The published SN / SSN / CE ImageNet checkpoints by name: ``ssn://NAME``.
+
+The catalogue (``model_zoo.json``, data) lists every published checkpoint
+with its download links, checksum and published figures. :func:`local_path`
+turns ``ssn://NAME`` (or ``ssn://LAYOUT/NAME``) into a local file in a
+framework's layout: on first use it downloads the release's file into the
+cache (a progress bar; a partial file ``*.part`` that the next attempt
+resumes), checks the release's checksum, converts it with
+:func:`ssn_plugins.checkpoints.convert` (the code of
+``tools/convert_checkpoint.py``, I3D inflation included) and caches the
+result; later uses read the cache and need no network. Downloads are only
+ever read with ``torch.load(weights_only=True)``: no code from a download runs.
+
+Settings (environment variables):
+
+- ``SSN_PLUGINS_CACHE``: the cache root (default ``~/.cache/ssn_plugins``);
+  files go to ``checkpoints/downloads/NAME.pth`` and ``checkpoints/converted/``.
+- ``SSN_PLUGINS_MIRROR``: a base URL that replaces every catalogue link
+  (``$SSN_PLUGINS_MIRROR/NAME.pth``), for a mirror inside a cluster, or the
+  local server of the tests.
+
+To place a file by hand (no network, or a link that needs a browser), save the
+release's file as ``checkpoints/downloads/NAME.pth`` under the cache root: it
+is checked and converted like a download.
+
+Layouts (:data:`LAYOUTS`): ``torch`` (:class:`ssn_plugins.models.ResNet`),
+``detectron2``, ``openmmlab`` (mmdet / mmseg ``ResNet``) and ``i3d``
+(mmaction2 ``ResNet3d``). The adapters pick their own default: detectron2's
+``ssn://`` handler ``detectron2``, mmengine's ``openmmlab``.
+"""
+import difflib
+import hashlib
+import http.client
+import json
+import os
+import socket
+import sys
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+from . import checkpoints
+
+__all__ = ["SCHEME", "LAYOUTS", "CatalogueEntry", "ModelZooError", "catalogue", "get_entry", "parse_url",
+           "local_path", "download", "cache_root"]
+
+SCHEME = "ssn://"
+LAYOUTS = tuple(checkpoints.TARGETS)
+CATALOGUE = Path(__file__).with_name("model_zoo.json")
+CHUNK = 1 << 20
+#: seconds without data before a download attempt gives up (its partial file is kept for the next one)
+TIMEOUT = 60
+
+
+class ModelZooError(RuntimeError):
+    """A catalogue name that could not be turned into a local file, with what to do about it."""
+
+
+@dataclass(frozen=True)
+class CatalogueEntry:
+    """One published checkpoint (a record of ``model_zoo.json``)."""
+    name: str
+    release: str
+    page: str
+    urls: Tuple[str, ...]
+    by_hand: Tuple[str, ...]
+    architecture: dict = field(hash=False)
+    md5: Optional[str] = None
+    sha256_prefix: Optional[str] = None
+    batch: Optional[str] = None
+    top1: Optional[float] = None
+    top5: Optional[float] = None
+    note: str = ""
+
+    @property
+    def openmmlab_layout(self) -> bool:
+        """A file already in OpenMMLab's 2-D names (not an SN/SSN/CE release file)."""
+        return self.architecture.get("layout") == "openmmlab"
+
+
+@lru_cache(maxsize=None)
+def catalogue() -> Dict[str, CatalogueEntry]:
+    """Every published checkpoint by name."""
+    records = json.loads(CATALOGUE.read_text())["models"]
+    return {r["name"]: CatalogueEntry(**{**r, "urls": tuple(r["urls"]), "by_hand": tuple(r["by_hand"])})
+            for r in records}
+
+
+def get_entry(name: str) -> CatalogueEntry:
+    """The catalogue entry ``name``; an unknown name lists the close ones."""
+    entries = catalogue()
+    if name not in entries:
+        close = difflib.get_close_matches(name, entries, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ModelZooError(f"{SCHEME}{name}: no such model in the catalogue{hint}; known: {', '.join(entries)}")
+    return entries[name]
+
+
+def parse_url(url: str, default_layout: str) -> Tuple[str, str]:
+    """``ssn://NAME`` -> ``(NAME, default_layout)``; ``ssn://LAYOUT/NAME`` -> ``(NAME, LAYOUT)``."""
+    if not url.startswith(SCHEME):
+        raise ModelZooError(f"{url!r} is not an {SCHEME} name")
+    rest = url[len(SCHEME):].strip("/")
+    layout, _, name = rest.rpartition("/")
+    layout = layout or default_layout
+    if layout not in LAYOUTS:
+        raise ModelZooError(f"{url}: unknown layout {layout!r}; write {SCHEME}NAME or {SCHEME}LAYOUT/NAME with LAYOUT "
+                            f"one of {', '.join(LAYOUTS)}")
+    get_entry(name)
+    return name, layout
+
+
+def cache_root() -> Path:
+    """``$SSN_PLUGINS_CACHE/checkpoints`` (default ``~/.cache/ssn_plugins/checkpoints``)."""
+    return Path(os.environ.get("SSN_PLUGINS_CACHE") or Path.home() / ".cache" / "ssn_plugins") / "checkpoints"
+
+
+def _urls(entry: CatalogueEntry) -> List[str]:
+    mirror = os.environ.get("SSN_PLUGINS_MIRROR")
+    return [f"{mirror.rstrip('/')}/{entry.name}.pth"] if mirror else list(entry.urls)
+
+
+def _by_hand_advice(entry: CatalogueEntry, target: Path) -> str:
+    return (f"to place it by hand, download it from {' or '.join(entry.by_hand)} (listed on {entry.page}) and save it "
+            f"as {target}")
+
+
+@contextmanager
+def _locked(path: Path):
+    """An exclusive lock beside ``path``: ranks of one job starting together download and convert once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    locks = cache_root() / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with open(locks / f"{path.parent.name}-{path.stem}.lock", "w") as handle:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock, each process downloads on its own
+            yield
+            return
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _progress(total: Optional[int], initial: int, label: Optional[str]):
+    if label is None:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:  # the core needs torch only; without tqdm the download is silent until it ends
+        return None
+    return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024, desc=label,
+                file=sys.stderr, disable=None)
+
+
+class _AttemptFailed(Exception):
+    """One URL did not give the file (the message says why)."""
+
+
+def _fetch(url: str, part: Path, label: Optional[str]) -> None:
+    """Download ``url`` into ``part``, continuing a partial file with an HTTP range request.
+
+    ``label``: the progress bar's title (``None``: no bar)."""
+    have = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"User-Agent": "ssn_plugins", **({"Range": f"bytes={have}-"}
+                                                                                   if have else {})})
+    try:
+        response = urllib.request.urlopen(request, timeout=TIMEOUT)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and have:  # nothing left to send: the partial file is already whole
+            return
+        raise _AttemptFailed(f"{url}: HTTP {e.code} {e.reason}") from None
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise _AttemptFailed(f"{url}: cannot connect ({reason}); no network?") from None
+    with response:
+        if "text/html" in response.headers.get("Content-Type", ""):
+            raise _AttemptFailed(f"{url}: the server sent an HTML page, not a checkpoint (a sign-in, quota or "
+                                 f"confirmation page)")
+        resumed = response.status == 206
+        if not resumed:
+            have = 0  # the server sent the whole file
+        length = response.headers.get("Content-Length")
+        expected = have + int(length) if length is not None else None
+        bar = _progress(expected, have, label)
+        received = have
+        try:
+            with open(part, "ab" if resumed else "wb") as out:
+                while True:
+                    chunk = response.read(CHUNK)
+                    if not chunk:
+                        break
+                    out.write(chunk)
+                    received += len(chunk)
+                    if bar is not None:
+                        bar.update(len(chunk))
+        except (http.client.HTTPException, OSError, socket.timeout) as e:
+            raise _AttemptFailed(f"{url}: interrupted after {received} bytes ({type(e).__name__}: {e}); the partial "
+                                 f"file {part} is kept and the next attempt resumes it") from None
+        finally:
+            if bar is not None:
+                bar.close()
+    if expected is not None and received < expected:
+        raise _AttemptFailed(f"{url}: the connection closed after {received} of {expected} bytes; the partial file "
+                             f"{part} is kept and the next attempt resumes it")
+
+
+def _checksum_problem(entry: CatalogueEntry, path: Path) -> Optional[str]:
+    """Why ``path`` is not the published file (an HTML page, a wrong checksum), or ``None``."""
+    with open(path, "rb") as f:
+        head = f.read(64).lstrip().lower()
+    if head.startswith((b"<!doctype", b"<html")):
+        return "it is an HTML page, not a checkpoint"
+    if entry.md5 is None and entry.sha256_prefix is None:
+        return None
+    md5, sha256 = hashlib.md5(), hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            md5.update(block)
+            sha256.update(block)
+    if entry.md5 is not None and md5.hexdigest() != entry.md5:
+        return f"its MD5 is {md5.hexdigest()}, the release lists {entry.md5}"
+    if entry.sha256_prefix is not None and not sha256.hexdigest().startswith(entry.sha256_prefix):
+        return f"its SHA-256 starts {sha256.hexdigest()[:len(entry.sha256_prefix)]}, expected {entry.sha256_prefix}"
+    return None
+
+
+def download(name: str, progress: bool = True) -> Path:
+    """The release's file for ``name`` in the cache, downloaded and checked on first use.
+
+    A file under the final name is complete and checked (or placed by hand,
+    then checked here); a download in progress lives in ``NAME.pth.part``.
+    A checksum mismatch deletes the file it read and raises.
+    """
+    entry = get_entry(name)
+    target = cache_root() / "downloads" / f"{name}.pth"
+    with _locked(target):
+        if target.exists():
+            problem = _checksum_problem(entry, target)
+            if problem is not None:
+                target.unlink()
+                raise ModelZooError(f"{target} (for {SCHEME}{name}) is not the published file: {problem}; it was "
+                                    f"deleted. Download it again, or {_by_hand_advice(entry, target)}")
+            return target
+        part = target.with_name(target.name + ".part")
+        failures = []
+        for url in _urls(entry):
+            if progress:
+                print(f"[ssn_plugins] downloading {SCHEME}{name} from {url}", file=sys.stderr)
+            try:
+                _fetch(url, part, name if progress else None)
+            except _AttemptFailed as e:
+                failures.append(str(e))
+                continue
+            problem = _checksum_problem(entry, part)
+            if problem is not None:
+                part.unlink()
+                failures.append(f"{url}: the downloaded file is not the published one: {problem}; it was deleted")
+                continue
+            os.replace(part, target)
+            return target
+        raise ModelZooError(f"cannot download {SCHEME}{name}:\n  " + "\n  ".join(failures)
+                            + f"\n{_by_hand_advice(entry, target)}")
+
+
+def _convert(entry: CatalogueEntry, source: Path, layout: str) -> dict:
+    """The release file ``source`` in ``layout`` (an object to save)."""
+    if entry.openmmlab_layout:  # a 2-D OpenMMLab file: the I3D inflation of tools/convert_checkpoint.py
+        loaded = checkpoints.load_checkpoint_file(source)
+        if not isinstance(loaded, dict):
+            raise checkpoints.ConversionError(f"{source}: not a state dict")
+        state_dict = loaded.get("state_dict", loaded)
+        norm = entry.architecture["norm"].lower()
+        return checkpoints.inflate_openmmlab_resnet(state_dict, entry.architecture["depth"], norm)[0]
+    model = checkpoints.read_published(source)
+    return checkpoints.convert(model, layout)[0]
+
+
+def _check_layout(entry: CatalogueEntry, layout: str) -> None:
+    """Refuse, before any download, a layout the model has no counterpart in."""
+    if entry.openmmlab_layout and layout not in ("openmmlab", "i3d"):
+        raise ModelZooError(f"{SCHEME}{layout}/{entry.name}: an OpenMMLab ResNet; only the 'openmmlab' and 'i3d' "
+                            f"layouts exist")
+    if entry.architecture.get("version", 1) != 1 and layout != "torch":
+        raise ModelZooError(f"{SCHEME}{layout}/{entry.name}: the v2 (pre-activation) ResNet has no {layout} "
+                            f"counterpart; use it as ssn://torch/{entry.name} (ssn_plugins.models.ResNet)")
+
+
+def local_path(url: str, default_layout: str = "torch", progress: bool = True) -> Path:
+    """A local file holding ``ssn://[LAYOUT/]NAME`` in its layout, downloaded and converted on first use."""
+    name, layout = parse_url(url, default_layout)
+    entry = get_entry(name)
+    _check_layout(entry, layout)
+    if entry.openmmlab_layout and layout == "openmmlab":
+        return download(name, progress)
+    target = cache_root() / "converted" / f"{name}{checkpoints.TARGETS[layout]}"
+    if target.exists():
+        return target
+    source = download(name, progress)
+    with _locked(target):
+        if target.exists():  # converted by another process meanwhile
+            return target
+        try:
+            converted = _convert(entry, source, layout)
+        except checkpoints.ConversionError as e:
+            checked = entry.md5 is not None or entry.sha256_prefix is not None
+            if not checked:  # nothing vouches for the file: let the next use download it again
+                source.unlink(missing_ok=True)
+            raise ModelZooError(f"{SCHEME}{name} ({source}) cannot be converted for {layout}: {e}"
+                                + ("" if checked else "; the file was deleted")) from e
+        checkpoints.save_converted(converted, target, pickled=layout == "detectron2")
+        if progress:
+            print(f"[ssn_plugins] {SCHEME}{name}: converted for {layout} into {target}", file=sys.stderr)
+    return target

@@ -1,0 +1,308 @@
+"""``ssn://`` names: the catalogue, the download cache, and loading through our ResNet, detectron2 and mmengine.
+
+The releases cannot be reached from here, so a real HTTP server on 127.0.0.1 serves checkpoints written in the
+published layouts; ``SSN_PLUGINS_MIRROR`` points the catalogue at it and ``SSN_PLUGINS_CACHE`` at a temporary
+folder. The catalogue's checksums are the releases'; for the served files the tests put their MD5 in their place.
+"""
+import dataclasses
+import hashlib
+import http.server
+import io
+import re
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+import ssn_plugins as S
+from ssn_plugins import model_zoo
+from ssn_plugins.checkpoints import read_published, to_openmmlab
+from ssn_plugins.models import ResNet
+
+from helpers import (ce_release_layout, d2_resnet50, photo_batch, published_layout, trained_looking_ce_resnet,
+                     trained_looking_resnet)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    """Serves ``server.files`` with HTTP range requests; ``server.modes[name]`` makes a file misbehave."""
+
+    def log_message(self, *args):  # keep the test output clean
+        pass
+
+    def do_GET(self):
+        name = self.path.lstrip("/")
+        self.server.requests.append((name, self.headers.get("Range")))
+        mode = self.server.modes.get(name, "ok")
+        if mode == "error":
+            self.send_error(500, "Internal Server Error")
+            return
+        if mode == "html":
+            body = b"<!DOCTYPE html><html><body>Google Drive can't scan this file for viruses.</body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        if name not in self.server.files:
+            self.send_error(404, "Not Found")
+            return
+        data = self.server.files[name]
+        if mode == "corrupt":
+            data = data[:1000] + bytes([data[1000] ^ 0xFF]) + data[1001:]
+        if mode == "html-as-binary":
+            data = b"<!DOCTYPE html><html><body>Sign in</body></html>"
+        start = 0
+        ranged = self.headers.get("Range")
+        if ranged and mode != "no-range":
+            start = int(re.fullmatch(r"bytes=(\d+)-", ranged).group(1))
+            if start >= len(data):
+                self.send_error(416, "Range Not Satisfiable")
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        if mode == "truncate-once":  # half the file, then the connection drops; the next request is served whole
+            self.server.modes[name] = "ok"
+            self.wfile.write(data[start:start + (len(data) - start) // 2])
+            return
+        self.wfile.write(data[start:])
+
+
+@pytest.fixture(scope="module")
+def published_files(tmp_path_factory):
+    """Release-layout files for three catalogue names, and the models they were written from."""
+    sn = trained_looking_resnet(50, "SN")
+    ssn = trained_looking_resnet(50, "SSN", ceil=True)  # the SSN release's stem pooling, which read_published infers
+    ce = trained_looking_ce_resnet()
+    files = {}
+    for name, obj in (("resnet50_sn_8x32", published_layout(sn)), ("resnet50_ssn_8x8", published_layout(ssn)),
+                      ("resnet50_ce", ce_release_layout(ce))):
+        buffer = io.BytesIO()
+        torch.save(obj, buffer)
+        files[f"{name}.pth"] = buffer.getvalue()
+    return files, {"resnet50_sn_8x32": sn, "resnet50_ssn_8x8": ssn, "resnet50_ce": ce}
+
+
+@pytest.fixture
+def server(published_files, tmp_path, monkeypatch):
+    """The local release server, a fresh cache, and the catalogue with the served files' MD5s."""
+    files, _ = published_files
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    httpd.files, httpd.modes, httpd.requests = dict(files), {}, []
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("SSN_PLUGINS_MIRROR", f"http://127.0.0.1:{httpd.server_address[1]}/")
+    monkeypatch.setenv("SSN_PLUGINS_CACHE", str(tmp_path / "cache"))
+    served = {name[:-4]: hashlib.md5(data).hexdigest() for name, data in files.items()}
+    entries = {name: dataclasses.replace(e, md5=served.get(name, e.md5) if e.md5 else None)
+               for name, e in model_zoo.catalogue().items()}
+    monkeypatch.setattr(model_zoo, "catalogue", lambda: entries)
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def cached(tmp_path, *parts) -> Path:
+    return tmp_path.joinpath("cache", "checkpoints", *parts)
+
+
+def test_catalogue_lists_every_release_checkpoint():
+    entries = model_zoo.catalogue()
+    assert len(entries) == 15
+    releases = {}
+    for e in entries.values():
+        releases.setdefault(e.release, []).append(e.name)
+        assert e.urls and e.by_hand and e.page.startswith("https://")
+        assert all(u.startswith("https://") for u in e.urls)
+        assert e.architecture["depth"] in (50, 101) and e.architecture["norm"] in ("SN", "SSN", "BN", "GN")
+    assert len(releases["SN"]) == 7 and len(releases["SSN"]) == 5 and releases["SN-segmentation"] == [
+        "resnet50_sn_8x2"] and releases["CE"] == ["resnet50_ce"]
+    assert all(re.fullmatch(r"[0-9a-f]{32}", entries[n].md5) for n in releases["SSN"])  # the release lists them
+    assert entries["resnet50_ssn_8x32"].md5 == "5c9fb111577b040e62461db51ffce69b"
+    assert entries["resnet50_sn_8x1"].architecture["candidates"] == ["IN", "LN"]
+    assert (entries["resnet101v2_sn_8x32"].top1, entries["resnet50_ce"].top1) == (78.81, 78.2)
+    zoo_doc = (REPO / "MODEL_ZOO.md").read_text()
+    for e in entries.values():  # MODEL_ZOO.md shows every name with its links
+        assert f"`ssn://{e.name}`" in zoo_doc and e.by_hand[0] in zoo_doc, e.name
+
+
+def test_names_and_layouts_are_checked_before_any_download(tmp_path, monkeypatch):
+    monkeypatch.setenv("SSN_PLUGINS_CACHE", str(tmp_path))
+    monkeypatch.setenv("SSN_PLUGINS_MIRROR", "http://127.0.0.1:9/")  # nothing may be fetched
+    assert model_zoo.parse_url("ssn://i3d/resnet50_ssn_8x8", "openmmlab") == ("resnet50_ssn_8x8", "i3d")
+    with pytest.raises(model_zoo.ModelZooError, match="did you mean resnet50_ssn_8x32"):
+        model_zoo.local_path("ssn://resnet50_ssn_8x33")
+    with pytest.raises(model_zoo.ModelZooError, match="unknown layout 'caffe2'"):
+        model_zoo.local_path("ssn://caffe2/resnet50_ssn_8x32")
+    with pytest.raises(model_zoo.ModelZooError, match="pre-activation.*ssn://torch/resnet50v2_sn_8x32"):
+        model_zoo.local_path("ssn://resnet50v2_sn_8x32", default_layout="detectron2")
+    with pytest.raises(model_zoo.ModelZooError, match="only the 'openmmlab' and 'i3d'"):
+        model_zoo.local_path("ssn://detectron2/resnet50_gn")
+    assert not any(tmp_path.rglob("*.pth*"))
+
+
+def test_download_checks_converts_caches_and_then_works_offline(server, published_files, tmp_path, monkeypatch,
+                                                                 capfd):
+    _, models = published_files
+    model = ResNet.from_pretrained("resnet50_sn_8x32")
+    err = capfd.readouterr().err
+    assert "downloading ssn://resnet50_sn_8x32" in err and "converted for torch" in err
+    assert server.requests == [("resnet50_sn_8x32.pth", None)]
+    assert cached(tmp_path, "downloads", "resnet50_sn_8x32.pth").exists()
+    assert not list(cached(tmp_path).rglob("*.part"))
+    x = photo_batch()
+    torch.testing.assert_close(model(x), models["resnet50_sn_8x32"](x))
+    assert not model.training and all(m.official_compat for m in model.modules() if isinstance(m, S.SwitchNorm))
+    # later uses need no network: the server is gone
+    monkeypatch.setenv("SSN_PLUGINS_MIRROR", "http://127.0.0.1:9/")
+    again = ResNet.from_pretrained("ssn://resnet50_sn_8x32", backbone_only=True)
+    torch.testing.assert_close(again(x), models["resnet50_sn_8x32"].stages(x)["res5"])
+    assert len(server.requests) == 1
+
+
+def test_a_corrupted_download_is_deleted_and_named(server, tmp_path):
+    server.modes["resnet50_ssn_8x8.pth"] = "corrupt"
+    with pytest.raises(model_zoo.ModelZooError) as error:
+        model_zoo.local_path("ssn://resnet50_ssn_8x8")
+    message = str(error.value)
+    assert "cannot download ssn://resnet50_ssn_8x8" in message and "its MD5 is" in message and "deleted" in message
+    assert "drive.google.com/open?id=18HXLmZVB5JF_TcneEMHXtCo1RQt17fYC" in message  # where to get it by hand
+    assert str(cached(tmp_path, "downloads", "resnet50_ssn_8x8.pth")) in message  # and where to put it
+    assert not list(cached(tmp_path).rglob("*.pth*"))
+
+
+def test_an_interrupted_download_resumes_from_its_partial_file(server, published_files, tmp_path):
+    files, models = published_files
+    size = len(files["resnet50_ssn_8x8.pth"])
+    server.modes["resnet50_ssn_8x8.pth"] = "truncate-once"
+    with pytest.raises(model_zoo.ModelZooError, match="kept and the next attempt resumes it"):
+        model_zoo.local_path("ssn://resnet50_ssn_8x8")
+    part = cached(tmp_path, "downloads", "resnet50_ssn_8x8.pth.part")
+    assert part.stat().st_size == size // 2  # the partial file, never under the final name
+    assert not cached(tmp_path, "downloads", "resnet50_ssn_8x8.pth").exists()
+    path = model_zoo.local_path("ssn://resnet50_ssn_8x8")
+    assert server.requests[-1] == ("resnet50_ssn_8x8.pth", f"bytes={size // 2}-")  # resumed, not restarted
+    assert hashlib.md5(cached(tmp_path, "downloads", "resnet50_ssn_8x8.pth").read_bytes()).hexdigest() == \
+        hashlib.md5(files["resnet50_ssn_8x8.pth"]).hexdigest()
+    saved = torch.load(path, weights_only=True)
+    assert saved["meta"]["ssn_plugins"]["ceil_mode_pool"]  # the SSN release's stem
+    expected = models["resnet50_ssn_8x8"].state_dict()
+    for key in ("layer2.1.sn2.mean_weight", "layer3.0.sn1.running_var", "sn1.radius"):
+        torch.testing.assert_close(saved["state_dict"][key], expected[key])
+
+
+def test_a_server_that_ignores_the_range_sends_the_whole_file_again(server, published_files, tmp_path):
+    files, _ = published_files
+    part = cached(tmp_path, "downloads", "resnet50_ssn_8x8.pth.part")
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"stale bytes of an older attempt")
+    server.modes["resnet50_ssn_8x8.pth"] = "no-range"
+    model_zoo.local_path("ssn://resnet50_ssn_8x8")
+    assert cached(tmp_path, "downloads", "resnet50_ssn_8x8.pth").read_bytes() == files["resnet50_ssn_8x8.pth"]
+
+
+@pytest.mark.parametrize("mode,expected", [("error", "HTTP 500 Internal Server Error"),
+                                           ("html", "sent an HTML page, not a checkpoint")])
+def test_a_server_error_or_an_html_page_leaves_nothing(server, tmp_path, mode, expected):
+    server.modes["resnet50_sn_8x32.pth"] = mode
+    with pytest.raises(model_zoo.ModelZooError, match=expected) as error:
+        model_zoo.local_path("ssn://resnet50_sn_8x32")
+    assert "to place it by hand" in str(error.value)
+    assert not list(cached(tmp_path).rglob("*.pth*"))
+
+
+def test_an_unchecked_release_file_that_is_a_web_page_is_refused(server, tmp_path):
+    """The SN release lists no MD5: a sign-in page sent as a binary is still recognised and deleted."""
+    assert model_zoo.catalogue()["resnet50_sn_8x32"].md5 is None
+    server.modes["resnet50_sn_8x32.pth"] = "html-as-binary"
+    with pytest.raises(model_zoo.ModelZooError, match="it is an HTML page, not a checkpoint"):
+        model_zoo.local_path("ssn://resnet50_sn_8x32")
+    assert not list(cached(tmp_path).rglob("*.pth*"))
+
+
+def test_no_network_gives_one_clear_message(tmp_path, monkeypatch):
+    monkeypatch.setenv("SSN_PLUGINS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("SSN_PLUGINS_MIRROR", "http://127.0.0.1:9/")  # the discard port: nothing listens
+    with pytest.raises(model_zoo.ModelZooError, match="cannot connect .*no network") as error:
+        model_zoo.local_path("ssn://resnet50_ssn_8x32")
+    assert f"save it as {cached(tmp_path, 'downloads', 'resnet50_ssn_8x32.pth')}" in str(error.value)
+
+
+def test_a_file_placed_by_hand_is_used(published_files, tmp_path, monkeypatch):
+    files, models = published_files
+    monkeypatch.setenv("SSN_PLUGINS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("SSN_PLUGINS_MIRROR", "http://127.0.0.1:9/")
+    target = cached(tmp_path, "downloads", "resnet50_ce.pth")
+    target.parent.mkdir(parents=True)
+    target.write_bytes(files["resnet50_ce.pth"])
+    model = ResNet.from_pretrained("resnet50_ce", progress=False)
+    assert model.ce1.group_size == 64 and model.layer1[0].ce.group_size == 16
+    x = photo_batch()
+    torch.testing.assert_close(model(x), models["resnet50_ce"](x))
+
+
+def test_detectron2_loads_ssn_weights(server, published_files):
+    """``MODEL.WEIGHTS: ssn://NAME`` through detectron2's own ``DetectionCheckpointer``."""
+    import ssn_plugins.detectron2  # noqa: F401  (registers the ssn:// handler)
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    _, models = published_files
+    d2 = d2_resnet50(S.SwitchNorm2d)
+    DetectionCheckpointer(d2).load("ssn://resnet50_sn_8x32")
+    d2.eval()
+    x = photo_batch()
+    ours, theirs = models["resnet50_sn_8x32"].stages(x), d2(x)
+    for name in ("res2", "res3", "res4", "res5"):
+        torch.testing.assert_close(theirs[name], ours[name], rtol=1e-4, atol=1e-4, msg=name)
+
+
+def test_mmengine_loads_ssn_checkpoints(server, published_files):
+    """``init_cfg=dict(type='Pretrained', checkpoint='ssn://NAME')`` and mmaction2's ``pretrained='ssn://i3d/NAME'``
+    give the converter's output."""
+    import ssn_plugins.openmmlab  # noqa: F401  (registers the ssn:// scheme)
+    from mmaction.models.backbones import ResNet3d
+    from mmdet.models.backbones import ResNet as MMResNet
+
+    _, models = published_files
+    mm = MMResNet(depth=50, norm_cfg=dict(type="SN"), style="pytorch", out_indices=(0, 1, 2, 3),
+                  init_cfg=dict(type="Pretrained", checkpoint="ssn://resnet50_sn_8x32"))
+    mm.init_weights()
+    mm.eval()
+    expected = to_openmmlab(read_published(published_layout(models["resnet50_sn_8x32"]), ceil_mode_pool=False))[0]
+    for key, value in expected["state_dict"].items():
+        torch.testing.assert_close(mm.state_dict()[key], value, msg=key)
+    x = photo_batch()
+    for name, feature in zip(("res2", "res3", "res4", "res5"), mm(x)):
+        torch.testing.assert_close(feature, models["resnet50_sn_8x32"].stages(x)[name], rtol=1e-4, atol=1e-4)
+
+    i3d = ResNet3d(depth=50, pretrained="ssn://i3d/resnet50_ssn_8x8", pretrained2d=False,
+                   norm_cfg=dict(type="SSN3d"), conv1_kernel=(5, 7, 7), conv1_stride_t=2, pool1_stride_t=2,
+                   inflate=S.checkpoints.I3D_R50_INFLATE, zero_init_residual=False)
+    i3d.init_weights()
+    ssn = models["resnet50_ssn_8x8"]
+    assert [m.selection for m in S.sparse_layers(i3d)] == [m.selection for m in S.sparse_layers(ssn)]
+    torch.testing.assert_close(i3d.conv1.conv.weight.sum(2), ssn.conv1.weight)
+    torch.testing.assert_close(i3d.layer4[2].conv3.bn.mean_weight, ssn.layer4[2].sn3.mean_weight)
+
+
+def test_shipped_configs_name_published_checkpoints_by_ssn_names():
+    """Every config that starts from a published checkpoint names it ssn://NAME with a catalogue name."""
+    names, found = set(model_zoo.catalogue()), []
+    for path in sorted((REPO / "configs").rglob("*")):
+        if path.suffix not in (".py", ".yaml"):
+            continue
+        code = re.sub(r"#.*", "", path.read_text())  # comments may mention how a file was made
+        assert "converted/" not in code, path
+        for url in re.findall(r"ssn://[\w/]+", code):
+            name, _ = model_zoo.parse_url(url, "openmmlab")
+            assert name in names
+            found.append(path.name)
+    assert len(set(found)) >= 30
