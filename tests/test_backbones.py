@@ -9,11 +9,8 @@ give the same features on a real image.
 import pickle
 from pathlib import Path
 
-import matplotlib
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import ssn_plugins as S
 from ssn_plugins.checkpoints import (I3D_R50_INFLATE, ConversionError, read_published, to_detectron2, to_i3d,

@@ -6,12 +6,14 @@ folder. The catalogue's checksums are the releases'; for the served files the te
 """
 import dataclasses
 import hashlib
+import json
 import http.server
 import io
 import re
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -305,4 +307,63 @@ def test_shipped_configs_name_published_checkpoints_by_ssn_names():
             name, _ = model_zoo.parse_url(url, "openmmlab")
             assert name in names
             found.append(path.name)
-    assert len(set(found)) >= 30
+    assert len(set(found)) >= 20  # the others inherit theirs (2x from 1x, syncssn from ssn, ...)
+
+
+def _reference_preprocessing(path: Path) -> torch.Tensor:
+    """The releases' evaluation written out with PIL: shorter side to 256 (bilinear), centre 224 crop, normalise."""
+    from PIL import Image
+
+    image = Image.open(path).convert("RGB")
+    w, h = image.size
+    size = (256, int(256 * h / w)) if w <= h else (int(256 * w / h), 256)
+    image = image.resize(size, Image.BILINEAR)
+    left, top = int(round((size[0] - 224) / 2.0)), int(round((size[1] - 224) / 2.0))
+    x = torch.from_numpy(np.asarray(image.crop((left, top, left + 224, top + 224)), dtype=np.float32))
+    x = x.permute(2, 0, 1) / 255
+    return (x - torch.tensor([0.485, 0.456, 0.406])[:, None, None]) / torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+
+
+def test_eval_imagenet_tool_reports_accuracy_beside_the_published_figure(server, tmp_path, capsys):
+    """tools/eval_imagenet.py on a small real ImageFolder (1000 class folders, four holding real photo crops) gives
+    the top-1 / top-5 of an independent evaluation and prints the release's figure beside it. Each crop is filed
+    under the class the model ranks 1st, 1st, 3rd and 10th on the independent preprocessing, so the expected
+    result, 50 % / 75 %, holds only if the tool crops, normalises and labels exactly so."""
+    import shutil
+    import sys
+    from PIL import Image
+
+    from helpers import PHOTO
+    from ssn_plugins.datasets.real_mini import load_annotated_images
+
+    sys.path.insert(0, str(REPO / "tools"))
+    import eval_imagenet
+
+    photos = [Image.open(PHOTO).convert("RGB"),
+              Image.fromarray(next(s for s in load_annotated_images() if s.name == "voc").image)]
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    crops = []
+    for i, (photo, box) in enumerate([(p, b) for p in photos for b in ((0, 0, 300, 260), (40, 30, 330, 400))]):
+        photo.crop(box).save(staging / f"crop{i}.jpg", quality=95)
+        crops.append(staging / f"crop{i}.jpg")
+    model = ResNet.from_pretrained("resnet50_sn_8x32", progress=False)
+    with torch.no_grad():
+        order = model(torch.stack([_reference_preprocessing(p) for p in crops])).argsort(1, descending=True)
+    folder = tmp_path / "val"
+    for label in range(1000):
+        (folder / f"n{label:08d}").mkdir(parents=True)
+    for crop, ranks, rank in zip(crops, order, (0, 0, 2, 9)):
+        shutil.copy(crop, folder / f"n{int(ranks[rank]):08d}" / crop.name)
+    result = eval_imagenet.main(["resnet50_sn_8x32", str(folder), "--batch-size", "3", "--workers", "0",
+                                 "--json", str(tmp_path / "result.json")])
+    out = capsys.readouterr().out
+    assert (result["images"], result["top1"], result["top5"]) == (4, 50.0, 75.0)
+    assert "published (SN release, ssn://resnet50_sn_8x32): top-1 76.92 %, top-5 93.26 %" in out
+    assert json.loads((tmp_path / "result.json").read_text())["published_top1"] == 76.92
+    with pytest.raises(SystemExit, match="has 3 class folders, the model 1000 outputs"):
+        small = tmp_path / "small"
+        for label in range(3):
+            (small / f"c{label}").mkdir(parents=True)
+        photos[0].save(small / "c0" / "a.jpg")
+        eval_imagenet.main(["resnet50_sn_8x32", str(small), "--workers", "0"])

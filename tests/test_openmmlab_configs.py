@@ -8,6 +8,7 @@ from mmengine.registry import DefaultScope
 from torch import nn
 
 import ssn_plugins as S
+from ssn_plugins import model_zoo
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SHIPPED = sorted(p for sub in ("mmseg", "mmdet") for p in (CONFIGS / sub).rglob("*.py") if "_base_" not in p.parts)
@@ -17,7 +18,7 @@ PLUGIN_HOOKS = {"SparsestMaxRadiusHook", "BatchAverageStatisticsHook", "SwitchNo
 
 
 def norm_of(path: Path) -> str:
-    return re.search(r"_(syncbn|gn|sn|ssn|syncssn)(-all)?_", path.name).group(1)
+    return re.search(r"_(syncbn|gn|sn|ssn|syncssn|ce)(-all)?_", path.name).group(1)
 
 
 def build_offline(cfg: Config):
@@ -57,8 +58,13 @@ def test_config_builds(path):
     assert {h.type for h in cfg.custom_hooks} == PLUGIN_HOOKS
     assert cfg.optim_wrapper.constructor == "SSNOptimWrapperConstructor"
     assert cfg.train_dataloader.batch_size == 2  # per GPU, the papers' setting
-    expected = NORM_CLASS[norm_of(path)]
     model = build_offline(cfg)
+    if norm_of(path) == "ce":  # the upstream BN / SyncBN model with CE in the backbone
+        ce = [n for n, m in model.backbone.named_modules() if isinstance(m, S.ChannelEquilibrium)]
+        assert len(ce) == 1 + 3 + 4 + 6 and "ce1" in ce and not any(n.startswith("layer4") for n in ce)
+        assert isinstance(model.backbone.conv1, nn.Conv2d) and model.backbone.conv1.kernel_size == (7, 7)
+        return
+    expected = NORM_CLASS[norm_of(path)]
     heads = [model.backbone, model.neck, model.roi_head] if cfg.default_scope == "mmdet" else \
         [model.backbone, model.decode_head, model.auxiliary_head]
     for part in heads:
@@ -80,8 +86,11 @@ def test_config_names_its_pretrained_backbone(path):
     checkpoint = cfg.model.pretrained if cfg.default_scope == "mmseg" else cfg.model.backbone.init_cfg.checkpoint
     norm = norm_of(path)
     if norm in ("sn", "ssn", "syncssn"):
-        # converted by tools/convert_checkpoint.py from the published model of the same normalizer
-        assert re.fullmatch(rf"converted/{'ssn' if 'ssn' in norm else 'sn'}_r50_8x\d+_mm\.pth", checkpoint)
+        # the published model of the same normalizer, by its model-zoo name
+        assert re.fullmatch(rf"ssn://resnet50_{'ssn' if 'ssn' in norm else 'sn'}_8x\d+", checkpoint)
+        assert checkpoint[len("ssn://"):] in model_zoo.catalogue()
+    elif norm == "ce":
+        assert checkpoint == "ssn://resnet50_ce"  # the published CE-ResNet-50
     else:
         assert checkpoint.startswith(("torchvision://", "open-mmlab://"))
 
@@ -138,9 +147,9 @@ def test_kinetics_config_follows_the_paper(path):
     if norm == "bn3d":
         assert backbone.pretrained2d and backbone.pretrained == "torchvision://resnet50"
     else:
-        expected = {"gn": "gn_r50", "sn3d": "sn_r50_8x32", "ssn3d": f"ssn_r50_8x{batch}",
-                    "syncssn3d": "ssn_r50_8x32"}[norm]
-        assert not backbone.pretrained2d and backbone.pretrained == f"converted/{expected}_i3d.pth"
+        expected = {"gn": "resnet50_gn", "sn3d": "resnet50_sn_8x32", "ssn3d": f"resnet50_ssn_8x{batch}",
+                    "syncssn3d": "resnet50_ssn_8x32"}[norm]
+        assert not backbone.pretrained2d and backbone.pretrained == f"ssn://i3d/{expected}"
     if norm == "gn":  # Detectron's GN model takes BGR input without scaling; decord gives RGB frames
         preprocessor = cfg.model.data_preprocessor
         assert preprocessor.to_rgb and preprocessor.mean[0] == 103.530 and preprocessor.std == [1.0, 1.0, 1.0]

@@ -14,6 +14,7 @@ from PIL import Image
 
 import ssn_plugins as S
 import ssn_plugins.openmmlab  # noqa: F401
+from ssn_plugins.openmmlab.channel_equilibrium import with_channel_equilibrium
 from ssn_plugins.datasets.real_mini import label_map, load_annotated_images
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -53,8 +54,8 @@ def train_once(model, optim_cfg, data):
     return model
 
 
-@pytest.mark.parametrize("model_name", ["deeplabv3", "pspnet"])
-@pytest.mark.parametrize("norm", SEG_NORMS)
+@pytest.mark.parametrize("model_name,norm", [(m, n) for m in ("deeplabv3", "pspnet") for n in SEG_NORMS]
+                         + [("deeplabv3", "ce")])
 def test_segmentor_train_step(model_name, norm, samples):
     from mmseg.registry import MODELS
     from mmseg.structures import SegDataSample
@@ -75,15 +76,27 @@ def test_segmentor_train_step(model_name, norm, samples):
         model = train_once(model, cfg.optim_wrapper, {"inputs": inputs, "data_samples": data_samples})
     if norm in ("sn", "ssn", "syncssn"):
         assert sum(isinstance(m, S.SwitchNorm) for m in model.modules()) > 50
+    if norm == "ce":
+        assert_channel_equilibrium_trained(model.backbone, frozen_stem=False)
 
 
-@pytest.mark.parametrize("norm", ["sn", "ssn"])
+def assert_channel_equilibrium_trained(backbone, frozen_stem):
+    """CE where the CE paper puts it, in the published model's names, and learning (unless frozen)."""
+    ce = {n: m for n, m in backbone.named_modules() if isinstance(m, S.ChannelEquilibrium)}
+    assert len(ce) == 1 + 3 + 4 + 6 and "ce1" in ce and "layer3.5.ce" in ce
+    assert backbone.ce1.group_size == 64 and backbone.layer2[0].ce.group_size == 16
+    assert float(backbone.layer2[0].ce.mix_logit) != 0.0  # starts at 0: the step moved it
+    assert backbone.ce1.mix_logit.requires_grad is not frozen_stem
+
+
+@pytest.mark.parametrize("norm", ["sn", "ssn", "ce"])
 def test_mask_rcnn_train_step(norm, samples):
     from mmdet.registry import MODELS
     from mmdet.structures import DetDataSample
     from mmdet.structures.mask import BitmapMasks
 
-    cfg = Config.fromfile(str(CONFIGS / "mmdet" / "mask_rcnn" / f"mask-rcnn_r50_fpn_{norm}-all_1x_coco.py"))
+    name = "mask-rcnn_r50_fpn_ce_1x_coco.py" if norm == "ce" else f"mask-rcnn_r50_fpn_{norm}-all_1x_coco.py"
+    cfg = Config.fromfile(str(CONFIGS / "mmdet" / "mask_rcnn" / name))
     cfg.model.backbone.init_cfg = None
     inputs, data_samples = [], []
     for name in ("voc", "arc2017"):
@@ -100,6 +113,10 @@ def test_mask_rcnn_train_step(norm, samples):
     with DefaultScope.overwrite_default_scope("mmdet"):
         model = MODELS.build(cfg.model)
         model = train_once(model, cfg.optim_wrapper, {"inputs": inputs, "data_samples": data_samples})
+    if norm == "ce":  # mmdet's frozen_stages=1 and norm_eval=True: the stem's CE is frozen with its norm
+        assert_channel_equilibrium_trained(model.backbone, frozen_stem=True)
+        assert not model.backbone.layer1[0].ce.training and not model.backbone.layer1[0].ce.mix_logit.requires_grad
+        return
     kinds = {type(m) for part in (model.backbone, model.neck, model.roi_head) for m in part.modules()
              if isinstance(m, S.SwitchNorm)}
     assert kinds == {S.SwitchNorm2d if norm == "sn" else S.SparseSwitchNorm2d}
@@ -109,8 +126,8 @@ I3D_NORMS = {"BN3d": torch.nn.BatchNorm3d, "GN": torch.nn.GroupNorm, "SN3d": S.S
              "SSN3d": S.SparseSwitchNorm3d, "SyncSSN3d": S.SyncSparseSwitchNorm3d}
 
 
-@pytest.mark.parametrize("norm", sorted(I3D_NORMS))
-def test_i3d_train_step(norm, samples, tmp_path):
+@pytest.mark.parametrize("norm,ce", [(n, False) for n in sorted(I3D_NORMS)] + [("SSN3d", True)])
+def test_i3d_train_step(norm, ce, samples, tmp_path):
     """mmaction2's I3D ResNet3d-50 normalizes (N, C, T, H, W) with the 5-D layers (and the BN3d / GN
     baselines); a clip pans over a real photo."""
     from mmaction.registry import MODELS
@@ -120,6 +137,8 @@ def test_i3d_train_step(norm, samples, tmp_path):
     cfg = Config.fromfile(str(tmp_path / "i3d.py"))
     norm_cfg = dict(type=norm, requires_grad=True, **({"num_groups": 32} if norm == "GN" else {}))
     cfg.model.backbone.update(pretrained=None, pretrained2d=False, norm_cfg=norm_cfg)
+    if ce:
+        cfg.model.backbone = with_channel_equilibrium(cfg.model.backbone)
     cfg.model.cls_head.num_classes = 3
     image = torch.from_numpy(np.array(Image.fromarray(samples["voc"].image).resize((160, 120)))).permute(2, 0, 1)
     inputs, data_samples = [], []
@@ -136,3 +155,5 @@ def test_i3d_train_step(norm, samples, tmp_path):
         train_once(model, dict(optimizer=dict(type="SGD", lr=0.01, momentum=0.9),
                                constructor="SSNOptimWrapperConstructor"),
                    {"inputs": inputs, "data_samples": data_samples})
+    if ce:
+        assert_channel_equilibrium_trained(model.backbone, frozen_stem=False)

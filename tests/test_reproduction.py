@@ -39,6 +39,8 @@ def test_model_zoo_tables_are_generated_from_the_figures_file():
     text = (REPO / "MODEL_ZOO.md").read_text()
     assert F.update_markdown(text, F.generated_blocks()) == text, \
         "MODEL_ZOO.md differs from paper_figures.yaml: run `python tools/leaderboard.py --paper --update`"
+    assert F.update_markdown(text, F.catalogue_blocks(), F.CATALOGUE_BEGIN) == text, \
+        "MODEL_ZOO.md differs from ssn_plugins/model_zoo.json: run `python tools/leaderboard.py --paper --update`"
     assert "| SSN | 77.2 | 77.0 | 76.8 | 76.1 | 75.9 | – |" in text  # the batch table, as the papers print it
     assert "dadb0f1a0c49c31aedd6cb83d4996a03" in text
 

@@ -78,7 +78,8 @@ def update_generated_files() -> list:
     """MODEL_ZOO.md's generated blocks and the OpenMMLab metafiles, from the papers' figures."""
     from ssn_plugins.openmmlab.metafiles import write_metafiles
     zoo = REPO / "MODEL_ZOO.md"
-    zoo.write_text(F.update_markdown(zoo.read_text(), F.generated_blocks()))
+    text = F.update_markdown(zoo.read_text(), F.generated_blocks())
+    zoo.write_text(F.update_markdown(text, F.catalogue_blocks(), F.CATALOGUE_BEGIN))
     return [zoo, *write_metafiles(REPO / "configs")]
 
 

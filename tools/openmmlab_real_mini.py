@@ -5,6 +5,7 @@ before and after.
     python tools/openmmlab_real_mini.py det    # Mask R-CNN R50-FPN + SSN, mmdet's CocoMetric (pycocotools)
     python tools/openmmlab_real_mini.py video  # I3D ResNet3d-50 + SSN3d, 10-clip test, mmaction2's AccMetric
     python tools/openmmlab_real_mini.py seg --cfg-options train_cfg.max_iters=10
+    python tools/openmmlab_real_mini.py det --ce  # with Channel Equilibrium in the backbone (ResNetCE)
 
 It builds the real set if missing (tools/build_real_mini_seg.py / build_real_mini_coco.py /
 build_real_clips.py), evaluates the freshly initialised model, trains with the config's hooks (radius schedule, ratio
@@ -26,6 +27,7 @@ from mmengine.hooks import Hook
 from ssn_plugins import count_selections, describe_selection
 from ssn_plugins.datasets.real_clips import write_kinetics_style
 from ssn_plugins.datasets.real_mini import write_coco, write_segmentation
+from ssn_plugins.openmmlab.channel_equilibrium import with_channel_equilibrium
 from ssn_plugins.openmmlab.checkpoint import trusted_checkpoints
 from ssn_plugins.openmmlab.hooks import BatchAverageStatisticsHook, unwrap
 from ssn_plugins.openmmlab.runner import add_runner_arguments, build_runner, load_config, parse
@@ -67,9 +69,13 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("task", choices=sorted(TASKS))
     parser.add_argument("--config", help="another config for the same task")
+    parser.add_argument("--ce", action="store_true",
+                        help="add Channel Equilibrium to the backbone (type ResNetCE / ResNet3dCE over the config's)")
     args = parse(add_runner_arguments(parser), argv)
     config, data_root, writer, marker, metric_names = TASKS[args.task]
     cfg = load_config(str(args.config or config), args.work_dir, args.cfg_options, args.launcher)
+    if args.ce:
+        cfg.model.backbone = with_channel_equilibrium(cfg.model.backbone)
     if not Path(data_root, marker).exists():  # the configs read it relative to the working directory
         print(f"building the real {args.task} set in {data_root} ...")
         writer(Path(data_root))
@@ -96,7 +102,7 @@ def main(argv=None):
 
     times = runner.message_hub.get_scalar("train/time").data[0]
     per_iteration = round(float(np.mean(times[2:])), 2) if len(times) > 2 else None
-    summary = {"task": args.task, "config": str(args.config or config.relative_to(ROOT)),
+    summary = {"task": args.task, "config": str(args.config or config.relative_to(ROOT)), "ce": args.ce,
                "before": before, "after": after, "iterations": runner.iter,
                "seconds_per_iteration": per_iteration, "seconds_train": round(seconds),
                "selections": count_selections(describe_selection(unwrap(runner.model)))}

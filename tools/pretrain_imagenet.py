@@ -20,7 +20,6 @@ import argparse
 import json
 import math
 import os
-import pickle
 import time
 from pathlib import Path
 
@@ -33,7 +32,9 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 import ssn_plugins as S
-from ssn_plugins.checkpoints import SWITCHABLE, ConversionError, PublishedModel, to_detectron2, to_i3d, to_openmmlab
+from ssn_plugins.datasets import imagenet
+from ssn_plugins.checkpoints import SWITCHABLE, ConversionError, PublishedModel, convert, save_converted
+from ssn_plugins.layers.channel_equilibrium import CE_BLOCK_GROUP_SIZE, CE_STEM_GROUP_SIZE
 from ssn_plugins.models import NORMS, ResNet
 
 #: arguments that define the model; a resumed run must not change them
@@ -125,14 +126,10 @@ def build_model(args) -> ResNet:
 
 
 def data_loaders(args, ddp: Distributed):
-    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
     train_tf = torchvision.transforms.Compose([
         torchvision.transforms.RandomResizedCrop(args.image_size), torchvision.transforms.RandomHorizontalFlip(),
-        torchvision.transforms.ToTensor(), torchvision.transforms.Normalize(mean, std)])
-    val_tf = torchvision.transforms.Compose([
-        torchvision.transforms.Resize(round(args.image_size * 256 / 224)),
-        torchvision.transforms.CenterCrop(args.image_size),
-        torchvision.transforms.ToTensor(), torchvision.transforms.Normalize(mean, std)])
+        torchvision.transforms.ToTensor(), torchvision.transforms.Normalize(imagenet.MEAN, imagenet.STD)])
+    val_tf = imagenet.eval_transform(args.image_size)
     train = torchvision.datasets.ImageFolder(args.data / "train", train_tf)
     val = torchvision.datasets.ImageFolder(args.data / "val", val_tf)
     if train.classes != val.classes:
@@ -170,11 +167,8 @@ def evaluate(model, loader, ddp: Distributed):
     correct1 = correct5 = total = 0
     for images, labels in loader:
         images, labels = images.to(ddp.device), labels.to(ddp.device)
-        logits = model(images)
-        top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        correct1 += (top5[:, 0] == labels).sum().item()
-        correct5 += (top5 == labels[:, None]).any(1).sum().item()
-        total += labels.numel()
+        top1, top5 = imagenet.count_correct(model(images), labels)
+        correct1, correct5, total = correct1 + top1, correct5 + top5, total + labels.numel()
     correct1, correct5, total = ddp.sum([correct1, correct5, total])
     return 100 * correct1 / total, 100 * correct5 / total
 
@@ -203,22 +197,17 @@ def export_backbones(model: ResNet, args, out: Path):
     arch = {"depth": args.depth, "version": args.version, "norm": args.norm,
             "candidates": candidates(args),
             "sparse": args.norm in ("SSN", "SyncSSN"), "ce": args.ce, "num_classes": model.fc.out_features,
-            "ceil_mode_pool": args.ceil_mode_pool}
+            "ceil_mode_pool": args.ceil_mode_pool, "ce_group_sizes": (CE_STEM_GROUP_SIZE, CE_BLOCK_GROUP_SIZE)}
     described = PublishedModel(**arch, state_dict=model.state_dict())
-    for name, convert, suffix in (("detectron2", to_detectron2, "backbone_d2.pkl"),
-                                  ("OpenMMLab", to_openmmlab, "backbone_mm.pth"),
-                                  ("I3D", to_i3d, "backbone_i3d.pth")):
+    for target, name in (("detectron2", "backbone_d2.pkl"), ("openmmlab", "backbone_mm.pth"),
+                         ("i3d", "backbone_i3d.pth")):
         try:
-            converted, _ = convert(described)
+            converted, _ = convert(described, target)
         except ConversionError as e:
-            print(f"no {name} export: {e}")
+            print(f"no {target} export: {e}")
             continue
-        if suffix.endswith(".pkl"):
-            with open(out / suffix, "wb") as f:
-                pickle.dump(converted, f)
-        else:
-            torch.save(converted, out / suffix)
-        print(f"{name} backbone: {out / suffix}")
+        save_converted(converted, out / name, pickled=target == "detectron2")
+        print(f"{target} backbone: {out / name}")
 
 
 def run_config(args, world_size: int) -> dict:

@@ -2,8 +2,9 @@
 
 CE goes where the CE paper puts it (:data:`ssn_plugins.layers.CE_STAGES`):
 after the stem's norm and after the last norm of every block in stages 1-3
-(detectron2's res2-res4), before the residual addition and ReLU. detectron2's ``Conv2d`` applies its norm inside ``forward``, so CE
-runs as a forward hook on that convolution and lives on it as ``.ce``:
+(detectron2's res2-res4), before the residual addition and ReLU.
+detectron2's ``Conv2d`` applies its norm inside ``forward``, so CE runs as a
+forward hook on that convolution and lives on it as ``.ce``:
 parameter names are detectron2's plus ``stem.conv1.ce.*`` and
 ``resK.i.conv3.ce.*`` (``conv2`` in basic blocks). ``build_model`` (see
 :mod:`.build`) adds it when the config enables it.

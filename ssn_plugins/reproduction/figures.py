@@ -143,21 +143,52 @@ def generated_blocks(path: Path = FIGURES_FILE) -> Dict[str, str]:
     """The blocks of MODEL_ZOO.md written from the data file, by block name."""
     tables = {t["id"]: t for t in load_tables(path)}
     return {
-        "sn-release": table_markdown(tables["sn-release"]),
-        "ssn-release": table_markdown(tables["ssn-release"]),
         "imagenet-r50-batch-sizes": table_markdown(tables["imagenet-r50-batch-sizes"]),
         "downstream": downstream_markdown(list(tables.values())),
     }
 
 
+def _link(text: str) -> str:
+    """A catalogue ``by_hand`` entry (a URL, maybe followed by a note such as a pin) as a Markdown link."""
+    url, _, note = text.partition(" ")
+    host = {"drive.google.com": "Google Drive", "pan.baidu.com": "Baidu Pan"}.get(url.split("/")[2], None) \
+        if "://" in url else None
+    return f"[{host or url}]({url})" + (f" {note}" if note else "") if host else f"`{url}`"
+
+
+def catalogue_markdown() -> str:
+    """MODEL_ZOO.md's table of the ``ssn://`` catalogue (``ssn_plugins/model_zoo.json``)."""
+    from ..model_zoo import catalogue
+
+    lines = ["| name | release | model | batch | top-1 / top-5 | checksum | the release's links |",
+             "|---|---|---|---|---|---|---|"]
+    for e in catalogue().values():
+        a = e.architecture
+        model = f"ResNet-{a['depth']}" + (" v2" if a.get("version", 1) == 2 else "") + f", {a['norm']}" \
+            + (" + CE" if a.get("ce") else "") + (" (IN, LN)" if a.get("candidates") == ["IN", "LN"] else "")
+        figures = f"{e.top1} / {e.top5}" if e.top1 is not None else "–"
+        checksum = (f"MD5 `{e.md5}`" if e.md5 else f"SHA-256 `{e.sha256_prefix}…`" if e.sha256_prefix
+                    else "none published")
+        lines.append(f"| `ssn://{e.name}` | {e.release} | {model} | {e.batch or '–'} | {figures} | {checksum} | "
+                     + " · ".join(_link(x) for x in e.by_hand) + " |")
+    notes = [f"- `{e.name}`: {e.note}" for e in catalogue().values() if e.note]
+    return "\n".join(lines + [""] + notes)
+
+
+def catalogue_blocks() -> Dict[str, str]:
+    """The blocks of MODEL_ZOO.md written from the model-zoo catalogue."""
+    return {"catalogue": catalogue_markdown()}
+
+
 BEGIN = "<!-- generated from ssn_plugins/reproduction/paper_figures.yaml: {} -->"
+CATALOGUE_BEGIN = "<!-- generated from ssn_plugins/model_zoo.json: {} -->"
 END = "<!-- end of generated block -->"
 
 
-def update_markdown(text: str, blocks: Dict[str, str]) -> str:
-    """``text`` with each generated block (between its BEGIN line and the next END line) replaced."""
+def update_markdown(text: str, blocks: Dict[str, str], begin_line: str = BEGIN) -> str:
+    """``text`` with each generated block (between its ``begin_line`` and the next END line) replaced."""
     for name, body in blocks.items():
-        begin = BEGIN.format(name)
+        begin = begin_line.format(name)
         start = text.find(begin)
         if start < 0:
             raise ValueError(f"no {begin!r} line to update")

@@ -2,7 +2,7 @@
 _base_ = './deeplabv3_r50-d8_syncbn_8xb2-80k_cityscapes-512x1024.py'
 norm_cfg = dict(type='SSN', requires_grad=True)
 model = dict(
-    pretrained='converted/ssn_r50_8x2_mm.pth',
+    pretrained='ssn://resnet50_ssn_8x2',
     backbone=dict(norm_cfg=norm_cfg),
     decode_head=dict(norm_cfg=norm_cfg),
     auxiliary_head=dict(norm_cfg=norm_cfg))

@@ -1,8 +1,8 @@
-# PSPNet R50-D8, ade20k: SN, from the SN release's (8,32) ImageNet model (tools/convert_checkpoint.py).
+# PSPNet R50-D8, ade20k: SN, from the SN release's (8,32) ImageNet model (by its ssn:// name).
 _base_ = './pspnet_r50-d8_syncbn_8xb2-160k_ade20k-512x512.py'
 norm_cfg = dict(type='SN', requires_grad=True)
 model = dict(
-    pretrained='converted/sn_r50_8x32_mm.pth',
+    pretrained='ssn://resnet50_sn_8x32',
     backbone=dict(norm_cfg=norm_cfg),
     decode_head=dict(norm_cfg=norm_cfg),
     auxiliary_head=dict(norm_cfg=norm_cfg))
