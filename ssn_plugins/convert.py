@@ -29,32 +29,34 @@ _HOOK_TABLES = ("_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_forwar
                 "_forward_hooks_with_kwargs", "_forward_hooks_always_called")
 
 
-def carry_forward_hooks(old: nn.Module, new: nn.Module) -> nn.Module:
-    """Move ``old``'s forward (pre-)hooks to ``new``, which takes its place; returns ``new``.
+def take_place(old: nn.Module, new: nn.Module) -> nn.Module:
+    """``new`` set up to replace ``old``: ``old``'s forward (pre-)hooks and train/eval mode; returns ``new``.
 
     Work attached to a norm layer's output (Channel Equilibrium in an
-    OpenMMLab ResNet runs as a forward hook on the norm it follows) must
-    survive the layer being converted, frozen for inference or folded into
-    its convolution (where ``new`` is an ``nn.Identity``).
+    OpenMMLab ResNet runs as a forward hook on the norm it follows, in that
+    norm's mode) must survive the layer being converted, frozen for
+    inference or folded into its convolution (where ``new`` is an
+    ``nn.Identity``).
     """
     if new is not old:
         for table in _HOOK_TABLES:
             if hasattr(old, table) and hasattr(new, table):
                 getattr(new, table).update(getattr(old, table))
+        new.train(old.training)
     return new
 
 
 def _replace_children(module: nn.Module, replace, memo: Optional[dict] = None) -> nn.Module:
     """``replace`` every module (depth first from the top); a module reached twice gets the same replacement.
 
-    The replacement keeps the replaced module's forward hooks (:func:`carry_forward_hooks`).
+    The replacement keeps the replaced module's forward hooks and mode (:func:`take_place`).
     """
     memo = {} if memo is None else memo
     if id(module) in memo:
         return memo[id(module)]
     new = replace(module)
     if new is not None:
-        memo[id(module)] = carry_forward_hooks(module, new)
+        memo[id(module)] = take_place(module, new)
         return new
     memo[id(module)] = module
     for name, child in list(module._modules.items()):  # not named_children(), which skips a repeated module

@@ -32,7 +32,7 @@ from typing import Iterator, List, Optional, Tuple
 import torch
 from torch import nn
 
-from .convert import _replace_children, carry_forward_hooks
+from .convert import _replace_children, take_place
 from .layers.channel_equilibrium import ChannelEquilibrium
 from .layers.frozen_switch_norm import FrozenSwitchNorm
 from .layers.switch_norm import SwitchNorm, SwitchNorm1d, SwitchNorm2d, SwitchNorm3d
@@ -108,7 +108,7 @@ def for_inference(model: nn.Module, fold: bool = True, inplace: bool = False) ->
             if id(conv) not in folded_convs and _foldable(norm, conv):
                 fold_conv_norm(conv, norm)
                 folded_convs.add(id(conv))
-                setattr(parent, attr, carry_forward_hooks(norm, nn.Identity()))
+                setattr(parent, attr, take_place(norm, nn.Identity()))
                 report.folded.append((f"{names.get(id(parent), '')}.{attr}".lstrip("."), _describe(norm),
                                       f"folded into {conv_name}"))
     for name, module in model.named_modules():

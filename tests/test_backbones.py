@@ -295,6 +295,11 @@ def test_ce_release_gives_the_same_features_in_every_framework(ce_release, tmp_p
     ours, theirs = model.stages(x), mm(x)
     for name, feature in zip(("res2", "res3", "res4", "res5"), theirs):
         torch.testing.assert_close(feature, ours[name], rtol=1e-4, atol=1e-4, msg=name)
+    # CE runs as a hook on the norm it follows: folding that norm into its convolution keeps it
+    deployed, report = S.for_inference(mm)
+    assert report.folded and not any(isinstance(m, torch.nn.BatchNorm2d) for m in deployed.layer1.modules())
+    for name, feature in zip(("res2", "res3", "res4", "res5"), deployed(x)):
+        torch.testing.assert_close(feature, ours[name], rtol=1e-4, atol=1e-4, msg=name)
 
     from mmaction.utils import register_all_modules as register_mmaction
     register_mmaction(init_default_scope=False)

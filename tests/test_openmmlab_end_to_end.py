@@ -42,6 +42,20 @@ def test_deeplabv3_ssn_on_real_segmentation(in_tmp, capsys):
         assert image.size[0] > 400 and len(set(image.convert("L").getdata())) > 20
 
 
+def test_real_segmentation_run_accepts_channel_equilibrium(in_tmp):
+    """``--ce``: the same run with CE in the ResNet-18 backbone (stem and stages 1-3), which trains."""
+    summary = openmmlab_real_mini.main([
+        "seg", "--ce", "--work-dir", str(in_tmp / "seg_ce"), "--cfg-options", "train_cfg.max_iters=2", *SMALL_CROPS,
+        "custom_hooks.1.num_iters=1"])
+    assert summary["ce"] and summary["iterations"] == 2
+    assert 0.0 <= summary["after"]["mIoU"] <= 100.0
+    import torch
+    saved = torch.load(in_tmp / "seg_ce" / "iter_2.pth", map_location="cpu", weights_only=False)["state_dict"]
+    ce = sorted({k.split(".ce")[0] for k in saved if ".ce" in k and k.startswith("backbone.")})
+    assert ce == ["backbone"] + [f"backbone.layer{s}.{b}" for s in (1, 2, 3) for b in (0, 1)]
+    assert float(saved["backbone.layer2.0.ce.mix_logit"]) != 0.0  # starts at 0: training moved it
+
+
 def test_mask_rcnn_ssn_on_real_instances(in_tmp):
     summary = openmmlab_real_mini.main([
         "det", "--work-dir", str(in_tmp / "det"), "--cfg-options", "train_cfg.max_epochs=1",

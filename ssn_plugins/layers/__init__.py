@@ -1,5 +1,6 @@
 """The normalization modules."""
-from .channel_equilibrium import ChannelEquilibrium, InstanceReweight
+from .channel_equilibrium import (CE_BLOCK_GROUP_SIZE, CE_STAGES, CE_STEM_GROUP_SIZE, ChannelEquilibrium,
+                                  InstanceReweight)
 from .frozen_switch_norm import FrozenSwitchNorm
 from .sparse_switch_norm import (SparseSwitchNorm, SparseSwitchNorm1d, SparseSwitchNorm2d, SparseSwitchNorm3d,
                                  SyncSparseSwitchNorm, SyncSparseSwitchNorm1d, SyncSparseSwitchNorm2d,
