@@ -1,39 +1,61 @@
 """Functional core of Switchable Normalization.
 
 ``switch_norm`` normalizes ``x`` of shape ``(N, C, *S)`` with a mixture of
-Instance-, Layer- and Batch-Norm statistics; ``selected_norm`` runs a single
+Instance-, Layer-, Batch- (and Group-) Norm statistics; ``selected_norm`` runs a single
 one of them through PyTorch's native kernels. Both update running statistics
 in place, as ``torch.nn.functional.batch_norm`` does.
 
 All statistics come from one pass over ``x`` (the IN mean and variance);
-LN and BN are derived from them with the law of total variance,
+LN, BN and GN (a ``"GN<groups>"`` candidate) are derived from them with the law of total variance,
 ``var = mean(var_in) + var(mean_in)``, which equals the paper's
 ``mean(var_in + mean_in²) - mean²`` without its cancellation.
 """
 import math
+import re
 from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["CANDIDATES", "switch_norm", "selected_norm", "instance_moments", "batch_moments", "check_candidates"]
+__all__ = ["CANDIDATES", "DEFAULT_GN_GROUPS", "switch_norm", "selected_norm", "instance_moments", "batch_moments",
+           "check_candidates", "group_count"]
 
-#: The candidate normalizers, in the order of the ratio vectors.
+#: The candidate normalizers, in the order of the ratio vectors; a GroupNorm candidate ``"GN<groups>"`` follows them.
 CANDIDATES: Tuple[str, ...] = ("IN", "LN", "BN")
+#: the groups of a candidate written plain ``"GN"`` (GroupNorm's usual 32)
+DEFAULT_GN_GROUPS = 32
 
 
-def check_candidates(candidates: Sequence[str]) -> Tuple[str, ...]:
-    """Validate a candidate list and return it in canonical ``[IN, LN, BN]`` order."""
+def group_count(candidate: str) -> Optional[int]:
+    """The number of channel groups of a ``"GN<groups>"`` candidate (``"GN32"`` -> 32); ``None`` for the others."""
+    match = re.fullmatch(r"GN([1-9]\d*)", candidate) if isinstance(candidate, str) else None
+    return int(match.group(1)) if match else None
+
+
+def check_candidates(candidates: Sequence[str], num_features: Optional[int] = None) -> Tuple[str, ...]:
+    """Validate a candidate list and return it in canonical ``[IN, LN, BN, GN<g>]`` order.
+
+    ``"GN"`` stands for ``"GN32"``. With ``num_features``, a GN candidate's
+    group count must divide it.
+    """
     if isinstance(candidates, str):
         raise ValueError(f"candidates must be a list of names such as ('IN', 'LN', 'BN'), got the string "
                          f"{candidates!r}; write ({candidates!r},) for a single candidate")
-    unknown = [c for c in candidates if c not in CANDIDATES]
+    names = [f"GN{DEFAULT_GN_GROUPS}" if c == "GN" else c for c in candidates]
+    unknown = [c for c in names if c not in CANDIDATES and group_count(c) is None]
     if unknown:
-        raise ValueError(f"unknown normalizer candidate(s) {unknown}; choose from {list(CANDIDATES)}")
-    if len(set(candidates)) != len(candidates) or not candidates:
+        raise ValueError(f"unknown normalizer candidate(s) {unknown}; choose from {list(CANDIDATES)} and "
+                         f"'GN<groups>' (e.g. 'GN32'; 'GN' is 'GN{DEFAULT_GN_GROUPS}')")
+    if len(set(names)) != len(names) or not names:
         raise ValueError(f"candidates must be a non-empty list without repeats, got {list(candidates)}")
-    return tuple(c for c in CANDIDATES if c in candidates)
+    group_norms = [c for c in names if group_count(c) is not None]
+    if len(group_norms) > 1:
+        raise ValueError(f"one GroupNorm candidate at most, got {group_norms}")
+    if group_norms and num_features is not None and num_features % group_count(group_norms[0]):
+        raise ValueError(f"candidate {group_norms[0]}: {group_count(group_norms[0])} groups do not divide "
+                         f"{num_features} channels")
+    return tuple(c for c in CANDIDATES if c in names) + tuple(group_norms)
 
 
 def _differentiable_all_reduce(t: Tensor, group) -> Tensor:
@@ -52,6 +74,14 @@ def _pooled_moments(mean_in: Tensor, var_in: Tensor, dim: int, keepdim: bool = T
     centred = mean_in - mean
     var = torch.addcmul(var_in, centred, centred).mean(dim, keepdim=keepdim)
     return (mean if keepdim else mean.squeeze(dim)), var
+
+
+def _group_moments(mean_in: Tensor, var_in: Tensor, groups: int) -> Tuple[Tensor, Tensor]:
+    """GroupNorm statistics as ``(N, C)``: the per-map moments pooled over each group's channels."""
+    n, c = mean_in.shape
+    grouped = (n, groups, c // groups)
+    mean, var = _pooled_moments(mean_in.reshape(grouped), var_in.reshape(grouped), 2)
+    return mean.expand(grouped).reshape(n, c), var.expand(grouped).reshape(n, c)
 
 
 def batch_moments(mean_in: Tensor, var_in: Tensor, process_group=None) -> Tuple[Tensor, Tensor, Tensor]:
@@ -262,6 +292,8 @@ def _candidate_moments(mean_in: Tensor, var_in: Tensor, spec: _Statistics) -> Li
             moments.append((mean_in, var_in))
         elif name == "LN":
             moments.append(_pooled_moments(mean_in, var_in, 1))
+        elif name != "BN":
+            moments.append(_group_moments(mean_in, var_in, group_count(name)))
         elif spec.batch_bn:
             mean_bn, var_bn, count = batch_moments(mean_in, var_in, spec.process_group)
             if spec.update_running:
@@ -369,19 +401,23 @@ class _SwitchNormFunction(torch.autograd.Function):
         grad_mean_ratios = torch.matmul(means, grad_mean.view(-1))
         grad_var_ratios = torch.matmul(variances, grad_var.view(-1))
         # Each candidate from the instance moments: IN itself; LN pools over channels (dim 1), BN over samples
-        # (dim 0), with mean_k = avg(mean_in) and var_k = avg(var_in) + avg((mean_in - mean_k)²).
+        # (dim 0), GN over each group's channels (dim 2 of the (N, G, C/G) view), with mean_k = avg(mean_in) and
+        # var_k = avg(var_in) + avg((mean_in - mean_k)²).
         # (This Function runs in training only, so BN is always the batch's, never the running constants.)
         w, u = ctx.ratios
         grad_mean_in = grad_var_in = None
+        n, c = mean_in.shape
         for k, name in enumerate(spec.candidates):
+            groups = group_count(name)
             if name == "IN":
                 from_mean, from_var = grad_mean * w[k], grad_var * u[k]
             else:
-                dim = 1 if name == "LN" else 0
-                size = mean_in.shape[dim]
-                pooled_mean = grad_mean.sum(dim, keepdim=True).mul_(w[k] / size)
-                from_var = grad_var.sum(dim, keepdim=True).mul_(u[k] / size)
-                from_mean = torch.addcmul(pooled_mean, from_var, mean_in - moments[k][0], value=2)
+                dim, view = (2, (n, groups, c // groups)) if groups else (1 if name == "LN" else 0, (n, c))
+                pooled_mean = grad_mean.reshape(view).sum(dim, keepdim=True).mul_(w[k] / view[dim])
+                from_var = grad_var.reshape(view).sum(dim, keepdim=True).mul_(u[k] / view[dim])
+                from_mean = torch.addcmul(pooled_mean, from_var, (mean_in - moments[k][0]).reshape(view), value=2)
+                if groups:
+                    from_mean, from_var = from_mean.reshape(n, c), from_var.expand(view).reshape(n, c)
             grad_mean_in = from_mean if grad_mean_in is None else grad_mean_in + from_mean
             grad_var_in = from_var if grad_var_in is None else grad_var_in + from_var
         grad_x = _input_gradient(x, grad_y, scale, mean_in, grad_mean_in, grad_var_in, ctx.unbiased, identity)
@@ -580,4 +616,6 @@ def selected_norm(
         return F.instance_norm(x, None, None, weight, bias, True, 0.0, eps)
     if candidate == "LN":
         return F.group_norm(x, 1, weight, bias, eps)
-    raise ValueError(f"unknown normalizer candidate {candidate!r}; choose from {list(CANDIDATES)}")
+    if group_count(candidate) is not None:
+        return F.group_norm(x, group_count(candidate), weight, bias, eps)
+    raise ValueError(f"unknown normalizer candidate {candidate!r}; choose from {list(CANDIDATES)} and 'GN<groups>'")

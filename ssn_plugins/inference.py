@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from .convert import _replace_children, take_place
+from .functional import group_count
 from .layers.channel_equilibrium import ChannelEquilibrium
 from .layers.frozen_switch_norm import FrozenSwitchNorm
 from .layers.switch_norm import SwitchNorm, SwitchNorm1d, SwitchNorm2d, SwitchNorm3d
@@ -153,8 +154,8 @@ def _native_layer(layer: SwitchNorm, candidate: str) -> Optional[nn.Module]:
     """``torch.nn``'s module for ``candidate`` under ``layer``'s settings, or ``None`` where none matches."""
     rank_class = next((c for c in _NATIVE_BN if isinstance(layer, c)), None)
     factory = {"device": layer.mean_weight.device, "dtype": layer.mean_weight.dtype}
-    if candidate == "LN" and not layer.official_compat:
-        native = nn.GroupNorm(1, layer.num_features, layer.eps, layer.affine, **factory)
+    if (candidate == "LN" or group_count(candidate)) and not layer.official_compat:
+        native = nn.GroupNorm(group_count(candidate) or 1, layer.num_features, layer.eps, layer.affine, **factory)
     elif candidate == "IN" and not layer.official_compat and rank_class is not None:
         native = _NATIVE_IN[rank_class](layer.num_features, layer.eps, affine=layer.affine, **factory)
     elif candidate == "BN" and rank_class is not None:

@@ -188,7 +188,7 @@ def test_candidates_option_and_errors():
     with pytest.raises(ValueError, match="Instance Norm is undefined"):
         S.SwitchNorm1d(4)(torch.randn(8, 4))
     with pytest.raises(ValueError, match="unknown normalizer candidate"):
-        S.SwitchNorm2d(4, candidates=("IN", "GN"))
+        S.SwitchNorm2d(4, candidates=("IN", "WN"))
     assert S.SwitchNorm2d(4, using_bn=False).candidates == ("IN", "LN")
     assert S.SwitchNorm2d(4, using_bn=False).running_mean is None
 

@@ -14,6 +14,7 @@ def add_ssn_config(cfg) -> None:
     cfg.MODEL.SSN = CN()
     # the layers
     cfg.MODEL.SSN.USING_BN = True            # candidates [IN, LN, BN]; False: [IN, LN] (one image per GPU)
+    cfg.MODEL.SSN.GN_GROUPS = 0              # > 0 adds GroupNorm with that many groups as the last candidate
     # the authors' math (unbiased IN variance) in new layers; files converted from their releases carry it
     # per layer, so finetuning from them needs nothing here
     cfg.MODEL.SSN.OFFICIAL_COMPAT = False

@@ -40,7 +40,10 @@ def layer_options(cfg) -> dict:
     ssn = cfg.MODEL.get("SSN")
     if ssn is None:
         return {}  # a config without add_ssn_config: the layers' defaults, which are add_ssn_config's defaults
-    return {"candidates": ("IN", "LN", "BN") if ssn.USING_BN else ("IN", "LN"), "eps": ssn.EPS,
+    candidates = ("IN", "LN", "BN") if ssn.USING_BN else ("IN", "LN")
+    if ssn.get("GN_GROUPS", 0):
+        candidates += (f"GN{ssn.GN_GROUPS}",)
+    return {"candidates": candidates, "eps": ssn.EPS,
             "momentum": ssn.MOMENTUM, "official_compat": ssn.OFFICIAL_COMPAT}
 
 

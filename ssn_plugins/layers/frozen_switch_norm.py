@@ -23,7 +23,7 @@ class FrozenSwitchNorm(nn.Module):
     Args:
         num_features: ``C``.
         mean_ratios, var_ratios: ``(K,)`` ratios over ``candidates``.
-        candidates: a subsequence of ``("IN", "LN", "BN")``.
+        candidates: a subsequence of ``("IN", "LN", "BN", "GN<groups>")``.
         eps: added to the variance.
         weight, bias: ``(C,)`` affine parameters, or ``None``.
         running_mean, running_var: ``(C,)`` BN statistics, or ``None``.
@@ -42,7 +42,7 @@ class FrozenSwitchNorm(nn.Module):
                  running_mean: Optional[Tensor] = None, running_var: Optional[Tensor] = None,
                  official_compat: bool = False) -> None:
         super().__init__()
-        self.candidates = check_candidates(candidates)
+        self.candidates = check_candidates(candidates, num_features)
         if list(candidates) != list(self.candidates):
             raise ValueError(f"FrozenSwitchNorm: candidates must be in the order {self.candidates}, "
                              f"the order of the ratios; got {list(candidates)}")

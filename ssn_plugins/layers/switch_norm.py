@@ -41,7 +41,11 @@ class SwitchNorm(nn.Module):
         using_bn: include the BN candidate. ``False`` gives ``[IN, LN]``, for
             training with one image per GPU.
         candidates: the candidate list itself (a subset of ``("IN", "LN",
-            "BN")``, kept in that order); overrides ``using_bn``. Input of
+            "BN")``, kept in that order, and at most one GroupNorm
+            ``"GN<groups>"``, e.g. ``"GN32"`` (``"GN"`` is ``"GN32"``; the
+            groups must divide ``C``), placed last); overrides ``using_bn``.
+            The published layouts (``[IN, LN, BN]``, ``[IN, LN]``) are
+            unchanged by a GN candidate's existence. Input of
             shape ``(N, C)`` has one value per sample and channel, so IN is
             undefined there: use ``candidates=("LN", "BN")``, as the authors'
             ``SwitchNorm1d`` does; the layer raises an error otherwise.
@@ -119,7 +123,7 @@ class SwitchNorm(nn.Module):
         num_features = operator.index(num_features)
         if candidates is None:
             candidates = CANDIDATES if using_bn else ("IN", "LN")
-        self.candidates = check_candidates(candidates)
+        self.candidates = check_candidates(candidates, num_features)
         self.using_bn = "BN" in self.candidates
         self.num_features = num_features
         if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
