@@ -37,6 +37,16 @@ def test_main_job_reports_ap_before_and_after(workdir):
     assert sum(summary["selections"]["mean"].values()) == 69 and "selected normalizers" in out
 
 
+def test_main_job_accepts_channel_equilibrium(workdir):
+    out = run([REPO / "tools" / "detectron2_real_mini.py", "--ce", "--data", workdir / "data", "SOLVER.MAX_ITER", "1",
+               "OUTPUT_DIR", workdir / "ce", *SMALL], cwd=workdir)
+    assert re.search(r"COCO AP on the real mini set after 1 iterations: box [\d.]+, mask [\d.]+", out)
+    import torch
+    saved = torch.load(workdir / "ce" / "model_final.pth", map_location="cpu", weights_only=False)["model"]
+    ce = {k.rsplit(".ce.", 1)[0] for k in saved if ".ce." in k}
+    assert len(ce) == 14 and "backbone.bottom_up.stem.conv1" in ce and "backbone.bottom_up.res4.5.conv3" in ce
+
+
 def test_two_process_gloo_sync_ssn_then_eval_only(workdir):
     out_dir = workdir / "gloo"
     env = {"SSN_REAL_MINI": str(workdir / "data")}

@@ -3,6 +3,7 @@
     python tools/detectron2_real_mini.py                      # builds datasets/real_mini if missing
     python tools/detectron2_real_mini.py SOLVER.MAX_ITER 40   # config overrides, as for train_net.py
     python tools/detectron2_real_mini.py --resume OUTPUT_DIR work_dirs/x   # continue from its last checkpoint
+    python tools/detectron2_real_mini.py --ce                 # with Channel Equilibrium (MODEL.RESNETS.CE.ENABLED)
 
 It builds the real mini set (tools/build_real_mini_coco.py), registers it,
 evaluates box and mask AP of the freshly initialised model with detectron2's
@@ -52,11 +53,14 @@ def main():
     parser.add_argument("--data", type=Path, default=REAL_MINI_ROOT)
     parser.add_argument("--resume", action="store_true",
                         help="continue from OUTPUT_DIR's last checkpoint (no before-training evaluation then)")
+    parser.add_argument("--ce", action="store_true", help="add Channel Equilibrium to the ResNet (MODEL.RESNETS.CE)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
     args = parser.parse_args()
     args.eval_only, args.num_gpus = False, 1
     if not torch.cuda.is_available():
         args.opts = ["MODEL.DEVICE", "cpu", *args.opts]
+    if args.ce:
+        args.opts = ["MODEL.RESNETS.CE.ENABLED", "True", *args.opts]
 
     if not (args.data / "annotations" / "instances_heldout.json").exists():
         write_coco(args.data, heldout=True)
