@@ -7,6 +7,7 @@ import ssn_plugins as S
 from ssn_plugins.functional import check_candidates, switch_norm
 
 from helpers import gradcheck_module
+from test_switch_norm import randomize
 
 SHAPES = {1: (6, 8, 7), 2: (4, 8, 5, 6), 3: (3, 8, 3, 4, 5)}
 SN_CLASSES = {1: S.SwitchNorm1d, 2: S.SwitchNorm2d, 3: S.SwitchNorm3d}
@@ -35,19 +36,12 @@ def naive(x, wm, wv, weight, bias, eps, groups, running=None):
     return (x - mean) / torch.sqrt(var + eps) * weight.reshape(shape) + bias.reshape(shape)
 
 
-def randomized(m):
-    with torch.no_grad():
-        for p in m.parameters():
-            p.copy_(torch.randn_like(p))
-    return m
-
-
 @pytest.mark.parametrize("rank", [1, 2, 3])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_soft_mixture_with_gn_equals_the_naive_formula(rank, dtype):
     torch.manual_seed(rank)
     x64 = torch.randn(SHAPES[rank], dtype=torch.float64) * 3 + 1
-    m = randomized(SN_CLASSES[rank](8, candidates=CANDIDATES).double()).to(dtype)
+    m = randomize(SN_CLASSES[rank](8, candidates=CANDIDATES).double()).to(dtype)
     assert m.candidates == CANDIDATES and m.mean_weight.shape == (4,)
     ratios = [torch.softmax(w.double(), 0) for w in (m.mean_weight, m.var_weight)]
     params = (m.weight.double(), m.bias.double(), m.eps, 2)
@@ -60,7 +54,7 @@ def test_soft_mixture_with_gn_equals_the_naive_formula(rank, dtype):
 
 def test_bf16_model_with_gn_stays_close_to_float64():
     x = torch.randn(4, 8, 6, 6, dtype=torch.float64)
-    m = randomized(S.SwitchNorm2d(8, candidates=CANDIDATES).double())
+    m = randomize(S.SwitchNorm2d(8, candidates=CANDIDATES).double())
     expected = m(x)
     got = m.to(torch.bfloat16)(x.to(torch.bfloat16))
     assert got.dtype == torch.bfloat16
@@ -68,16 +62,16 @@ def test_bf16_model_with_gn_stays_close_to_float64():
 
 
 def test_gradcheck_with_gn():
-    m = randomized(S.SwitchNorm2d(4, candidates=("IN", "LN", "BN", "GN2")).double())
+    m = randomize(S.SwitchNorm2d(4, candidates=("IN", "LN", "BN", "GN2")).double())
     assert gradcheck_module(m, torch.randn(3, 4, 3, 2, dtype=torch.float64))
-    only = randomized(S.SwitchNorm2d(4, candidates=("LN", "GN2")).double())
+    only = randomize(S.SwitchNorm2d(4, candidates=("LN", "GN2")).double())
     assert gradcheck_module(only, torch.randn(2, 4, 3, 3, dtype=torch.float64))
 
 
 def test_fused_backward_equals_plain_autograd_in_float32():
     """The hand-written backward (training) against plain autograd (double_backward=True) on the same input."""
     x = torch.randn(8, 64, 14, 14) * 2 + 0.5
-    fused = randomized(S.SwitchNorm2d(64, candidates=("IN", "LN", "BN", "GN32")))
+    fused = randomize(S.SwitchNorm2d(64, candidates=("IN", "LN", "BN", "GN32")))
     plain = S.SwitchNorm2d(64, candidates=("IN", "LN", "BN", "GN32"), double_backward=True)
     plain.load_state_dict(fused.state_dict())
     grad_out = torch.randn_like(x)
@@ -93,7 +87,7 @@ def test_fused_backward_equals_plain_autograd_in_float32():
 @pytest.mark.parametrize("rank", [1, 2, 3])
 def test_one_hot_gn_equals_native_group_norm(rank):
     x = torch.randn(SHAPES[rank], dtype=torch.float64) * 2 + 1
-    gn = randomized(nn.GroupNorm(2, 8).double())
+    gn = randomize(nn.GroupNorm(2, 8).double())
     one_hot = torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=torch.float64)
     torch.testing.assert_close(switch_norm(x, one_hot, one_hot, CANDIDATES, gn.weight, gn.bias), gn(x))
     torch.testing.assert_close(S.functional.selected_norm(x, "GN2", gn.weight, gn.bias), gn(x))
@@ -101,7 +95,7 @@ def test_one_hot_gn_equals_native_group_norm(rank):
 
 def test_ssn_fixed_on_gn_runs_native_group_norm_and_deploys_as_it():
     x = torch.randn(4, 16, 7, 7)
-    m = randomized(S.SparseSwitchNorm2d(16, candidates=("IN", "LN", "BN", "GN4")))
+    m = randomize(S.SparseSwitchNorm2d(16, candidates=("IN", "LN", "BN", "GN4")))
     m.fix("mean", "GN4"), m.fix("var", "GN4")
     gn = nn.GroupNorm(4, 16)
     gn.load_state_dict({"weight": m.weight.detach(), "bias": m.bias.detach()})
@@ -110,7 +104,7 @@ def test_ssn_fixed_on_gn_runs_native_group_norm_and_deploys_as_it():
     assert type(deployed[0]) is nn.GroupNorm and deployed[0].num_groups == 4
     assert torch.equal(deployed[0](x), gn(x))
     # a soft layer with GN deploys as FrozenSwitchNorm and computes what the layer computes in eval mode
-    soft = randomized(S.SwitchNorm2d(16, candidates=("IN", "BN", "GN4"))).eval()
+    soft = randomize(S.SwitchNorm2d(16, candidates=("IN", "BN", "GN4"))).eval()
     frozen, _ = S.for_inference(nn.Sequential(soft))
     assert isinstance(frozen[0], S.FrozenSwitchNorm) and frozen[0].candidates == ("IN", "BN", "GN4")
     torch.testing.assert_close(frozen[0](x), soft(x))
