@@ -236,17 +236,19 @@ def download(name: str, progress: bool = True) -> Path:
 
     A file under the final name is complete and checked (or placed by hand,
     then checked here); a download in progress lives in ``NAME.pth.part``.
-    A checksum mismatch deletes the file it read and raises.
+    A checksum mismatch deletes a download, moves a file placed by hand to
+    ``NAME.pth.rejected``, and raises.
     """
     entry = get_entry(name)
     target = cache_root() / "downloads" / f"{name}.pth"
     with _locked(target):
         if target.exists():
             problem = _checksum_problem(entry, target)
-            if problem is not None:
-                target.unlink()
+            if problem is not None:  # a file placed by hand: kept aside, never under the name that is trusted
+                rejected = target.with_name(target.name + ".rejected")
+                os.replace(target, rejected)
                 raise ModelZooError(f"{target} (for {SCHEME}{name}) is not the published file: {problem}; it was "
-                                    f"deleted. Download it again, or {_by_hand_advice(entry, target)}")
+                                    f"moved to {rejected}. Download it again, or {_by_hand_advice(entry, target)}")
             return target
         part = target.with_name(target.name + ".part")
         failures = []

@@ -84,13 +84,16 @@ def published_files(tmp_path_factory):
     sn = trained_looking_resnet(50, "SN")
     ssn = trained_looking_resnet(50, "SSN", ceil=True)  # the SSN release's stem pooling, which read_published infers
     ce = trained_looking_ce_resnet()
+    from mmdet.models.backbones import ResNet as MMResNet
+    torch.manual_seed(0)
+    gn = MMResNet(depth=50, norm_cfg=dict(type="GN", num_groups=32))  # as open-mmlab://detectron/resnet50_gn
     files = {}
     for name, obj in (("resnet50_sn_8x32", published_layout(sn)), ("resnet50_ssn_8x8", published_layout(ssn)),
-                      ("resnet50_ce", ce_release_layout(ce))):
+                      ("resnet50_ce", ce_release_layout(ce)), ("resnet50_gn", {"state_dict": gn.state_dict()})):
         buffer = io.BytesIO()
         torch.save(obj, buffer)
         files[f"{name}.pth"] = buffer.getvalue()
-    return files, {"resnet50_sn_8x32": sn, "resnet50_ssn_8x8": ssn, "resnet50_ce": ce}
+    return files, {"resnet50_sn_8x32": sn, "resnet50_ssn_8x8": ssn, "resnet50_ce": ce, "resnet50_gn": gn}
 
 
 @pytest.fixture
@@ -103,8 +106,10 @@ def server(published_files, tmp_path, monkeypatch):
     thread.start()
     monkeypatch.setenv("SSN_PLUGINS_MIRROR", f"http://127.0.0.1:{httpd.server_address[1]}/")
     monkeypatch.setenv("SSN_PLUGINS_CACHE", str(tmp_path / "cache"))
-    served = {name[:-4]: hashlib.md5(data).hexdigest() for name, data in files.items()}
-    entries = {name: dataclasses.replace(e, md5=served.get(name, e.md5) if e.md5 else None)
+    md5 = {name[:-4]: hashlib.md5(data).hexdigest() for name, data in files.items()}
+    sha256 = {name[:-4]: hashlib.sha256(data).hexdigest()[:8] for name, data in files.items()}
+    entries = {name: dataclasses.replace(e, md5=md5.get(name, e.md5) if e.md5 else None,
+                                         sha256_prefix=sha256.get(name, e.sha256_prefix) if e.sha256_prefix else None)
                for name, e in model_zoo.catalogue().items()}
     monkeypatch.setattr(model_zoo, "catalogue", lambda: entries)
     yield httpd
@@ -249,6 +254,12 @@ def test_a_file_placed_by_hand_is_used(published_files, tmp_path, monkeypatch):
     assert model.ce1.group_size == 64 and model.layer1[0].ce.group_size == 16
     x = photo_batch()
     torch.testing.assert_close(model(x), models["resnet50_ce"](x))
+    # a file placed by hand that fails the release's MD5 is set aside, not used and not deleted
+    wrong = cached(tmp_path, "downloads", "resnet50_ssn_8x16.pth")
+    wrong.write_bytes(files["resnet50_ce.pth"])
+    with pytest.raises(model_zoo.ModelZooError, match="its MD5 is .* the release lists d7085632529a9b1945a28a4d3bf4cacb"):
+        model_zoo.local_path("ssn://resnet50_ssn_8x16")
+    assert not wrong.exists() and wrong.with_name("resnet50_ssn_8x16.pth.rejected").exists()
 
 
 def test_detectron2_loads_ssn_weights(server, published_files):
@@ -293,6 +304,26 @@ def test_mmengine_loads_ssn_checkpoints(server, published_files):
     assert [m.selection for m in S.sparse_layers(i3d)] == [m.selection for m in S.sparse_layers(ssn)]
     torch.testing.assert_close(i3d.conv1.conv.weight.sum(2), ssn.conv1.weight)
     torch.testing.assert_close(i3d.layer4[2].conv3.bn.mean_weight, ssn.layer4[2].sn3.mean_weight)
+
+
+def test_the_openmmlab_gn_model_is_checked_by_its_sha256_and_inflated_for_i3d(server, published_files, tmp_path):
+    """ssn://resnet50_gn: OpenMMLab's file as it is for OpenMMLab, inflated for the GN I3D baseline."""
+    from mmaction.models.backbones import ResNet3d
+
+    files, models = published_files
+    assert model_zoo.local_path("ssn://resnet50_gn", "openmmlab").read_bytes() == files["resnet50_gn.pth"]
+    i3d = ResNet3d(depth=50, pretrained="ssn://i3d/resnet50_gn", pretrained2d=False,
+                   norm_cfg=dict(type="GN", num_groups=32), conv1_kernel=(5, 7, 7), conv1_stride_t=2,
+                   pool1_stride_t=2, inflate=S.checkpoints.I3D_R50_INFLATE)
+    result = i3d.load_state_dict(torch.load(model_zoo.local_path("ssn://i3d/resnet50_gn"), weights_only=True)
+                                 ["state_dict"], strict=True)
+    assert not result.missing_keys
+    torch.testing.assert_close(i3d.layer2[0].conv1.conv.weight.sum(2), models["resnet50_gn"].layer2[0].conv1.weight)
+    server.modes["resnet50_gn.pth"] = "corrupt"
+    cached(tmp_path, "downloads", "resnet50_gn.pth").unlink()
+    cached(tmp_path, "converted", "resnet50_gn_i3d.pth").unlink()
+    with pytest.raises(model_zoo.ModelZooError, match="its SHA-256 starts"):
+        model_zoo.local_path("ssn://i3d/resnet50_gn")
 
 
 def test_shipped_configs_name_published_checkpoints_by_ssn_names():
