@@ -31,9 +31,9 @@ RESNET50_SHAPES = [(64, 112, 112), (64, 56, 56), (256, 56, 56), (128, 28, 28), (
                    (256, 14, 14), (1024, 14, 14), (512, 7, 7), (2048, 7, 7)]
 
 
-def sparse(candidate: str, cls=S.SparseSwitchNorm2d):
+def sparse(candidate: str, cls=S.SparseSwitchNorm2d, **options):
     def make(c):
-        m = cls(c)
+        m = cls(c, **options)
         m.fix("mean", candidate)
         m.fix("var", candidate)
         return m
@@ -67,6 +67,8 @@ LAYERS = {
     "SSN sparse BN": sparse("BN"),
     "SSN sparse IN": sparse("IN"),
     "SSN sparse LN": sparse("LN"),
+    "SN + GN32": lambda c: S.SwitchNorm2d(c, candidates=("IN", "LN", "BN", "GN32")),
+    "SSN sparse GN32": sparse("GN32", candidates=("IN", "LN", "BN", "GN32")),
 }
 #: ResNet-50's SSN ratio vectors (53 layers, mean and variance)
 RESNET50_VECTORS = 106
@@ -82,7 +84,10 @@ def batched_projection_share(rounds: int) -> float:
         logits.grad = None
         (S.sparsestmax(logits, radii) * weights).sum().backward()
     return time_all({"projection": step}, rounds)["projection"] / (RESNET50_VECTORS // 2)
-NATIVE_OF = {"SSN sparse BN": "BatchNorm2d", "SSN sparse IN": "InstanceNorm2d", "SSN sparse LN": "GroupNorm(1)"}
+
+
+NATIVE_OF = {"SSN sparse BN": "BatchNorm2d", "SSN sparse IN": "InstanceNorm2d", "SSN sparse LN": "GroupNorm(1)",
+             "SSN sparse GN32": "GroupNorm(32)"}
 
 
 def saved_bytes(fn) -> int:

@@ -30,7 +30,11 @@ class SSNModelZooHandler(PathHandler):
         return open(self._get_local_path(path), mode, buffering=buffering)
 
     def _isfile(self, path, **kwargs):
-        return True  # a catalogue name always names one file (an unknown name fails when it is opened)
+        try:  # a catalogue name names one file (fetched when it is opened)
+            model_zoo.parse_url(path, "detectron2")
+        except model_zoo.ModelZooError:
+            return False
+        return True
 
 
 def register_model_zoo_handler() -> None:
