@@ -231,6 +231,13 @@ def _checksum_problem(entry: CatalogueEntry, path: Path) -> Optional[str]:
     return None
 
 
+def _set_aside(path: Path) -> Path:
+    """Move a file that is not the published one to ``NAME.pth.rejected`` (it may be the user's only copy)."""
+    rejected = path.with_name(path.name + ".rejected")
+    os.replace(path, rejected)
+    return rejected
+
+
 def download(name: str, progress: bool = True) -> Path:
     """The release's file for ``name`` in the cache, downloaded and checked on first use.
 
@@ -245,8 +252,7 @@ def download(name: str, progress: bool = True) -> Path:
         if target.exists():
             problem = _checksum_problem(entry, target)
             if problem is not None:  # a file placed by hand: kept aside, never under the name that is trusted
-                rejected = target.with_name(target.name + ".rejected")
-                os.replace(target, rejected)
+                rejected = _set_aside(target)
                 raise ModelZooError(f"{target} (for {SCHEME}{name}) is not the published file: {problem}; it was "
                                     f"moved to {rejected}. Download it again, or {_by_hand_advice(entry, target)}")
             return target
@@ -312,10 +318,11 @@ def local_path(url: str, default_layout: str = "torch", progress: bool = True) -
             converted = _convert(entry, source, layout)
         except checkpoints.ConversionError as e:
             checked = entry.md5 is not None or entry.sha256_prefix is not None
-            if not checked:  # nothing vouches for the file: let the next use download it again
-                source.unlink(missing_ok=True)
-            raise ModelZooError(f"{SCHEME}{name} ({source}) cannot be converted for {layout}: {e}"
-                                + ("" if checked else "; the file was deleted")) from e
+            note = ""
+            if not checked:  # nothing vouches for the file: set it aside so that the next use downloads it again
+                rejected = _set_aside(source)
+                note = f"; the file was moved to {rejected}"
+            raise ModelZooError(f"{SCHEME}{name} ({source}) cannot be converted for {layout}: {e}{note}") from e
         checkpoints.save_converted(converted, target, pickled=layout == "detectron2")
         if progress:
             print(f"[ssn_plugins] {SCHEME}{name}: converted for {layout} into {target}", file=sys.stderr)

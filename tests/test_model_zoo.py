@@ -260,6 +260,12 @@ def test_a_file_placed_by_hand_is_used(published_files, tmp_path, monkeypatch):
     with pytest.raises(model_zoo.ModelZooError, match="its MD5 is .* the release lists d7085632529a9b1945a28a4d3bf4cacb"):
         model_zoo.local_path("ssn://resnet50_ssn_8x16")
     assert not wrong.exists() and wrong.with_name("resnet50_ssn_8x16.pth.rejected").exists()
+    # the SN release lists no MD5: a truncated file is caught by loading, and set aside too
+    truncated = cached(tmp_path, "downloads", "resnet50_sn_8x32.pth")
+    truncated.write_bytes(files["resnet50_sn_8x32.pth"][:100_000])
+    with pytest.raises(model_zoo.ModelZooError, match="cannot be converted for torch: .*not a readable checkpoint"):
+        ResNet.from_pretrained("resnet50_sn_8x32", progress=False)
+    assert not truncated.exists() and truncated.with_name("resnet50_sn_8x32.pth.rejected").exists()
 
 
 def test_detectron2_loads_ssn_weights(server, published_files):
