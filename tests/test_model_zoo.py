@@ -153,6 +153,8 @@ def test_names_and_layouts_are_checked_before_any_download(tmp_path, monkeypatch
         model_zoo.local_path("ssn://resnet50v2_sn_8x32", default_layout="detectron2")
     with pytest.raises(model_zoo.ModelZooError, match="only the 'openmmlab' and 'i3d'"):
         model_zoo.local_path("ssn://detectron2/resnet50_gn")
+    with pytest.raises(ValueError, match="reads the 'torch' layout"):
+        ResNet.from_pretrained("ssn://i3d/resnet50_ssn_8x8")
     assert not any(tmp_path.rglob("*.pth*"))
 
 

@@ -249,6 +249,9 @@ class ResNet(nn.Module):
         from ..checkpoints import build_resnet
 
         url = name if name.startswith(model_zoo.SCHEME) else model_zoo.SCHEME + name
+        if model_zoo.parse_url(url, "torch")[1] != "torch":
+            raise ValueError(f"ResNet.from_pretrained({name!r}): this class reads the 'torch' layout; the others "
+                             f"are for their frameworks")
         saved = torch.load(model_zoo.local_path(url, default_layout="torch", progress=progress), weights_only=True)
         state_dict = saved["state_dict"]
         arch = saved["meta"]["ssn_plugins"]
