@@ -11,7 +11,11 @@ from .functional import batch_moments
 from .layers.channel_equilibrium import ChannelEquilibrium
 from .layers.switch_norm import SwitchNorm
 
-__all__ = ["recompute_batch_statistics", "layers_with_batch_statistics", "average_statistics_across_processes"]
+__all__ = ["recompute_batch_statistics", "layers_with_batch_statistics", "average_statistics_across_processes",
+           "BATCH_AVERAGE_BATCHES"]
+
+#: how many training batches a batch average takes by default (the SN paper: about 200 iterations)
+BATCH_AVERAGE_BATCHES = 200
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +46,7 @@ def recompute_batch_statistics(
     num_batches: Optional[int] = None,
     forward: Callable[[nn.Module, Any], Any] = _default_forward,
     frozen: Iterable[nn.Module] = (),
+    pool_across_processes: bool = True,
 ) -> int:
     """Set BN running statistics to their average over ``num_batches`` training batches.
 
@@ -54,7 +59,12 @@ def recompute_batch_statistics(
     what BN uses in training); parameters do not change. Afterwards every
     module's own training mode, the momenta and ``num_batches_tracked`` are as
     before, and Channel Equilibrium's running estimates are put back (they are
-    not batch averages). Synchronised layers average over all processes.
+    not batch averages). Synchronised layers average over all processes, and
+    in a distributed run every layer's averages are then pooled over the
+    processes (:func:`average_statistics_across_processes`), so that
+    evaluation sees one model everywhere; the call is then a collective that
+    every process must make (``pool_across_processes=False`` keeps each
+    process's own averages).
 
     A batch in which a layer sees no sample (``N = 0``, as detectron2's mask
     head can) does not count for that layer; a layer that sees none at all
@@ -69,9 +79,12 @@ def recompute_batch_statistics(
     Args:
         model: any module.
         batches: an iterable of inputs (e.g. a training data loader).
-        num_batches: how many to use (the paper: about 200 iterations); all if ``None``.
+        num_batches: how many to use (the paper: about 200 iterations,
+            :data:`BATCH_AVERAGE_BATCHES`); all if ``None``.
         forward: ``forward(model, batch)`` runs one batch; the default is ``model(batch)``.
         frozen: modules whose normalization layers keep their statistics.
+        pool_across_processes: pool the averages over the default process
+            group when one is initialised.
 
     Returns:
         The number of batches used.
@@ -141,6 +154,8 @@ def recompute_batch_statistics(
             mean = mean_sum / count
             m.running_mean.copy_(mean)
             m.running_var.copy_(torch.clamp(second_moment_sum / count - mean ** 2, min=0))
+    if pool_across_processes:
+        average_statistics_across_processes(model)
     return used
 
 

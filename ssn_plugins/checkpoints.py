@@ -25,7 +25,7 @@ from .layers.channel_equilibrium import CE_BLOCK_GROUP_SIZE, CE_STEM_GROUP_SIZE
 from .models.resnet import DEPTHS, ResNet
 
 __all__ = ["PublishedModel", "read_published", "load_checkpoint_file", "build_resnet", "to_detectron2", "to_openmmlab",
-           "to_i3d", "convert", "save_converted", "TARGETS", "inflate_openmmlab_resnet", "ConversionError",
+           "to_i3d", "convert", "save_atomically", "TARGETS", "inflate_openmmlab_resnet", "ConversionError",
            "I3D_R50_INFLATE"]
 
 #: norm names whose layers take ``candidates``
@@ -315,7 +315,7 @@ def convert(model: PublishedModel, target: str, conv1_t: int = 5, inflate_style:
     raise ConversionError(f"unknown target {target!r}; choose from {sorted(TARGETS)}")
 
 
-def save_converted(obj: dict, path, pickled: bool = False) -> None:
+def save_atomically(obj: dict, path, pickled: bool = False) -> None:
     """Write ``obj`` to ``path`` (``pickle`` for detectron2's ``.pkl``, else ``torch.save``) atomically.
 
     The file appears complete or not at all: it is written beside ``path``

@@ -1,25 +1,14 @@
 """Swapping normalization layers in an existing model."""
 import warnings
-from typing import Dict, Optional, Type
+from typing import Optional, Type
 
 import torch
 from torch import nn
 
-from .layers.sparse_switch_norm import (SparseSwitchNorm, SparseSwitchNorm1d, SparseSwitchNorm2d,
-                                        SparseSwitchNorm3d, SyncSparseSwitchNorm, SyncSparseSwitchNorm1d,
-                                        SyncSparseSwitchNorm2d, SyncSparseSwitchNorm3d)
-from .layers.switch_norm import (SwitchNorm, SwitchNorm1d, SwitchNorm2d, SwitchNorm3d, SyncSwitchNorm,
-                                 SyncSwitchNorm1d, SyncSwitchNorm2d, SyncSwitchNorm3d)
+from .layers import NORM_TYPES, SwitchNorm
 
 __all__ = ["convert_norm", "convert_sync", "NORM_TYPES", "CONVERTIBLE"]
 
-#: ``to=`` name -> classes for (generic, 1d, 2d, 3d) input.
-NORM_TYPES: Dict[str, tuple] = {
-    "SN": (SwitchNorm, SwitchNorm1d, SwitchNorm2d, SwitchNorm3d),
-    "SSN": (SparseSwitchNorm, SparseSwitchNorm1d, SparseSwitchNorm2d, SparseSwitchNorm3d),
-    "SyncSN": (SyncSwitchNorm, SyncSwitchNorm1d, SyncSwitchNorm2d, SyncSwitchNorm3d),
-    "SyncSSN": (SyncSparseSwitchNorm, SyncSparseSwitchNorm1d, SyncSparseSwitchNorm2d, SyncSparseSwitchNorm3d),
-}
 _RANK_OF_BN = {nn.BatchNorm1d: 1, nn.BatchNorm2d: 2, nn.BatchNorm3d: 3}
 _SYNC_OF = {plain: sync for plain, sync in zip(NORM_TYPES["SN"] + NORM_TYPES["SSN"],
                                                NORM_TYPES["SyncSN"] + NORM_TYPES["SyncSSN"])}

@@ -323,7 +323,7 @@ def local_path(url: str, default_layout: str = "torch", progress: bool = True) -
                 rejected = _set_aside(source)
                 note = f"; the file was moved to {rejected}"
             raise ModelZooError(f"{SCHEME}{name} ({source}) cannot be converted for {layout}: {e}{note}") from e
-        checkpoints.save_converted(converted, target, pickled=layout == "detectron2")
+        checkpoints.save_atomically(converted, target, pickled=layout == "detectron2")
         if progress:
             print(f"[ssn_plugins] {SCHEME}{name}: converted for {layout} into {target}", file=sys.stderr)
     return target

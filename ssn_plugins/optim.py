@@ -1,13 +1,26 @@
-"""Optimizer parameter groups and gradient clipping with the published SN/SSN recipe."""
+"""The published SN/SSN optimizer recipe: parameter groups, ratio-gradient clipping, and their defaults.
+
+The one home of these rules: detectron2's ``build_ssn_optimizer``, mmengine's
+``SSNOptimWrapperConstructor`` and the pretraining tool all read the defaults
+and call :func:`install_ratio_clipping` from here.
+"""
+import math
 from typing import Dict, Iterator, List, Optional
 
 import torch
 from torch import nn
 
 from .layers.channel_equilibrium import ChannelEquilibrium
-from .layers.switch_norm import SwitchNorm
+from .layers.switch_norm import RATIO_PARAMETERS, SwitchNorm
 
-__all__ = ["param_groups", "ratio_parameters", "clip_ratio_grad_norm", "NORM_MODULES"]
+__all__ = ["param_groups", "ratio_parameters", "clip_ratio_grad_norm", "install_ratio_clipping",
+           "check_ratio_clip", "NORM_MODULES", "RATIO_PARAMETERS", "RATIO_LR_FACTOR", "RATIO_WEIGHT_DECAY",
+           "RATIO_CLIP"]
+
+#: the papers' recipe for the ratio logits: lr x 0.1, no weight decay, gradient norm clipped at 1
+RATIO_LR_FACTOR = 0.1
+RATIO_WEIGHT_DECAY = 0.0
+RATIO_CLIP: Optional[float] = 1.0
 
 #: Modules whose own parameters count as normalization parameters (γ, β, CE's λ logit).
 NORM_MODULES = (SwitchNorm, ChannelEquilibrium, nn.modules.batchnorm._NormBase, nn.GroupNorm,
@@ -18,16 +31,16 @@ def ratio_parameters(model: nn.Module) -> Iterator[nn.Parameter]:
     """The ratio logits (``mean_weight``, ``var_weight``) of every SN/SSN layer."""
     for m in model.modules():
         if isinstance(m, SwitchNorm):
-            yield m.mean_weight
-            yield m.var_weight
+            for name in RATIO_PARAMETERS:
+                yield getattr(m, name)
 
 
 def param_groups(
     model: nn.Module,
     lr: float,
     weight_decay: float,
-    ratio_lr_factor: float = 0.1,
-    ratio_weight_decay: float = 0.0,
+    ratio_lr_factor: float = RATIO_LR_FACTOR,
+    ratio_weight_decay: float = RATIO_WEIGHT_DECAY,
     norm_weight_decay: Optional[float] = None,
 ) -> List[Dict]:
     """Optimizer parameter groups following the published SN/SSN recipe.
@@ -75,3 +88,46 @@ def clip_ratio_grad_norm(model: nn.Module, max_norm: float = 1.0, norm_type: flo
     if not params:
         return torch.tensor(0.0)
     return torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type)
+
+
+def check_ratio_clip(max_norm: Optional[float], name: str = "ratio clip") -> Optional[float]:
+    """``max_norm`` as a float > 0, or ``None`` (clipping off: the one "off" value everywhere).
+
+    ``0`` is refused rather than read as "off": ``clip_grad_norm_`` with 0 would
+    zero every ratio gradient, and the two readings must not depend on the tool.
+    """
+    if max_norm is None:
+        return None
+    if isinstance(max_norm, bool) or not isinstance(max_norm, (int, float)) or not (
+            math.isfinite(max_norm) and max_norm > 0):
+        raise ValueError(f"{name} must be a finite number > 0, or None to turn ratio-gradient clipping off; "
+                         f"got {max_norm!r}")
+    return float(max_norm)
+
+
+def _unwrapped(model: nn.Module) -> nn.Module:
+    # DistributedDataParallel and mmengine's wrappers keep the model in .module
+    while isinstance(getattr(model, "module", None), nn.Module):
+        model = model.module
+    return model
+
+
+def install_ratio_clipping(optimizer: torch.optim.Optimizer, model: nn.Module,
+                           max_norm: Optional[float] = RATIO_CLIP):
+    """Clip the ratio logits' gradient norm (:func:`clip_ratio_grad_norm`) before every ``optimizer.step()``.
+
+    A step pre-hook, so it runs after anything that prepares the gradients
+    before the step (an AMP grad scaler unscales first) in every training loop.
+    ``max_norm=None`` installs nothing. ``model`` may be wrapped (DDP). Returns
+    the hook handle, or ``None`` when nothing was installed (clipping off, or
+    a model without SN/SSN layers).
+    """
+    max_norm = check_ratio_clip(max_norm, "install_ratio_clipping max_norm")
+    model = _unwrapped(model)
+    if max_norm is None or next(ratio_parameters(model), None) is None:
+        return None
+
+    def clip_ratio_gradients(optimizer, args, kwargs):
+        clip_ratio_grad_norm(model, max_norm)
+
+    return optimizer.register_step_pre_hook(clip_ratio_gradients)

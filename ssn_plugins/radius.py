@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .layers.sparse_switch_norm import SparseSwitchNorm
+from .layers.switch_norm import RATIO_PARAMETERS
 from .sparsestmax import check_radius, sparsestmax
 
 __all__ = ["set_radius", "RadiusScheduler", "sparse_layers", "precompute_ratios", "batched_ratios",
@@ -82,7 +83,7 @@ def set_radius(model: nn.Module, radius: float) -> Dict[str, int]:
         for entries, flags in found:
             for (layer, v), (is_one_hot, index, finite) in zip(entries, flags.tolist()):
                 if not finite:
-                    vector = ("mean_weight", "var_weight")[v]
+                    vector = RATIO_PARAMETERS[v]
                     raise ValueError(f"SSN layer {names.get(id(layer)) or type(layer).__name__!r}: ratio logits "
                                      f"{vector} are not finite ({layer._logits(v).tolist()}); the training "
                                      f"diverged (lower the learning rate or check the loss)")

@@ -1,5 +1,5 @@
-"""Which normalizer each SN/SSN layer uses."""
-from typing import Dict, List
+"""Which normalizer each SN/SSN layer uses, and the training scalars that follow it."""
+from typing import Dict, List, Mapping
 
 import torch
 from torch import nn
@@ -8,7 +8,11 @@ from .layers.sparse_switch_norm import SparseSwitchNorm
 from .layers.switch_norm import SwitchNorm
 from .sparsestmax import sparsestmax
 
-__all__ = ["describe_selection", "describe_state_dict", "format_selection", "mean_ratios", "count_selections"]
+__all__ = ["describe_selection", "describe_state_dict", "format_selection", "mean_ratios", "count_selections",
+           "radius_scalars", "ratio_scalars", "SCALAR_PREFIX"]
+
+#: the prefix of every training scalar (TensorBoard tag, event-storage key, log field) the tools write
+SCALAR_PREFIX = "ssn/"
 
 
 @torch.no_grad()
@@ -51,6 +55,20 @@ def mean_ratios(model: nn.Module) -> Dict[str, float]:
                     sums[key] = sums.get(key, 0.0) + value
                     counts[key] = counts.get(key, 0) + 1
     return {key: total / counts[key] for key, total in sums.items()}
+
+
+def radius_scalars(state: Mapping) -> Dict[str, float]:
+    """``ssn/radius`` and ``ssn/one_hot_vectors`` from a :meth:`RadiusScheduler.step` result.
+
+    The one naming of these curves: detectron2's event storage, mmengine's
+    logs and visualizers and the pretraining tool's TensorBoard all use it.
+    """
+    return {f"{SCALAR_PREFIX}radius": float(state["radius"]), f"{SCALAR_PREFIX}one_hot_vectors": int(state["fixed"])}
+
+
+def ratio_scalars(model: nn.Module) -> Dict[str, float]:
+    """``ssn/mean_ratio_<candidate>`` and ``ssn/var_ratio_<...>``: :func:`mean_ratios` under the scalar prefix."""
+    return {f"{SCALAR_PREFIX}{key}": value for key, value in mean_ratios(model).items()}
 
 
 def format_selection(rows: List[Dict]) -> str:

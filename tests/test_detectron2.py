@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 import yaml
 
 import ssn_plugins as S
@@ -140,11 +141,22 @@ def test_optimizer_groups_follow_the_recipe():
     assert settings[id(norm.mean_weight)] == pytest.approx((0.002, 0.0))
     assert settings[id(norm.weight)] == pytest.approx((0.02, 0.0))          # WEIGHT_DECAY_NORM
     assert settings[id(model.backbone.bottom_up.res2[0].conv1.weight)] == pytest.approx((0.02, 1e-4))
-    assert type(optimizer).__name__ == "SGDWithRatioClipping"
     for p in S.ratio_parameters(model):
         p.grad = torch.full_like(p, 100.0)
     optimizer.step()
     assert torch.cat([p.grad for p in S.ratio_parameters(model)]).norm() == pytest.approx(1.0, rel=1e-4)
+    # one "off" value, as everywhere: None (yaml null); 0 would zero the gradients and is refused
+    unclipped = cfg.clone()
+    unclipped.defrost()
+    unclipped.merge_from_list(["MODEL.SSN.RATIO_CLIP", "None"])
+    optimizer = sd.build_ssn_optimizer(unclipped, model)
+    for p in S.ratio_parameters(model):
+        p.grad = torch.full_like(p, 100.0)
+    optimizer.step()
+    assert all(torch.all(p.grad == 100.0) for p in S.ratio_parameters(model))
+    unclipped.merge_from_list(["MODEL.SSN.RATIO_CLIP", "0"])
+    with pytest.raises(ValueError, match="MODEL.SSN.RATIO_CLIP must be a finite number > 0, or None"):
+        sd.validate_ssn_config(unclipped)
 
 
 def test_freeze_at_freezes_switchable_norms():
@@ -179,9 +191,9 @@ def test_radius_hook_follows_the_iteration_and_resumes():
     trainer.train(0, 2)
     layer = model.backbone.bottom_up.res2[0].conv1.norm
     assert float(layer.radius) == pytest.approx(0.1)  # set before iteration 1 of 10
-    history = trainer.storage.history("ssn_radius").values()
+    history = trainer.storage.history("ssn/radius").values()
     assert [v for v, _ in history] == pytest.approx([0.0, 0.1])
-    assert "ssn_mean_ratio_BN" in trainer.storage.histories()
+    assert "ssn/mean_ratio_BN" in trainer.storage.histories()
     state = model.state_dict()
 
     resumed = build_model(cfg)
@@ -272,3 +284,40 @@ def test_layers_fixed_on_in_handle_images_without_instances_and_without_detectio
     with torch.no_grad():  # a threshold above every score: no detection reaches the mask head
         (result,) = model(batched_inputs(with_instances=(False,), size=(96, 128)))
     assert len(result["instances"]) == 0
+
+
+def _pooled_detection_stats_worker(rank, world, init_file, out_dir):
+    import torch.distributed as dist
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        model = _detection_stats_model()
+        sd.recompute_detection_statistics(model, iter(_detection_stats_batches()[2 * rank:2 * rank + 2]), 2)
+        torch.save({n: b.clone() for n, b in model.named_buffers() if "running" in n}, f"{out_dir}/stats{rank}.pt")
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def _detection_stats_model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3), S.SwitchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 1),
+                         S.SparseSwitchNorm2d(4)).double()
+
+
+def _detection_stats_batches():
+    torch.manual_seed(1)
+    return [torch.randn(3, 3, 6, 6, dtype=torch.float64) * (1 + i) + i for i in range(4)]
+
+
+def test_detectron2_batch_averages_pooled_across_two_processes_equal_one_process(tmp_path):
+    """The detectron2 hooks' batch averages (BatchAverageStatistics, --eval-only) pool over processes, as
+    OpenMMLab's hook does: two gloo processes with two batches each equal one process with all four."""
+    import torch.multiprocessing as mp
+    mp.spawn(_pooled_detection_stats_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    single = _detection_stats_model()
+    sd.recompute_detection_statistics(single, iter(_detection_stats_batches()), 4)
+    for rank in range(2):
+        got = torch.load(tmp_path / f"stats{rank}.pt", weights_only=True)
+        for name, value in single.named_buffers():
+            if "running" in name:
+                torch.testing.assert_close(got[name], value, msg=name)

@@ -81,6 +81,40 @@ def test_clip_ratio_grad_norm_only_touches_ratios():
     assert torch.equal(model[0].weight.grad, conv_grad)
 
 
+def test_install_ratio_clipping_clips_before_every_step_also_through_a_wrapper():
+    model = S.convert_norm(small_cnn(), to="SN", layer_types=(nn.BatchNorm2d,))
+
+    class Wrapper(nn.Module):  # stands for DistributedDataParallel / mmengine's wrappers: the model in .module
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    handle = S.install_ratio_clipping(optimizer, Wrapper(model), max_norm=0.5)
+    assert handle is not None
+    for step in range(2):
+        for p in model.parameters():
+            p.grad = torch.full_like(p, 10.0)
+        optimizer.step()
+        assert torch.cat([p.grad for p in S.ratio_parameters(model)]).norm() == pytest.approx(0.5, rel=1e-5)
+        assert torch.all(model[0].weight.grad == 10.0)
+    handle.remove()
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 10.0)
+    optimizer.step()
+    assert torch.all(model[1].mean_weight.grad == 10.0)
+
+
+def test_ratio_clipping_has_one_off_value():
+    model = S.convert_norm(small_cnn(), to="SN", layer_types=(nn.BatchNorm2d,))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    assert S.install_ratio_clipping(optimizer, model, None) is None
+    assert S.install_ratio_clipping(optimizer, small_cnn(), 1.0) is None  # no SN layer: nothing to clip
+    for bad in (0, -1.0, float("nan"), "1", True):
+        with pytest.raises(ValueError, match="None to turn ratio-gradient clipping off"):
+            S.install_ratio_clipping(optimizer, model, bad)
+
+
 def batch_stats_model():
     model = nn.Sequential(nn.Conv2d(3, 6, 3), nn.BatchNorm2d(6), nn.ReLU(), nn.Conv2d(6, 6, 3), S.SwitchNorm2d(6),
                           nn.ReLU(), nn.Conv2d(6, 6, 1), S.SparseSwitchNorm2d(6)).double()

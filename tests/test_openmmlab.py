@@ -263,7 +263,7 @@ def test_scalars_reach_the_visualizer_and_the_selection_is_saved(tmp_path):
     assert [r["step"] for r in ratio_records] == [2, 4]
     for r in ratio_records:
         assert sum(r[f"ssn/var_ratio_{c}"] for c in ("IN", "LN", "BN")) == pytest.approx(1.0, abs=1e-5)
-    assert any("ssn_radius" in r for r in records)
+    assert any("ssn/radius" in r and "ssn/one_hot_vectors" in r for r in records)
     rows = json.loads((tmp_path / "s" / "ssn_selection.json").read_text())
     assert [r["name"] for r in rows] == ["ssn", "frozen.sn", "sn"]
 

@@ -94,7 +94,7 @@ def test_i3d_ssn3d_on_real_clips(in_tmp):
     # before the untrained evaluation and before the final validation
     assert log.count("Recomputing batch-average statistics over 2 training batches") == 2
     scalars = [json.loads(line) for line in (run / "vis_data" / "scalars.json").read_text().splitlines()]
-    radii = [s["ssn_radius"] for s in scalars if "ssn_radius" in s]
+    radii = [s["ssn/radius"] for s in scalars if "ssn/radius" in s]
     assert radii == [0.0, 0.25, 0.5, 0.75]  # t / T before each of the 4 iterations
     assert any("ssn/mean_ratio_BN" in s for s in scalars)
     selection = json.loads((in_tmp / "video" / "ssn_selection.json").read_text())

@@ -116,10 +116,12 @@ def _pooled_stats_worker(rank, world, init_file, out_dir):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         model = _stats_model()
-        S.recompute_batch_statistics(model, _stats_batches()[2 * rank:2 * rank + 2])
-        assert S.average_statistics_across_processes(model) == 2
-        torch.save({n: b.clone() for n, b in model.named_buffers() if "running" in n},
-                   os.path.join(out_dir, f"stats{rank}.pt"))
+        S.recompute_batch_statistics(model, _stats_batches()[2 * rank:2 * rank + 2])  # pools by default
+        own = _stats_model()
+        S.recompute_batch_statistics(own, _stats_batches()[2 * rank:2 * rank + 2], pool_across_processes=False)
+        for name, buffers in (("stats", model), ("own", own)):
+            torch.save({n: b.clone() for n, b in buffers.named_buffers() if "running" in n},
+                       os.path.join(out_dir, f"{name}{rank}.pt"))
         dist.barrier()  # neither process tears gloo down while the other still talks to it
     finally:
         dist.destroy_process_group()
@@ -137,3 +139,11 @@ def test_batch_averages_pooled_across_two_processes_equal_one_process(tmp_path):
         assert got.keys() == expected.keys()
         for name, value in expected.items():
             torch.testing.assert_close(got[name], value, msg=name)
+        # without pooling each process keeps the averages of its own batches
+        own = torch.load(tmp_path / f"own{rank}.pt", weights_only=True)
+        local = _stats_model()
+        S.recompute_batch_statistics(local, _stats_batches()[2 * rank:2 * rank + 2])
+        for name, value in local.named_buffers():
+            if "running" in name:
+                torch.testing.assert_close(own[name], value, msg=name)
+        assert not torch.allclose(own["1.running_var"], expected["1.running_var"])

@@ -21,7 +21,7 @@ import torch
 
 from ssn_plugins.checkpoints import TARGETS, ConversionError
 from ssn_plugins.checkpoints import convert as convert_published
-from ssn_plugins.checkpoints import inflate_openmmlab_resnet, load_checkpoint_file, read_published, save_converted
+from ssn_plugins.checkpoints import inflate_openmmlab_resnet, load_checkpoint_file, read_published, save_atomically
 
 
 def convert(source: Path, out: Path, targets, ceil_mode_pool=None, trust_pickle=False, conv1_t=5,
@@ -36,7 +36,7 @@ def convert(source: Path, out: Path, targets, ceil_mode_pool=None, trust_pickle=
                         out.with_name(out.name + TARGETS[target])) for target in targets]
     written = {}
     for target, converted, dropped, path in converted_files:
-        save_converted(converted, path, pickled=target == "detectron2")
+        save_atomically(converted, path, pickled=target == "detectron2")
         written[target] = path
         print(f"{target}: wrote {path}" + (f" (dropped {', '.join(dropped)})" if dropped else ""))
     return written
@@ -59,7 +59,7 @@ def inflate_openmmlab(source: Path, out: Path, norm: str, depth: int, trust_pick
     converted, dropped = inflate_openmmlab_resnet(state_dict, depth, norm, conv1_t, inflate_style=inflate_style)
     path = out.with_name(out.name + "_i3d.pth")
     _make_parent(out)
-    save_converted(converted, path)
+    save_atomically(converted, path)
     print(f"i3d: wrote {path} ({len(converted['state_dict'])} tensors)"
           + (f" (dropped {', '.join(dropped)})" if dropped else ""))
     return path

@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 import ssn_plugins as S
 from ssn_plugins.datasets import imagenet
-from ssn_plugins.checkpoints import SWITCHABLE, ConversionError, PublishedModel, convert, save_converted
+from ssn_plugins.checkpoints import SWITCHABLE, ConversionError, PublishedModel, convert, save_atomically
 from ssn_plugins.layers.channel_equilibrium import CE_BLOCK_GROUP_SIZE, CE_STEM_GROUP_SIZE
 from ssn_plugins.models import NORMS, ResNet
 
@@ -63,12 +63,16 @@ def parse_args(argv=None):
     t.add_argument("--momentum", type=float, default=0.9)
     t.add_argument("--weight-decay", type=float, default=1e-4)
     t.add_argument("--norm-weight-decay", type=float, default=None, help="default: --weight-decay")
-    t.add_argument("--ratio-lr-factor", type=float, default=0.1)
-    t.add_argument("--ratio-clip", type=float, default=1.0, help="gradient-norm clip of the ratio logits (0: off)")
+    t.add_argument("--ratio-lr-factor", type=float, default=S.RATIO_LR_FACTOR)
+    t.add_argument("--ratio-clip", type=float, default=S.RATIO_CLIP,
+                   help="gradient-norm clip of all ratio logits together (default %(default)s)")
+    t.add_argument("--no-ratio-clip", dest="ratio_clip", action="store_const", const=None,
+                   help="turn ratio-gradient clipping off")
     t.add_argument("--label-smoothing", type=float, default=0.0)
     t.add_argument("--image-size", type=int, default=224)
     t.add_argument("--workers", type=int, default=4)
-    t.add_argument("--stat-batches", type=int, default=200, help="batches for batch-average statistics")
+    t.add_argument("--stat-batches", type=int, default=S.BATCH_AVERAGE_BATCHES,
+                   help="batches for batch-average statistics (default %(default)s)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--resume", action="store_true", help="continue from OUTPUT/last.pth if it exists")
     t.add_argument("--stop-after-epochs", type=int, default=None,
@@ -173,26 +177,6 @@ def evaluate(model, loader, ddp: Distributed):
     return 100 * correct1 / total, 100 * correct5 / total
 
 
-def average_statistics_across_processes(model, ddp: Distributed):
-    """Pool every process's batch-average statistics (unsynchronised layers differ per process)."""
-    if ddp.world_size == 1:
-        return
-    for m in S.layers_with_batch_statistics(model):
-        mean = m.running_mean.clone()
-        second = m.running_var + mean * mean
-        dist.all_reduce(mean)
-        dist.all_reduce(second)
-        mean /= ddp.world_size
-        m.running_mean.copy_(mean)
-        m.running_var.copy_(torch.clamp(second / ddp.world_size - mean * mean, min=0))
-
-
-def save_atomically(obj, path: Path):
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def export_backbones(model: ResNet, args, out: Path):
     arch = {"depth": args.depth, "version": args.version, "norm": args.norm,
             "candidates": candidates(args),
@@ -206,7 +190,7 @@ def export_backbones(model: ResNet, args, out: Path):
         except ConversionError as e:
             print(f"no {target} export: {e}")
             continue
-        save_converted(converted, out / name, pickled=target == "detectron2")
+        save_atomically(converted, out / name, pickled=target == "detectron2")
         print(f"{target} backbone: {out / name}")
 
 
@@ -240,6 +224,7 @@ def main(argv=None):
     optimizer = torch.optim.SGD(
         S.param_groups(model, args.lr, args.weight_decay, args.ratio_lr_factor, 0.0, args.norm_weight_decay),
         lr=args.lr, momentum=args.momentum)
+    S.install_ratio_clipping(optimizer, model, args.ratio_clip)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(args, it, iters_per_epoch))
     start_epoch, best_top1 = 0, 0.0
     last = args.output / "last.pth"
@@ -282,16 +267,13 @@ def main(argv=None):
             loss = criterion(logits, labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if args.ratio_clip > 0:
-                S.clip_ratio_grad_norm(model, args.ratio_clip)
             optimizer.step()
             scheduler.step()
             if ddp.main and (step % args.log_every == 0 or step == iters_per_epoch - 1):
                 top1 = (logits.argmax(1) == labels).float().mean().item() * 100
                 bar.set_postfix(loss=f"{loss.item():.3f}", top1=f"{top1:.1f}", radius=f"{state['radius']:.2f}")
                 for tag, value in (("train/loss", loss.item()), ("train/top1", top1),
-                                   ("lr", optimizer.param_groups[-1]["lr"]), ("ssn/radius", state["radius"]),
-                                   ("ssn/one_hot_vectors", state["fixed"])):
+                                   ("lr", optimizer.param_groups[-1]["lr"]), *S.radius_scalars(state).items()):
                     writer.add_scalar(tag, value, iteration)
         top1, top5 = evaluate(net, val_loader, ddp)
         best_top1 = max(best_top1, top1)
@@ -313,8 +295,7 @@ def main(argv=None):
         radius.step(total_iters)
     used = S.recompute_batch_statistics(
         model, (images.to(ddp.device) for images, _ in train_loader_for_epoch(train, train_sampler, args, args.epochs)),
-        args.stat_batches)
-    average_statistics_across_processes(model, ddp)
+        args.stat_batches)  # pooled over the processes
     top1, top5 = evaluate(net, val_loader, ddp)
     if ddp.main:
         print(f"final: val top-1 {top1:.2f} %, top-5 {top5:.2f} % (batch-average statistics over {used} batches)")

@@ -33,6 +33,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 import ssn_plugins as S
+from ssn_plugins.checkpoints import save_atomically
 from fashion_mnist import DEFAULT_CACHE, fashion_mnist_root
 
 #: images per batch at which --base-lr applies; other batches scale it linearly
@@ -156,6 +157,7 @@ def main(argv=None):
     optimizer = torch.optim.SGD(
         S.param_groups(model, lr=args.lr, weight_decay=args.weight_decay, norm_weight_decay=0.0),
         lr=args.lr, momentum=0.9, nesterov=True)
+    S.install_ratio_clipping(optimizer, model)  # the published recipe: norm 1
     iters_per_epoch = len(train_loader)
     total_iters = max(1, int(args.epochs * iters_per_epoch))
     lr_schedule = torch.optim.lr_scheduler.OneCycleLR(
@@ -194,7 +196,6 @@ def main(argv=None):
             loss = nn.functional.cross_entropy(model(images), labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            S.clip_ratio_grad_norm(model, max_norm=1.0)
             optimizer.step()
             lr_schedule.step()
             iteration += 1
@@ -204,15 +205,13 @@ def main(argv=None):
                                      one_hot=f"{state['fixed']}/{2 * state['layers']}")
             if writer is not None and iteration % 50 == 0:
                 writer.add_scalar("train/loss", loss.item(), iteration)
-                for key, value in {**S.mean_ratios(model), "one_hot": state["fixed"],
-                                   "radius": state["radius"]}.items():
-                    writer.add_scalar(f"ssn/{key}", value, iteration)
+                for tag, value in {**S.ratio_scalars(model), **S.radius_scalars(state)}.items():
+                    writer.add_scalar(tag, value, iteration)
         if work_dir is not None and iteration % iters_per_epoch == 0 and iteration < total_iters:
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "lr_schedule": lr_schedule.state_dict(), "shuffle": shuffle.get_state(),
-                        "torch_rng": torch.get_rng_state(), "iteration": iteration, "total_iters": total_iters,
-                        "config": run_config(args)}, work_dir / "last.pth.tmp")
-            (work_dir / "last.pth.tmp").replace(work_dir / "last.pth")
+            save_atomically({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                             "lr_schedule": lr_schedule.state_dict(), "shuffle": shuffle.get_state(),
+                             "torch_rng": torch.get_rng_state(), "iteration": iteration, "total_iters": total_iters,
+                             "config": run_config(args)}, work_dir / "last.pth")
             if args.stop_after_epochs and (iteration - started_at) // iters_per_epoch >= args.stop_after_epochs:
                 progress.close()
                 print(f"stopped after {iteration} of {total_iters} iterations; continue with --resume")

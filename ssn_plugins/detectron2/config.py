@@ -4,6 +4,9 @@ import os
 import yaml
 from detectron2.config import CfgNode as CN
 
+from ..batch_stats import BATCH_AVERAGE_BATCHES
+from ..optim import RATIO_CLIP, RATIO_LR_FACTOR, RATIO_WEIGHT_DECAY
+
 #: prefix of a ``_BASE_`` that names a config of detectron2's installed model zoo
 MODEL_ZOO_PREFIX = "detectron2://"
 
@@ -26,12 +29,12 @@ def add_ssn_config(cfg) -> None:
     # finetuning from a sparse model keeps its selections unless this re-opens them
     cfg.MODEL.SSN.REOPEN_SELECTION = False
     # optimizer: ratio logits at BASE_LR * RATIO_LR_FACTOR, with RATIO_WEIGHT_DECAY, clipped at RATIO_CLIP
-    cfg.MODEL.SSN.RATIO_LR_FACTOR = 0.1
-    cfg.MODEL.SSN.RATIO_WEIGHT_DECAY = 0.0
-    cfg.MODEL.SSN.RATIO_CLIP = 1.0           # gradient norm of all ratio logits together; 0 turns it off
+    cfg.MODEL.SSN.RATIO_LR_FACTOR = RATIO_LR_FACTOR
+    cfg.MODEL.SSN.RATIO_WEIGHT_DECAY = RATIO_WEIGHT_DECAY
+    cfg.MODEL.SSN.RATIO_CLIP = RATIO_CLIP    # gradient norm of all ratio logits together; None (null) turns it off
     # inference statistics: "batch_average" (recomputed before each evaluation) or "moving_average"
     cfg.MODEL.SSN.INFERENCE_STATS = "batch_average"
-    cfg.MODEL.SSN.BATCH_AVERAGE_ITERS = 200
+    cfg.MODEL.SSN.BATCH_AVERAGE_ITERS = BATCH_AVERAGE_BATCHES
     # iterations between ratio scalars (mean ratio per candidate, one-hot vectors) in the event storage; 0: off
     cfg.MODEL.SSN.SCALARS_PERIOD = 20
     # the per-layer ratio chart (tools/analyze_selection.py's) as an event-storage image (TensorBoard) at each

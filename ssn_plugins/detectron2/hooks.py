@@ -6,10 +6,11 @@ from detectron2.engine import HookBase
 from detectron2.utils import comm
 from detectron2.utils.events import EventStorage
 
-from ..batch_stats import layers_with_batch_statistics, recompute_batch_statistics
+from ..batch_stats import BATCH_AVERAGE_BATCHES, layers_with_batch_statistics, recompute_batch_statistics
 from ..layers import SwitchNorm
+from ..optim import check_ratio_clip
 from ..radius import RadiusScheduler, sparse_layers
-from ..selection import describe_selection, mean_ratios
+from ..selection import describe_selection, radius_scalars, ratio_scalars
 
 logger = logging.getLogger(__name__)
 
@@ -29,15 +30,15 @@ class RadiusSchedule(HookBase):
 
     def before_step(self):
         state = self.scheduler.step(self.trainer.iter)
-        self.trainer.storage.put_scalars(ssn_radius=state["radius"], ssn_one_hot_vectors=state["fixed"],
-                                         smoothing_hint=False)
+        self.trainer.storage.put_scalars(**radius_scalars(state), smoothing_hint=False)
 
 
 class BatchAverageStatistics(HookBase):
     """Recomputes BN statistics as batch averages before each evaluation and after training.
 
     detectron2's ``PreciseBN`` does this for BatchNorm only; this covers SN/SSN
-    layers too. Put it before ``EvalHook`` with the same period.
+    layers too, and pools the averages over the processes of a distributed
+    run (every process runs it). Put it before ``EvalHook`` with the same period.
     """
 
     def __init__(self, period: int, model: torch.nn.Module, data_loader, num_iter: int):
@@ -74,8 +75,7 @@ class RatioScalars(HookBase):
     def after_step(self):
         if not self._enabled or (self.trainer.iter + 1) % self._period or not comm.is_main_process():
             return
-        ratios = mean_ratios(self._model)
-        self.trainer.storage.put_scalars(**{f"ssn_{k}": v for k, v in ratios.items()}, smoothing_hint=False)
+        self.trainer.storage.put_scalars(**ratio_scalars(self._model), smoothing_hint=False)
 
 
 class SelectionChart(HookBase):
@@ -135,10 +135,10 @@ def validate_ssn_config(cfg):
                          f"got {ssn.INFERENCE_STATS!r}")
     if ssn.INFERENCE_STATS == "batch_average" and ssn.BATCH_AVERAGE_ITERS < 1:
         raise ValueError(f"MODEL.SSN.BATCH_AVERAGE_ITERS must be >= 1 with INFERENCE_STATS 'batch_average' "
-                         f"(the paper: 200), got {ssn.BATCH_AVERAGE_ITERS}; use 'moving_average' to skip it")
+                         f"(the paper: {BATCH_AVERAGE_BATCHES}), got {ssn.BATCH_AVERAGE_ITERS}; use "
+                         f"'moving_average' to skip it")
     if ssn.SCALARS_PERIOD < 0:
         raise ValueError(f"MODEL.SSN.SCALARS_PERIOD must be >= 0 (0 turns the ratio scalars off), "
                          f"got {ssn.SCALARS_PERIOD}")
-    if ssn.RATIO_CLIP < 0:
-        raise ValueError(f"MODEL.SSN.RATIO_CLIP must be >= 0 (0 turns clipping off), got {ssn.RATIO_CLIP}")
+    check_ratio_clip(ssn.RATIO_CLIP, "MODEL.SSN.RATIO_CLIP")
     return ssn

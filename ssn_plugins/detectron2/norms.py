@@ -17,16 +17,11 @@ from typing import Callable, Dict, Iterator, Optional
 
 from torch import nn
 
-from ..layers import SparseSwitchNorm2d, SwitchNorm2d, SyncSparseSwitchNorm2d, SyncSwitchNorm2d
+from ..layers import norm_classes
 from .patching import rebind
 
-#: norm name -> class
-NORM_LAYERS: Dict[str, type] = {
-    "SN": SwitchNorm2d,
-    "SSN": SparseSwitchNorm2d,
-    "SyncSN": SyncSwitchNorm2d,
-    "SyncSSN": SyncSparseSwitchNorm2d,
-}
+#: norm name -> class (the core's table, for 2-d input)
+NORM_LAYERS: Dict[str, type] = norm_classes(2)
 
 #: detectron2's own names (as of 0.7), listed in the error on an unknown one
 DETECTRON2_NORMS = ("BN", "SyncBN", "FrozenBN", "GN", "nnSyncBN", "naiveSyncBN", "naiveSyncBN_N", "LN")

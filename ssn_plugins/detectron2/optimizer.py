@@ -8,7 +8,7 @@ gives the ratio logits ``BASE_LR * RATIO_LR_FACTOR`` and
 import torch
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping, reduce_param_groups
 
-from ..optim import NORM_MODULES, clip_ratio_grad_norm, ratio_parameters
+from ..optim import NORM_MODULES, RATIO_PARAMETERS, check_ratio_clip, install_ratio_clipping, ratio_parameters
 
 
 def _norm_parameter_ids(model) -> set:
@@ -23,7 +23,7 @@ def build_ssn_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
         model, base_lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY,
         weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM, bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
         weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
-        overrides={"mean_weight": ratio_settings, "var_weight": ratio_settings})
+        overrides={name: ratio_settings for name in RATIO_PARAMETERS})
     ratios = {id(p) for p in ratio_parameters(model)}
     norms = _norm_parameter_ids(model) - ratios
     split = []
@@ -36,13 +36,8 @@ def build_ssn_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
             split.append({**group, "params": ours, "weight_decay": cfg.SOLVER.WEIGHT_DECAY_NORM})
     params = reduce_param_groups(split)
 
-    max_norm = ssn.RATIO_CLIP
     sgd = maybe_add_gradient_clipping(cfg, torch.optim.SGD)
-    if max_norm > 0 and ratios:
-        class SGDWithRatioClipping(sgd):
-            def step(self, closure=None):
-                clip_ratio_grad_norm(model, max_norm)
-                return super().step(closure)
-        sgd = SGDWithRatioClipping
-    return sgd(params, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM, nesterov=cfg.SOLVER.NESTEROV,
-               weight_decay=cfg.SOLVER.WEIGHT_DECAY)
+    optimizer = sgd(params, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM, nesterov=cfg.SOLVER.NESTEROV,
+                    weight_decay=cfg.SOLVER.WEIGHT_DECAY)
+    install_ratio_clipping(optimizer, model, check_ratio_clip(ssn.RATIO_CLIP, "MODEL.SSN.RATIO_CLIP"))
+    return optimizer

@@ -6,14 +6,15 @@ import torch.distributed as dist
 from torch import Tensor
 
 from ..sparsestmax import check_radius, sparsestmax
-from .switch_norm import SwitchNorm, SwitchNorm1d, SwitchNorm2d, SwitchNorm3d, _Synchronized
+from .switch_norm import RATIO_PARAMETERS, SwitchNorm, SwitchNorm1d, SwitchNorm2d, SwitchNorm3d, _Synchronized
 
 __all__ = [
     "SparseSwitchNorm", "SparseSwitchNorm1d", "SparseSwitchNorm2d", "SparseSwitchNorm3d",
     "SyncSparseSwitchNorm", "SyncSparseSwitchNorm1d", "SyncSparseSwitchNorm2d", "SyncSparseSwitchNorm3d",
 ]
 
-_VECTORS = ("mean", "var")
+#: the ratio vectors by name ("mean", "var"), in the order of RATIO_PARAMETERS
+_VECTORS = tuple(name[:-len("_weight")] for name in RATIO_PARAMETERS)
 
 
 def check_reopen_prior(prior: float, owner: str) -> float:
@@ -274,7 +275,7 @@ class SparseSwitchNorm(SwitchNorm):
         # checkpoint stores the exact one-hot vector, as the authors' files do.
         for v, index in enumerate(self._selected):
             if index is not None:
-                destination[prefix + f"{_VECTORS[v]}_weight"] = self._one_hot(index)
+                destination[prefix + RATIO_PARAMETERS[v]] = self._one_hot(index)
             # what is saved is what runs: the host-side selection, whatever was written into the flag buffers
             destination[prefix + f"{_VECTORS[v]}_fixed"] = torch.tensor(index is not None, device=self.radius.device)
 

@@ -11,8 +11,11 @@ from ..functional import CANDIDATES, check_candidates, selected_norm, switch_nor
 
 __all__ = [
     "SwitchNorm", "SwitchNorm1d", "SwitchNorm2d", "SwitchNorm3d",
-    "SyncSwitchNorm", "SyncSwitchNorm1d", "SyncSwitchNorm2d", "SyncSwitchNorm3d",
+    "SyncSwitchNorm", "SyncSwitchNorm1d", "SyncSwitchNorm2d", "SyncSwitchNorm3d", "RATIO_PARAMETERS",
 ]
+
+#: the names of the ratio logits of every SN/SSN layer: the mean vector's, then the variance vector's
+RATIO_PARAMETERS: Tuple[str, str] = ("mean_weight", "var_weight")
 
 
 class SwitchNorm(nn.Module):
@@ -93,6 +96,10 @@ class SwitchNorm(nn.Module):
     """
 
     _version = 2  # 2: the official_compat buffer
+
+    # mmcv's build_norm_layer names the created attribute after ``_abbr_``: "bn" keeps the ``bn1`` /
+    # ``conv1.bn`` keys that OpenMMLab checkpoints and mmaction2's 2-D to 3-D inflation read
+    _abbr_ = "bn"
 
     #: Input ranks this class accepts (``None``: any rank >= 2).
     _input_dims: Optional[Tuple[int, ...]] = None

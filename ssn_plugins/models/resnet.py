@@ -12,8 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from ..layers.channel_equilibrium import CE_BLOCK_GROUP_SIZE, CE_STAGES, CE_STEM_GROUP_SIZE, ChannelEquilibrium
-from ..layers.sparse_switch_norm import SparseSwitchNorm2d, SyncSparseSwitchNorm2d
-from ..layers.switch_norm import SwitchNorm2d, SyncSwitchNorm2d
+from ..layers import norm_classes
 
 __all__ = ["ResNet", "resnet", "norm_factory", "DEPTHS", "NORMS"]
 
@@ -28,10 +27,7 @@ NORMS = {
     "BN": nn.BatchNorm2d,
     "SyncBN": nn.SyncBatchNorm,
     "GN": lambda c, num_groups=32, **kw: nn.GroupNorm(num_groups, c, **kw),
-    "SN": SwitchNorm2d,
-    "SSN": SparseSwitchNorm2d,
-    "SyncSN": SyncSwitchNorm2d,
-    "SyncSSN": SyncSparseSwitchNorm2d,
+    **norm_classes(2),
 }
 
 

@@ -17,11 +17,11 @@ from mmengine.model import BaseTTAModel, is_model_wrapper
 from mmengine.registry import HOOKS
 from torch import nn
 
-from ..batch_stats import average_statistics_across_processes, layers_with_batch_statistics, recompute_batch_statistics
+from ..batch_stats import BATCH_AVERAGE_BATCHES, layers_with_batch_statistics, recompute_batch_statistics
 from ..layers import ChannelEquilibrium, SwitchNorm
 from ..layers.sparse_switch_norm import check_reopen_prior
 from ..radius import RadiusScheduler, reopen_selections, sparse_layers
-from ..selection import describe_selection, format_selection, mean_ratios
+from ..selection import describe_selection, format_selection, radius_scalars, ratio_scalars
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -38,9 +38,9 @@ class SparsestMaxRadiusHook(Hook):
     ``radius = max_radius * clamp((iter - start_iter) / (end_iter - start_iter), 0, 1)``
     with ``end_iter`` defaulting to the run's ``max_iters`` (the paper's
     ``t / T``). The radius depends only on the iteration, so a resumed run
-    continues the schedule. Puts ``train/ssn_radius`` and
-    ``train/ssn_one_hot`` (fixed ratio vectors, two per layer) into the message
-    hub, which the logger prints and sends to the visualizer backends.
+    continues the schedule. Puts ``ssn/radius`` and ``ssn/one_hot_vectors``
+    (fixed ratio vectors, two per layer) into the message hub's training
+    scalars, which the logger prints and sends to the visualizer backends.
 
     ``reopen_selection=True`` lets a run that starts from a sparse model's
     weights (``load_from``) select again: at iteration 0 every fixed selection
@@ -80,8 +80,8 @@ class SparsestMaxRadiusHook(Hook):
         if self.scheduler is None:
             return
         state = self.scheduler.step(runner.iter)
-        runner.message_hub.update_scalar("train/ssn_radius", state["radius"])
-        runner.message_hub.update_scalar("train/ssn_one_hot", state["fixed"])
+        for name, value in radius_scalars(state).items():
+            runner.message_hub.update_scalar(f"train/{name}", value)  # logged without mmengine's "train/"
 
 
 def norm_eval_layers(model: nn.Module) -> List[nn.Module]:
@@ -140,7 +140,7 @@ class BatchAverageStatisticsHook(Hook):
                           "keeping the moving-average statistics", logger="current", level=logging.WARNING)
                 return
             loader = runner.build_dataloader(copy.deepcopy(loader_cfg), seed=runner.seed)
-            self._count = self.num_iters if self.num_iters is not None else min(len(loader), 200)
+            self._count = self.num_iters if self.num_iters is not None else min(len(loader), BATCH_AVERAGE_BATCHES)
             self._batches = _forever(loader)
         print_log(f"Recomputing batch-average statistics over {self._count} training batches ...", logger="current")
 
@@ -148,8 +148,7 @@ class BatchAverageStatisticsHook(Hook):
             m._run_forward(m.data_preprocessor(batch, True), mode="loss")
 
         recompute_batch_statistics(model, self._batches, self._count, forward=forward,
-                                   frozen=norm_eval_layers(model))
-        average_statistics_across_processes(model)
+                                   frozen=norm_eval_layers(model))  # pooled over processes
 
     def before_val(self, runner) -> None:
         if self._before_val:
@@ -227,9 +226,9 @@ class SwitchNormScalarsHook(Hook):
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         if not self.every_n_train_iters(runner, self.interval) or not is_main_process():
             return
-        ratios = mean_ratios(unwrap(runner.model))
-        if ratios:
-            runner.visualizer.add_scalars({f"ssn/{k}": v for k, v in ratios.items()}, step=runner.iter + 1)
+        scalars = ratio_scalars(unwrap(runner.model))
+        if scalars:
+            runner.visualizer.add_scalars(scalars, step=runner.iter + 1)
 
     def after_train(self, runner) -> None:
         if not is_main_process():

@@ -18,9 +18,8 @@ from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
 from torch import nn
 
 from ..layers import ChannelEquilibrium, SwitchNorm
-from ..optim import clip_ratio_grad_norm
-
-RATIO_NAMES = ("mean_weight", "var_weight")
+from ..optim import (RATIO_CLIP, RATIO_LR_FACTOR, RATIO_PARAMETERS, RATIO_WEIGHT_DECAY, check_ratio_clip,
+                     install_ratio_clipping)
 
 #: ``paramwise_cfg`` keys: mmengine 0.10's ``DefaultOptimWrapperConstructor`` reads the first eight, this class the rest
 PARAMWISE_KEYS = ("custom_keys", "bias_lr_mult", "bias_decay_mult", "norm_decay_mult", "dwconv_decay_mult",
@@ -54,9 +53,10 @@ class SSNOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             # mmengine ignores unknown keys silently; a typo such as ratio_lr_mul would change nothing
             raise KeyError(f"SSNOptimWrapperConstructor: unknown paramwise_cfg key(s) {unknown}; "
                            f"known keys: {list(PARAMWISE_KEYS)}")
-        self.ratio_lr_mult = float(paramwise_cfg.setdefault("ratio_lr_mult", 0.1))
-        self.ratio_decay_mult = float(paramwise_cfg.setdefault("ratio_decay_mult", 0.0))
-        self.ratio_clip_grad = paramwise_cfg.setdefault("ratio_clip_grad", 1.0)
+        self.ratio_lr_mult = float(paramwise_cfg.setdefault("ratio_lr_mult", RATIO_LR_FACTOR))
+        self.ratio_decay_mult = float(paramwise_cfg.setdefault("ratio_decay_mult", RATIO_WEIGHT_DECAY))
+        self.ratio_clip_grad = check_ratio_clip(paramwise_cfg.setdefault("ratio_clip_grad", RATIO_CLIP),
+                                                "paramwise_cfg ratio_clip_grad")
         super().__init__(optim_wrapper_cfg, paramwise_cfg)
         self._ratio_count = 0
 
@@ -74,7 +74,7 @@ class SSNOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             name = own.get(id(group["params"][0]))
             if name is None or self._is_custom(f"{prefix}.{name}"):
                 continue
-            if isinstance(module, SwitchNorm) and name in RATIO_NAMES:
+            if isinstance(module, SwitchNorm) and name in RATIO_PARAMETERS:
                 group["lr"] = self.base_lr * self.ratio_lr_mult
                 if self.base_wd is not None:
                     group["weight_decay"] = self.base_wd * self.ratio_decay_mult
@@ -92,12 +92,6 @@ class SSNOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             print_log(f"SSNOptimWrapperConstructor: {self._ratio_count} SN/SSN ratio logits at "
                       f"lr x {self.ratio_lr_mult:g}, weight decay x {self.ratio_decay_mult:g}, "
                       f"gradient norm clipped to {self.ratio_clip_grad}", logger="current")
-        if self.ratio_clip_grad is not None and self._ratio_count:
-            max_norm = float(self.ratio_clip_grad)
-            unwrapped = model.module if hasattr(model, "module") else model
-
-            def clip_ratio_gradients(optimizer, args, kwargs):
-                clip_ratio_grad_norm(unwrapped, max_norm)
-
-            optim_wrapper.optimizer.register_step_pre_hook(clip_ratio_gradients)
+        if self._ratio_count:
+            install_ratio_clipping(optim_wrapper.optimizer, model, self.ratio_clip_grad)
         return optim_wrapper
