@@ -202,7 +202,7 @@ def read_published(source, ceil_mode_pool=None, trust_pickle: bool = False) -> P
     report = [f"ResNet-{arch['depth']} v{arch['version']}, {norms}{ce}"
               + (f", {arch['num_classes']}-way fc" if arch["num_classes"] else "")]
     if arch["sparse"]:
-        fixed = sum(i is not None for m in layers for i in m._selected)
+        fixed = sum(2 - len(m.open_vectors()) for m in layers)
         counts = {}
         for m in layers:
             for s in m.selection:

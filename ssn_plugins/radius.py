@@ -5,9 +5,9 @@ from typing import Dict, List, Optional
 import torch
 from torch import nn
 
-from .layers.sparse_switch_norm import SparseSwitchNorm
+from .layers.sparse_switch_norm import _VECTORS, SparseSwitchNorm, precompute_ratios, read_selection_flags
 from .layers.switch_norm import RATIO_PARAMETERS
-from .sparsestmax import check_radius, sparsestmax
+from .sparsestmax import check_radius
 
 __all__ = ["set_radius", "RadiusScheduler", "sparse_layers", "precompute_ratios", "batched_ratios",
            "reopen_selections"]
@@ -39,12 +39,13 @@ def set_radius(model: nn.Module, radius: float) -> Dict[str, int]:
     """Set the SparsestMax radius of every SSN layer and fix the ratios that became one-hot.
 
     All open ratio vectors are projected in one batched call per device,
-    dtype and candidate count, with the same logits, radius buffer and
-    arithmetic as the forward pass (so both agree on every selection in every
-    dtype), with two host synchronisations per device in all (one reads the
-    flag buffers, see :meth:`SparseSwitchNorm.fix`; one the projections).
-    Fixed logits are reset to their exact one-hot values (an optimizer's
-    momentum may have nudged them).
+    dtype and candidate count (:func:`precompute_ratios`), and the layers use
+    that same projection in the next forward (until the logits change), so
+    selection and forward agree in every dtype and SparsestMax runs once per
+    iteration. Two host synchronisations per device in all (one reads the
+    flag buffers, :func:`read_selection_flags`; one the projections). Fixed
+    logits are reset to their exact one-hot values (an optimizer's momentum
+    may have nudged them).
 
     Args:
         model: any module; layers other than :class:`SparseSwitchNorm` are ignored.
@@ -59,100 +60,45 @@ def set_radius(model: nn.Module, radius: float) -> Dict[str, int]:
             not finite (a diverged run), naming the layer.
     """
     radius = check_radius(float(radius), "set_radius")
-    names = {id(m): name for name, m in model.named_modules()}
     layers = sparse_layers(model)
-    open_vectors = {}  # (device, dtype, K) -> [(layer, vector index)]
     with torch.no_grad():
-        _read_flags(layers)
+        read_selection_flags(layers)
         for layer in layers:
             layer.radius.fill_(radius)
-            for v, index in enumerate(layer._selected):
-                if index is None:
-                    logits = layer._logits(v)
-                    open_vectors.setdefault((logits.device, logits.dtype, logits.shape[0]), []).append((layer, v))
-                else:
-                    layer._logits(v).copy_(layer._one_hot(index))
-        found = []
-        for entries in open_vectors.values():
-            logits = torch.stack([layer._logits(v) for layer, v in entries])
-            ratios = sparsestmax(logits, torch.stack([layer.radius for layer, _ in entries]))
-            one_hot = (ratios > 0).sum(-1) == 1
-            finite = torch.isfinite(logits).all(-1)
-            found.append((entries, torch.stack([one_hot.long(), ratios.argmax(-1), finite.long()], -1)))
-        newly_fixed = 0
-        for entries, flags in found:
-            for (layer, v), (is_one_hot, index, finite) in zip(entries, flags.tolist()):
-                if not finite:
-                    vector = RATIO_PARAMETERS[v]
-                    raise ValueError(f"SSN layer {names.get(id(layer)) or type(layer).__name__!r}: ratio logits "
-                                     f"{vector} are not finite ({layer._logits(v).tolist()}); the training "
-                                     f"diverged (lower the learning rate or check the loss)")
-                if is_one_hot:
-                    layer.fix(("mean", "var")[v], layer.candidates[index])
-                    newly_fixed += 1
-    fixed = sum(index is not None for layer in layers for index in layer._selected)
+            layer.snap_fixed_logits()
+    projected = precompute_ratios(layers)  # with gradients when enabled: the next forward's ratios
+    entries = list(projected.items())
+    newly_fixed = 0
+    if entries:
+        with torch.no_grad():
+            by_group = {}
+            for key, ratios in entries:
+                by_group.setdefault((ratios.device, ratios.shape[0]), []).append((key, ratios))
+            names = {id(m): name for name, m in model.named_modules()}
+            layer_of = {id(m): m for m in layers}
+            for group in by_group.values():
+                ratios = torch.stack([r.detach() for _, r in group])
+                logits = torch.stack([layer_of[key[0]].ratio_logits(key[1]) for key, _ in group])
+                flags = torch.stack([((ratios > 0).sum(-1) == 1).long(), ratios.argmax(-1),
+                                     torch.isfinite(logits).all(-1).long()], -1)
+                fixed_here = 0
+                for ((layer_id, v), _), (is_one_hot, index, finite) in zip(group, flags.tolist()):
+                    layer = layer_of[layer_id]
+                    if not finite:
+                        raise ValueError(f"SSN layer {names.get(layer_id) or type(layer).__name__!r}: ratio logits "
+                                         f"{RATIO_PARAMETERS[v]} are not finite ({layer.ratio_logits(v).tolist()}); "
+                                         f"the training diverged (lower the learning rate or check the loss)")
+                    if is_one_hot:
+                        layer.fix(_VECTORS[v], layer.candidates[index])
+                        fixed_here += 1
+                if fixed_here:
+                    # the group's projection was one batched call that read the newly fixed logits, which must
+                    # get no gradient from now on: its other layers project again in the forward
+                    for (layer_id, _), _ in group:
+                        layer_of[layer_id].forget_ratios()
+                newly_fixed += fixed_here
+    fixed = sum(2 - len(layer.open_vectors()) for layer in layers)
     return {"layers": len(layers), "fixed": fixed, "newly_fixed": newly_fixed}
-
-
-def _read_flags(layers: List[SparseSwitchNorm]) -> None:
-    """Take flags written into the buffers directly (``m.mean_fixed.fill_(True)``) as selections: one read per device."""
-    by_device = {}
-    for layer in layers:
-        if not layer.mean_fixed.is_meta:
-            by_device.setdefault(layer.mean_fixed.device, []).append(layer)
-    for group in by_device.values():
-        rows = torch.stack([torch.stack([layer.mean_fixed.long(), layer.var_fixed.long(),
-                                         layer.mean_weight.argmax(), layer.var_weight.argmax()]) for layer in group])
-        for layer, (mean_flag, var_flag, mean_argmax, var_argmax) in zip(group, rows.tolist()):
-            selected = [mean_argmax if mean_flag else None, var_argmax if var_flag else None]
-            # a vector fixed on the host stays on its candidate (its logits are one-hot; momentum may nudge them)
-            selected = [old if old is not None and new is not None else new
-                        for old, new in zip(layer._selected, selected)]
-            if selected != layer._selected:
-                layer._apply_selection(selected)
-
-
-def _release_precomputed(layer: SparseSwitchNorm):
-    def release(grad):
-        layer._precomputed = None
-        return grad
-    return release
-
-
-def precompute_ratios(layers: List[SparseSwitchNorm]) -> None:
-    """Project the open ratio vectors of all ``layers`` in one SparsestMax call per device, dtype and size.
-
-    Each layer's :meth:`~SparseSwitchNorm.ratios` calls use its share
-    (differentiably: gradients flow back to every layer's logits) while its
-    logits and radius are unchanged. With gradients enabled the share is
-    released once its gradient has been computed, so a later forward never
-    reuses a graph that backward has freed; until then it also serves the
-    re-computation of a non-reentrant ``torch.utils.checkpoint`` region, which
-    must see the tensors the first forward used.
-    """
-    groups = {}
-    for layer in layers:
-        layer._precomputed = None
-        for v, index in enumerate(layer._selected):
-            if index is None:
-                logits = layer._logits(v)
-                key = (logits.device, logits.dtype, logits.shape[0])
-                groups.setdefault(key, []).append((layer, v))
-    results = {}
-    for entries in groups.values():
-        logits = torch.stack([layer._logits(v) for layer, v in entries])
-        radii = torch.stack([layer.radius for layer, _ in entries])
-        for (layer, v), ratios in zip(entries, sparsestmax(logits, radii).unbind(0)):
-            results.setdefault(id(layer), [None, None])[v] = ratios
-    for layer in layers:
-        if id(layer) in results:
-            ratios = results[id(layer)]
-            for v, index in enumerate(layer._selected):
-                if index is not None:
-                    ratios[v] = layer._one_hot(index)
-                elif ratios[v].requires_grad:
-                    ratios[v].register_hook(_release_precomputed(layer))
-            layer._precomputed = (layer._ratio_inputs_version(), tuple(ratios))
 
 
 def _precompute_hook(model: nn.Module, args) -> None:
@@ -160,7 +106,7 @@ def _precompute_hook(model: nn.Module, args) -> None:
     # pickled, and a deep copy's hook works on the copy's own layers. A compiled forward projects each
     # layer's ratios in its own graph (fused by the compiler), which the cache below cannot enter.
     if not torch.compiler.is_compiling():
-        precompute_ratios(sparse_layers(model))
+        precompute_ratios(sparse_layers(model), only_stale=True)  # set_radius's projection serves as it is
 
 
 def batched_ratios(model: nn.Module):
@@ -207,10 +153,16 @@ class RadiusScheduler:
         if not math.isfinite(max_radius) or max_radius < 0:
             raise ValueError(f"max_radius must be a finite number >= 0, got {max_radius}")
         self.model = model
-        batched_ratios(model)
+        self._hook = batched_ratios(model)  # None when the model already had it (a second scheduler)
         self.start_iter = start_iter
         self.end_iter = end_iter
         self.max_radius = max_radius
+
+    def remove(self) -> None:
+        """Remove the batched-projection hook this scheduler installed (the layers keep their radius)."""
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
 
     def radius_at(self, iteration: int) -> float:
         """The radius for global iteration ``iteration``."""

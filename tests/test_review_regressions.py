@@ -151,19 +151,21 @@ def test_d8_model_with_scheduler_pickles_and_deepcopies():
     torch.testing.assert_close(loaded(x), model(x))
     pickle.loads(pickle.dumps(model))
     twin = copy.deepcopy(model)
-    for layer in S.sparse_layers(model):
-        layer._precomputed = None
+    with torch.no_grad():
+        for m in (model, twin):
+            for layer in S.sparse_layers(m):
+                layer.radius.fill_(0.6)  # both stale
     twin(x)
     # the copy's hook projects the copy's own layers, not the original's
-    assert all(layer._precomputed is not None for layer in S.sparse_layers(twin))
-    assert all(layer._precomputed is None for layer in S.sparse_layers(model))
+    assert all(layer.has_current_ratios() for layer in S.sparse_layers(twin))
+    assert not any(layer.has_current_ratios() for layer in S.sparse_layers(model))
 
 
 def test_precomputed_ratios_are_released_after_backward():
     model = small_net()
     S.RadiusScheduler(model, total_iters=10).step(2)
     model(torch.randn(2, 3, 6, 6)).sum().backward()
-    assert all(layer._precomputed is None for layer in S.sparse_layers(model))
+    assert not any(layer.has_current_ratios() for layer in S.sparse_layers(model))
     # a later direct call of a sub-module computes its own ratios (no freed graph reused)
     model[1](torch.randn(2, 8, 6, 6)).sum().backward()
 

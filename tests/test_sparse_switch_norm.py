@@ -208,14 +208,16 @@ def test_batched_ratios_match_per_layer_ratios_and_gradients():
     x = torch.randn(3, 3, 8, 8, dtype=torch.float64)
     plain, batched = ssn_net(), ssn_net()
     S.batched_ratios(batched)
+    for m in S.sparse_layers(plain) + S.sparse_layers(batched):
+        m.forget_ratios()  # set_radius's projection: the forward projects anew (batched) or per layer (plain)
     calls = []
     original = S.sparsestmax
-    import ssn_plugins.radius as radius_module
-    radius_module.sparsestmax = lambda *a, **k: calls.append(1) or original(*a, **k)
+    import ssn_plugins.layers.sparse_switch_norm as layer_module
+    layer_module.sparsestmax = lambda *a, **k: calls.append(1) or original(*a, **k)
     try:
         y_batched = batched(x)
     finally:
-        radius_module.sparsestmax = original
+        layer_module.sparsestmax = original
     assert len(calls) == 1  # one projection for all five open vectors
     torch.testing.assert_close(y_batched, plain(x))
     y_batched.pow(2).sum().backward()
@@ -225,7 +227,43 @@ def test_batched_ratios_match_per_layer_ratios_and_gradients():
             assert b.grad is None, name
         else:
             torch.testing.assert_close(a.grad, b.grad, msg=name)
-    assert all(m._precomputed is None for m in S.sparse_layers(batched))  # nothing lingers after forward
+    assert not any(m.has_current_ratios() for m in S.sparse_layers(batched))  # nothing lingers after backward
+
+
+def test_one_sparsestmax_projection_per_training_iteration():
+    """set_radius projects every open vector once; the forward uses that projection (gradients included)."""
+    import ssn_plugins.layers.sparse_switch_norm as layer_module
+    x = torch.randn(3, 3, 8, 8, dtype=torch.float64)
+    scheduled, plain = ssn_net(), ssn_net()
+    scheduler = S.RadiusScheduler(scheduled, total_iters=10)
+    calls, original = [], layer_module.sparsestmax
+    layer_module.sparsestmax = lambda *a, **k: calls.append(1) or original(*a, **k)
+    try:
+        scheduler.step(3)
+        y = scheduled(x)
+        y.pow(2).sum().backward()
+    finally:
+        layer_module.sparsestmax = original
+    assert len(calls) == 1
+    S.set_radius(plain, 0.3)
+    with torch.no_grad():  # the per-layer path: each layer projects its own ratios in its forward
+        for m in S.sparse_layers(plain):
+            m.radius.fill_(0.3)
+    expected = plain(x)
+    torch.testing.assert_close(y, expected)
+    expected.pow(2).sum().backward()
+    for (name, a), b in zip(scheduled.named_parameters(), plain.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, msg=name)
+
+
+def test_ratios_projected_without_gradients_do_not_serve_a_training_forward():
+    net = ssn_net()
+    S.batched_ratios(net)
+    with torch.no_grad():
+        S.set_radius(net, 0.2)
+        net(torch.randn(2, 3, 8, 8, dtype=torch.float64))
+    net(torch.randn(2, 3, 8, 8, dtype=torch.float64)).sum().backward()
+    assert net[1].mean_weight.grad is not None and net[1].mean_weight.grad.abs().sum() > 0
 
 
 def test_stale_precomputed_ratios_are_not_used():

@@ -1,5 +1,5 @@
 """Sparse Switchable Normalization (Shao et al., CVPR 2019) as ``torch.nn`` modules."""
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
@@ -11,6 +11,7 @@ from .switch_norm import RATIO_PARAMETERS, SwitchNorm, SwitchNorm1d, SwitchNorm2
 __all__ = [
     "SparseSwitchNorm", "SparseSwitchNorm1d", "SparseSwitchNorm2d", "SparseSwitchNorm3d",
     "SyncSparseSwitchNorm", "SyncSparseSwitchNorm1d", "SyncSparseSwitchNorm2d", "SyncSparseSwitchNorm3d",
+    "precompute_ratios", "read_selection_flags",
 ]
 
 #: the ratio vectors by name ("mean", "var"), in the order of RATIO_PARAMETERS
@@ -80,8 +81,8 @@ class SparseSwitchNorm(SwitchNorm):
         # Host-side copy of the fixed selections (candidate index or None), so forward picks its path
         # without reading device memory; the flag buffers are read at loading and in set_radius.
         self._selected: List[Optional[int]] = [None, None]
-        # Ratios projected for this forward by batched_ratios (see radius.py), with the
-        # version counters of the tensors they came from.
+        # Ratios projected ahead of the forward (use_ratios), with the version counters of the tensors
+        # they came from: valid while those are unchanged.
         self._precomputed: Optional[tuple] = None
 
     def reset_parameters(self) -> None:
@@ -117,14 +118,69 @@ class SparseSwitchNorm(SwitchNorm):
         """The fixed candidate for the mean and for the variance (``None`` while still soft)."""
         return tuple(None if i is None else self.candidates[i] for i in self._selected)
 
-    def _logits(self, vector: int) -> Tensor:
+    def open_vectors(self) -> Tuple[int, ...]:
+        """The ratio vectors still soft: 0 (mean), 1 (variance), in the order of ``RATIO_PARAMETERS``."""
+        return tuple(v for v, index in enumerate(self._selected) if index is None)
+
+    def ratio_logits(self, vector: int) -> Tensor:
+        """The logits parameter of ratio vector ``vector`` (0: ``mean_weight``, 1: ``var_weight``)."""
         return self.mean_weight if vector == 0 else self.var_weight
 
-    def _one_hot(self, index: int, size: Optional[int] = None) -> Tensor:
+    def one_hot_logits(self, index: int, size: Optional[int] = None) -> Tensor:
+        """A one-hot vector on candidate ``index`` (of ``size`` entries, default K), in the logits' dtype."""
         one_hot = torch.zeros(size or len(self.candidates), dtype=self.mean_weight.dtype,
                               device=self.mean_weight.device)
         one_hot[index] = 1.0  # a device-side fill: no host synchronisation
         return one_hot
+
+    def snap_fixed_logits(self) -> None:
+        """Reset fixed vectors' logits to their exact one-hot values (an optimizer's momentum may nudge them)."""
+        with torch.no_grad():
+            for v, index in enumerate(self._selected):
+                if index is not None:
+                    self.ratio_logits(v).copy_(self.one_hot_logits(index))
+
+    def use_ratios(self, ratios: Sequence[Optional[Tensor]]) -> None:
+        """Use ``ratios`` (a SparsestMax projection per open vector, ``None`` for fixed ones) in later forwards.
+
+        They serve every :meth:`ratios` call while the logits, the radius and
+        the selection are unchanged (an optimizer step, ``set_radius``, loading
+        or ``.to()`` ends that), so a projection made once per iteration for
+        all layers together (:func:`precompute_ratios`) is the forward's own.
+        A projection that requires gradients is dropped once its gradient has
+        been computed, so a later forward never reuses a graph that backward
+        has freed; until then it also serves the re-computation of a
+        non-reentrant ``torch.utils.checkpoint`` region.
+        """
+        ratios = [self.one_hot_logits(index) if index is not None else r
+                  for r, index in zip(ratios, self._selected)]
+        if any(r is None for r in ratios):
+            raise ValueError(f"{type(self).__name__}.use_ratios: every open vector needs its projection")
+        for r in ratios:
+            if r.requires_grad:
+                r.register_hook(self._drop_used_ratios)
+        self._precomputed = (self._ratio_inputs_version(), tuple(ratios))
+
+    def has_current_ratios(self) -> bool:
+        """Whether the ratios given to :meth:`use_ratios` can serve a forward now.
+
+        They must come from the current logits, radius and selection; and a
+        projection made without gradients cannot serve a forward that trains
+        the logits.
+        """
+        if self._precomputed is None or self._precomputed[0] != self._ratio_inputs_version():
+            return False
+        if not torch.is_grad_enabled() or any(r.requires_grad for r in self._precomputed[1]):
+            return True
+        return not any(self.ratio_logits(v).requires_grad for v in self.open_vectors())
+
+    def forget_ratios(self) -> None:
+        """Drop the ratios given to :meth:`use_ratios`: the next forward projects its own."""
+        self._precomputed = None
+
+    def _drop_used_ratios(self, grad: Tensor) -> Tensor:
+        self.forget_ratios()
+        return grad
 
     def fix(self, vector: str, candidate: str) -> None:
         """Fix the ``"mean"`` or ``"var"`` ratios on ``candidate`` (logits become one-hot)."""
@@ -180,9 +236,9 @@ class SparseSwitchNorm(SwitchNorm):
         with torch.no_grad():
             for v, (old, index) in enumerate(zip(self._selected, selected)):
                 if index is not None:
-                    self._logits(v).copy_(self._one_hot(index))
+                    self.ratio_logits(v).copy_(self.one_hot_logits(index))
                 elif old is not None:
-                    self._logits(v).copy_((self._one_hot(old) - 1.0 / k) * prior)
+                    self.ratio_logits(v).copy_((self.one_hot_logits(old) - 1.0 / k) * prior)
                 getattr(self, f"{_VECTORS[v]}_fixed").fill_(index is not None)
         self._selected = list(selected)
         self._precomputed = None
@@ -196,15 +252,14 @@ class SparseSwitchNorm(SwitchNorm):
     def ratios(self) -> Tuple[Tensor, Tensor]:
         """``(mean_ratios, var_ratios)``: SparsestMax of the logits, or the fixed one-hot vectors."""
         # A compiled forward projects its own ratios: version counters are invisible to the compiler.
-        precomputed = None if torch.compiler.is_compiling() else self._precomputed
-        if precomputed is not None and precomputed[0] == self._ratio_inputs_version():
-            return precomputed[1]
+        if not torch.compiler.is_compiling() and self.has_current_ratios():
+            return self._precomputed[1]
         self._precomputed = None
         mean_index, var_index = self._selected
         if mean_index is None and var_index is None:
             return tuple(sparsestmax(torch.stack([self.mean_weight, self.var_weight]), self.radius).unbind(0))
         return tuple(
-            self._one_hot(index) if index is not None else sparsestmax(self._logits(v), self.radius)
+            self.one_hot_logits(index) if index is not None else sparsestmax(self.ratio_logits(v), self.radius)
             for v, index in enumerate(self._selected))
 
     def _uses_batch_statistics(self) -> bool:
@@ -237,8 +292,8 @@ class SparseSwitchNorm(SwitchNorm):
         # Compute only the selected candidates.
         used = sorted({mean_index, var_index})
         candidates = tuple(self.candidates[i] for i in used)
-        mean_ratios = self._tie_fixed_logits(self._one_hot(used.index(mean_index), len(used)))
-        var_ratios = self._one_hot(used.index(var_index), len(used))
+        mean_ratios = self._tie_fixed_logits(self.one_hot_logits(used.index(mean_index), len(used)))
+        var_ratios = self.one_hot_logits(used.index(var_index), len(used))
         return self._normalize(x, mean_ratios, var_ratios, candidates, self.weight)
 
     def extra_repr(self) -> str:
@@ -275,9 +330,57 @@ class SparseSwitchNorm(SwitchNorm):
         # checkpoint stores the exact one-hot vector, as the authors' files do.
         for v, index in enumerate(self._selected):
             if index is not None:
-                destination[prefix + RATIO_PARAMETERS[v]] = self._one_hot(index)
+                destination[prefix + RATIO_PARAMETERS[v]] = self.one_hot_logits(index)
             # what is saved is what runs: the host-side selection, whatever was written into the flag buffers
             destination[prefix + f"{_VECTORS[v]}_fixed"] = torch.tensor(index is not None, device=self.radius.device)
+
+
+def read_selection_flags(layers: Sequence[SparseSwitchNorm]) -> None:
+    """Take flags written into the buffers directly (``m.mean_fixed.fill_(True)``) as selections.
+
+    One read per device for all ``layers``. A vector fixed on the host stays on
+    its candidate (its logits are one-hot; momentum may nudge them).
+    """
+    by_device = {}
+    for layer in layers:
+        if not layer.mean_fixed.is_meta:
+            by_device.setdefault(layer.mean_fixed.device, []).append(layer)
+    for group in by_device.values():
+        rows = torch.stack([torch.stack([layer.mean_fixed.long(), layer.var_fixed.long(),
+                                         layer.mean_weight.argmax(), layer.var_weight.argmax()]) for layer in group])
+        for layer, (mean_flag, var_flag, mean_argmax, var_argmax) in zip(group, rows.tolist()):
+            selected = [mean_argmax if mean_flag else None, var_argmax if var_flag else None]
+            selected = [old if old is not None and new is not None else new
+                        for old, new in zip(layer._selected, selected)]
+            if selected != layer._selected:
+                layer._apply_selection(selected)
+
+
+def precompute_ratios(layers: Sequence[SparseSwitchNorm],
+                      only_stale: bool = False) -> Dict[Tuple[int, int], Tensor]:
+    """Project the open ratio vectors of all ``layers`` in one SparsestMax call per device, dtype and size.
+
+    Each layer uses its share in its next forwards (:meth:`SparseSwitchNorm.use_ratios`),
+    differentiably when gradients are enabled: gradients flow back to every
+    layer's logits. ``only_stale`` skips layers whose given ratios are still
+    valid. Returns ``{(id(layer), vector): ratios}`` of the projected vectors.
+    """
+    groups = {}
+    for layer in layers:
+        if only_stale and layer.has_current_ratios():
+            continue
+        for v in layer.open_vectors():
+            logits = layer.ratio_logits(v)
+            groups.setdefault((logits.device, logits.dtype, logits.shape[0]), []).append((layer, v))
+    projected = {}
+    for entries in groups.values():
+        logits = torch.stack([layer.ratio_logits(v) for layer, v in entries])
+        radii = torch.stack([layer.radius for layer, _ in entries])
+        for (layer, v), ratios in zip(entries, sparsestmax(logits, radii).unbind(0)):
+            projected[id(layer), v] = ratios
+    for layer in {id(layer): layer for entries in groups.values() for layer, _ in entries}.values():
+        layer.use_ratios([projected.get((id(layer), v)) for v in range(len(_VECTORS))])
+    return projected
 
 
 class SparseSwitchNorm1d(SparseSwitchNorm, SwitchNorm1d):
