@@ -278,15 +278,19 @@ class _Statistics(NamedTuple):
     eps: float
 
 
-def _candidate_moments(mean_in: Tensor, var_in: Tensor, spec: _Statistics) -> List[Tuple[Tensor, Tensor]]:
-    """``(mean_k, var_k)`` per candidate, each broadcastable to ``(N, C)``; updates the running statistics.
+def _candidate_moments(mean_in: Tensor, var_in: Tensor,
+                       spec: _Statistics) -> Tuple[List[Tuple[Tensor, Tensor]], Optional[tuple]]:
+    """``(mean_k, var_k)`` per candidate, each broadcastable to ``(N, C)``, and this batch's BN statistics.
 
     LN and BN come from the instance moments by the law of total variance.
     The one place the candidates' statistics are defined: every path of
-    :func:`switch_norm` (fused, plain, synchronised) calls it.
+    :func:`switch_norm` (fused, plain, synchronised) calls it. The second
+    result is ``(mean, var, samples)`` of the batch's BN candidate (``None``
+    when BN comes from the running buffers or is no candidate), for
+    :func:`_record_batch_statistics`; nothing here writes any buffer.
     """
     sd = mean_in.dtype
-    moments = []
+    moments, batch_bn = [], None
     for name in spec.candidates:
         if name == "IN":
             moments.append((mean_in, var_in))
@@ -295,14 +299,19 @@ def _candidate_moments(mean_in: Tensor, var_in: Tensor, spec: _Statistics) -> Li
         elif name != "BN":
             moments.append(_group_moments(mean_in, var_in, group_count(name)))
         elif spec.batch_bn:
-            mean_bn, var_bn, count = batch_moments(mean_in, var_in, spec.process_group)
-            if spec.update_running:
-                _update_running(spec.running_mean, spec.running_var, mean_bn, var_bn, count * spec.positions,
-                                spec.momentum, spec.unbiased_running_var)
-            moments.append((mean_bn.unsqueeze(0), var_bn.unsqueeze(0)))
+            batch_bn = batch_moments(mean_in, var_in, spec.process_group)
+            moments.append((batch_bn[0].unsqueeze(0), batch_bn[1].unsqueeze(0)))
         else:
             moments.append((spec.running_mean.to(sd).unsqueeze(0), spec.running_var.to(sd).unsqueeze(0)))
-    return moments
+    return moments, batch_bn
+
+
+def _record_batch_statistics(spec: _Statistics, batch_bn: Optional[tuple]) -> None:
+    """Fold this batch's BN statistics into the running buffers, when ``spec`` says so (training with buffers)."""
+    if spec.update_running and batch_bn is not None:
+        mean, var, samples = batch_bn
+        _update_running(spec.running_mean, spec.running_var, mean.detach(), var.detach(), samples * spec.positions,
+                        spec.momentum, spec.unbiased_running_var)
 
 
 def _scale_shift(moments, mean_ratios: Tensor, var_ratios: Tensor, weight: Optional[Tensor],
@@ -367,7 +376,8 @@ class _SwitchNormFunction(torch.autograd.Function):
     def forward(ctx, x: Tensor, spec: _Statistics, unbiased: bool, mean_ratios: Tensor, var_ratios: Tensor,
                 weight: Optional[Tensor], bias: Optional[Tensor]) -> Tensor:
         mean_in, var_in = instance_moments(x, unbiased)
-        moments = _candidate_moments(mean_in, var_in, spec)
+        moments, batch_bn = _candidate_moments(mean_in, var_in, spec)
+        _record_batch_statistics(spec, batch_bn)
         scale, shift, mean, rstd, means, variances = _scale_shift(moments, mean_ratios, var_ratios, weight, bias,
                                                                   spec, mean_in.shape)
         rows = _rows(x)
@@ -431,22 +441,32 @@ class _SwitchNormFunction(torch.autograd.Function):
                 _same_dtype(grad_var_ratios, var_dtype), grad_weight, grad_bias)
 
 
-class _MomentAffine(torch.autograd.Function):
-    """``y = x * scale + shift`` with ``(scale, shift) = affine(mean_in, var_in, *inputs)`` per ``(n, c)``.
+def _mixture_scale_shift(mean_in: Tensor, var_in: Tensor, mean_ratios: Tensor, var_ratios: Tensor,
+                         weight: Optional[Tensor], bias: Optional[Tensor], spec: _Statistics):
+    """``(scale, shift, batch_bn)``: the mixture's affine map per ``(n, c)`` from the instance moments, and the
+    batch's BN statistics (see :func:`_candidate_moments`)."""
+    moments, batch_bn = _candidate_moments(mean_in, var_in, spec)
+    scale, shift = _scale_shift(moments, mean_ratios, var_ratios, weight, bias, spec, mean_in.shape)[:2]
+    return scale, shift, batch_bn
 
-    The synchronised path: ``affine`` all-reduces, so its ``(N, C)``-sized
-    graph is differentiated by autograd (whose all-reduce has a backward); the
-    gradient through the moments to ``x`` uses their closed form, as
-    :class:`_SwitchNormFunction` does.
+
+class _SynchronizedSwitchNormFunction(torch.autograd.Function):
+    """:func:`switch_norm` with BN statistics all-reduced over a process group.
+
+    The ``(N, C)``-sized graph of :func:`_mixture_scale_shift` (which
+    all-reduces) is differentiated by autograd, whose all-reduce has a
+    backward; the gradient through the moments to ``x`` uses their closed
+    form, as :class:`_SwitchNormFunction` does.
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, affine, unbiased: bool, *inputs):
+    def forward(ctx, x: Tensor, spec: _Statistics, unbiased: bool, *inputs):
         mean_in, var_in = instance_moments(x.detach(), unbiased)
         with torch.enable_grad():
             moments = (mean_in.requires_grad_(), var_in.requires_grad_())
             leaves = tuple(t.detach().requires_grad_(t.requires_grad) if t is not None else None for t in inputs)
-            scale, shift = affine(*moments, *leaves)
+            scale, shift, batch_bn = _mixture_scale_shift(*moments, *leaves, spec)
+        _record_batch_statistics(spec, batch_bn)
         ctx.graph = (scale, shift, moments, leaves)
         ctx.unbiased = unbiased
         ctx.save_for_backward(x)
@@ -495,10 +515,11 @@ def switch_norm(
     mean_ratios: Tensor,
     var_ratios: Tensor,
     candidates: Sequence[str] = CANDIDATES,
-    weight: Optional[Tensor] = None,
-    bias: Optional[Tensor] = None,
+    *,
     running_mean: Optional[Tensor] = None,
     running_var: Optional[Tensor] = None,
+    weight: Optional[Tensor] = None,
+    bias: Optional[Tensor] = None,
     training: bool = True,
     momentum: float = 0.1,
     eps: float = 1e-5,
@@ -526,12 +547,17 @@ def switch_norm(
     ONNX export, ``torch.compile`` (without graph breaks) and ``vmap`` /
     ``grad`` all see through it.
 
+    The arguments after ``candidates`` are keyword-only, in
+    ``F.batch_norm``'s order.
+
     Args:
         x: ``(N, C, *S)``; ``S`` may be empty only if IN is not a candidate.
         mean_ratios, var_ratios: ``(K,)`` non-negative ratios, ``K = len(candidates)``.
-        weight, bias: ``(C,)`` affine parameters, or ``None``.
+        candidates: the candidate names, in the ratios' order.
         running_mean, running_var: ``(C,)`` buffers updated in place in
             training when BN is a candidate.
+        weight, bias: ``(C,)`` affine parameters, or ``None``.
+        training: BN from the batch (and running buffers updated) or from the buffers.
         momentum: ``running = (1 - momentum) * running + momentum * batch``.
         unbiased_in: use the unbiased IN variance (divides by ``|S| - 1``) and
             derive LN and BN from it, as the authors' code does.
@@ -546,7 +572,7 @@ def switch_norm(
     Returns:
         ``y`` shaped and typed like ``x``.
     """
-    n, c = x.shape[:2]
+    n = x.shape[0]
     positions = math.prod(x.shape[2:])
     use_batch_stats = training or running_mean is None
     batch_bn = "BN" in candidates and use_batch_stats
@@ -566,10 +592,7 @@ def switch_norm(
                        process_group, positions, eps)
     traced = _is_traced(x, mean_ratios, var_ratios, weight, bias)
     if process_group is not None and not traced:
-        def affine(mean_in, var_in, mean_ratios, var_ratios, weight, bias):
-            moments = _candidate_moments(mean_in, var_in, spec)
-            return _scale_shift(moments, mean_ratios, var_ratios, weight, bias, spec, (n, c))[:2]
-        return _MomentAffine.apply(x, affine, unbiased_in, mean_ratios, var_ratios, weight, bias)
+        return _SynchronizedSwitchNormFunction.apply(x, spec, unbiased_in, mean_ratios, var_ratios, weight, bias)
 
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, mean_ratios, var_ratios, weight, bias))
@@ -578,18 +601,19 @@ def switch_norm(
     # Plain operations: autograd (eval, double backward), tracers and compilers see every step.
     plain = traced or needs_grad
     mean_in, var_in = (_traceable_instance_moments if plain else instance_moments)(x, unbiased_in)
-    moments = _candidate_moments(mean_in, var_in, spec)
-    scale, shift = _scale_shift(moments, mean_ratios, var_ratios, weight, bias, spec, (n, c))[:2]
+    scale, shift, batch_bn = _mixture_scale_shift(mean_in, var_in, mean_ratios, var_ratios, weight, bias, spec)
+    _record_batch_statistics(spec, batch_bn)
     return _affine(x, scale, shift) if plain else _apply_scale_shift(x, scale, shift)
 
 
 def selected_norm(
     x: Tensor,
     candidate: str,
-    weight: Optional[Tensor] = None,
-    bias: Optional[Tensor] = None,
+    *,
     running_mean: Optional[Tensor] = None,
     running_var: Optional[Tensor] = None,
+    weight: Optional[Tensor] = None,
+    bias: Optional[Tensor] = None,
     training: bool = True,
     momentum: float = 0.1,
     eps: float = 1e-5,
@@ -598,7 +622,9 @@ def selected_norm(
 
     Equal to :func:`switch_norm` with a one-hot ratio on ``candidate`` (and
     ``unbiased_in=False``): BN is ``F.batch_norm``, IN ``F.instance_norm``,
-    LN ``F.group_norm`` with one group. As there, an empty batch gives an
+    LN ``F.group_norm`` with one group, ``"GN<g>"`` ``F.group_norm`` with
+    ``g`` groups. The arguments after ``candidate`` are keyword-only, in
+    ``F.batch_norm``'s order. As there, an empty batch gives an
     empty output, and IN of a single value per channel is defined (each
     value is its own mean with variance 0, so the output is ``bias``).
     """

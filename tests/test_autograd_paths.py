@@ -33,8 +33,8 @@ def _inputs(cands, shape, dtype, affine, seed=0):
 def _value_and_grads(inputs, cands, training, unbiased, double_backward, running=None, out_grad=None):
     x, mean_ratios, var_ratios, weight, bias = inputs
     running_mean, running_var = running if running is not None else (None, None)
-    y = switch_norm(x, mean_ratios, var_ratios, cands, weight, bias, running_mean, running_var, training=training,
-                    unbiased_in=unbiased, double_backward=double_backward)
+    y = switch_norm(x, mean_ratios, var_ratios, cands, running_mean=running_mean, running_var=running_var,
+                    weight=weight, bias=bias, training=training, unbiased_in=unbiased, double_backward=double_backward)
     wrt = [t for t in inputs if t is not None]
     out_grad = torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64).to(y.dtype) \
         if out_grad is None else out_grad
@@ -58,7 +58,8 @@ def test_fused_backward_equals_plain_autograd_and_gradcheck_float64(cands, unbia
 
     def fused_fn(x, mean_ratios, var_ratios, *affine_params):
         weight, bias = affine_params if affine else (None, None)
-        return switch_norm(x, mean_ratios, var_ratios, cands, weight, bias, training=True, unbiased_in=unbiased)
+        return switch_norm(x, mean_ratios, var_ratios, cands, weight=weight, bias=bias, training=True,
+                           unbiased_in=unbiased)
     assert torch.autograd.gradcheck(fused_fn, wrt)
 
 

@@ -89,8 +89,8 @@ def test_one_hot_gn_equals_native_group_norm(rank):
     x = torch.randn(SHAPES[rank], dtype=torch.float64) * 2 + 1
     gn = randomize(nn.GroupNorm(2, 8).double())
     one_hot = torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=torch.float64)
-    torch.testing.assert_close(switch_norm(x, one_hot, one_hot, CANDIDATES, gn.weight, gn.bias), gn(x))
-    torch.testing.assert_close(S.functional.selected_norm(x, "GN2", gn.weight, gn.bias), gn(x))
+    torch.testing.assert_close(switch_norm(x, one_hot, one_hot, CANDIDATES, weight=gn.weight, bias=gn.bias), gn(x))
+    torch.testing.assert_close(S.functional.selected_norm(x, "GN2", weight=gn.weight, bias=gn.bias), gn(x))
 
 
 def test_ssn_fixed_on_gn_runs_native_group_norm_and_deploys_as_it():

@@ -54,7 +54,7 @@ def test_fast_path_equals_general_path(candidate, monkeypatch):
     fast = m(x)
     grads_fast = torch.autograd.grad(fast.pow(2).sum(), [x, m.weight, m.bias])
     called = []
-    monkeypatch.setattr(type(m), "_native", lambda *a: called.append(1))
+    monkeypatch.setattr(type(m), "_native", lambda *a: called.append(1))  # a spy: the general path must run
     monkeypatch.setattr(type(m), "_can_run_native", lambda self, c, x: False)
     general = m(x)
     grads_general = torch.autograd.grad(general.pow(2).sum(), [x, m.weight, m.bias])
@@ -83,7 +83,7 @@ def test_soft_ssn_uses_sparsestmax_ratios():
     m = randomize(S.SparseSwitchNorm2d(4, radius=0.5).double())
     x = torch.randn(SHAPES[2], dtype=torch.float64)
     wm, wv = S.sparsestmax(m.mean_weight, 0.5), S.sparsestmax(m.var_weight, 0.5)
-    expected = switch_norm(x, wm, wv, S.CANDIDATES, m.weight, m.bias, training=True)
+    expected = switch_norm(x, wm, wv, S.CANDIDATES, weight=m.weight, bias=m.bias, training=True)
     torch.testing.assert_close(m(x), expected)
 
 

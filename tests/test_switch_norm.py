@@ -82,15 +82,16 @@ def test_one_hot_bn_equals_batchnorm_train_and_eval(rank):
     sn.load_state_dict(bn.state_dict(), strict=False)
     for _ in range(3):
         x = torch.randn(SHAPES[rank], dtype=torch.float64) * 2 + 0.5
-        y = switch_norm(x, one_hot(2), one_hot(2), S.CANDIDATES, sn.weight, sn.bias, sn.running_mean,
-                        sn.running_var, training=True, momentum=0.1, eps=1e-5)
+        y = switch_norm(x, one_hot(2), one_hot(2), S.CANDIDATES, running_mean=sn.running_mean,
+                        running_var=sn.running_var, weight=sn.weight, bias=sn.bias, training=True, momentum=0.1,
+                        eps=1e-5)
         torch.testing.assert_close(y, bn(x))
     torch.testing.assert_close(sn.running_mean, bn.running_mean)
     torch.testing.assert_close(sn.running_var, bn.running_var)
     bn.eval()
     x = torch.randn(SHAPES[rank], dtype=torch.float64)
-    y = switch_norm(x, one_hot(2), one_hot(2), S.CANDIDATES, sn.weight, sn.bias, sn.running_mean,
-                    sn.running_var, training=False, eps=1e-5)
+    y = switch_norm(x, one_hot(2), one_hot(2), S.CANDIDATES, running_mean=sn.running_mean,
+                    running_var=sn.running_var, weight=sn.weight, bias=sn.bias, training=False, eps=1e-5)
     torch.testing.assert_close(y, bn(x))
 
 
@@ -99,8 +100,8 @@ def test_one_hot_in_and_ln_equal_native(rank):
     x = torch.randn(SHAPES[rank], dtype=torch.float64) * 2 + 1
     inorm = randomize(NATIVE["IN"][rank](4, affine=True).double())
     ln = randomize(nn.GroupNorm(1, 4).double())
-    y_in = switch_norm(x, one_hot(0), one_hot(0), S.CANDIDATES, inorm.weight, inorm.bias)
-    y_ln = switch_norm(x, one_hot(1), one_hot(1), S.CANDIDATES, ln.weight, ln.bias)
+    y_in = switch_norm(x, one_hot(0), one_hot(0), S.CANDIDATES, weight=inorm.weight, bias=inorm.bias)
+    y_ln = switch_norm(x, one_hot(1), one_hot(1), S.CANDIDATES, weight=ln.weight, bias=ln.bias)
     torch.testing.assert_close(y_in, inorm(x))
     torch.testing.assert_close(y_ln, ln(x))
 

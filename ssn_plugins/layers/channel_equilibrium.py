@@ -37,6 +37,10 @@ class InstanceReweight(nn.Module):
     training and replaced by the ``running_scale`` buffer in eval.
     ``running_scale`` starts at 1 (the authors start it at 0, which divides
     by zero in eval until it has been trained); ``eps`` keeps constant maps finite.
+
+    Shape:
+        - Input: ``(N, C, *S)``
+        - Output: same shape and dtype as the input
     """
 
     def __init__(self, num_features: int, reduction: int = 4, momentum: float = 0.1, eps: float = 1e-5,
@@ -108,6 +112,15 @@ class ChannelEquilibrium(nn.Module):
     Buffers: ``running_mean`` ``(G, d, 1)`` (kept for the authors' layout; BD
     does not centre), ``running_wm`` ``(G, d, d)``, ``reweight.running_scale``.
     ``load_state_dict`` also accepts the authors' names (``x_weight``, ``AR.*``).
+
+    Shape:
+        - Input: ``(N, C, *S)``
+        - Output: same shape and dtype as the input
+
+    Examples::
+
+        >>> norm, ce = nn.BatchNorm2d(64), ChannelEquilibrium(64, group_size=16)
+        >>> y = torch.relu(ce(norm(torch.randn(8, 64, 28, 28))))
     """
 
     def __init__(self, num_features: int, group_size: int = 64, iterations: int = 3, reduction: int = 4,

@@ -65,9 +65,9 @@ class FrozenSwitchNorm(nn.Module):
         if x.dim() < 2 or x.shape[1] != self.num_features:
             raise ValueError(f"FrozenSwitchNorm({self.num_features}) got input of shape {tuple(x.shape)}; "
                              f"expected (N, {self.num_features}, *S)")
-        return switch_norm(x, self.mean_ratios, self.var_ratios, self.candidates, self.weight, self.bias,
-                           self.running_mean, self.running_var, training=False, eps=self.eps,
-                           unbiased_in=self.official_compat)
+        return switch_norm(x, self.mean_ratios, self.var_ratios, self.candidates, running_mean=self.running_mean,
+                           running_var=self.running_var, weight=self.weight, bias=self.bias, training=False,
+                           eps=self.eps, unbiased_in=self.official_compat)
 
     def extra_repr(self) -> str:
         ratios = ", ".join(f"{c}: {m:.3g}/{v:.3g}" for c, m, v in

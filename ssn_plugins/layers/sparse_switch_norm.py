@@ -5,6 +5,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from ..functional import selected_norm
 from ..sparsestmax import check_radius, sparsestmax
 from .switch_norm import RATIO_PARAMETERS, SwitchNorm, SwitchNorm1d, SwitchNorm2d, SwitchNorm3d, _Synchronized
 
@@ -268,28 +269,52 @@ class SparseSwitchNorm(SwitchNorm):
         return "BN" in self.selection
 
     def _tie_fixed_logits(self, t: Tensor) -> Tensor:
-        # Fixed logits take no part in the output. DDP expects a gradient for
-        # every parameter each step, so in a distributed run they are kept in
-        # the graph with a zero gradient; elsewhere they get none (and an
-        # optimizer leaves them alone).
+        """``t``, tied in a distributed training run to the logits, which take no part in the output.
+
+        DDP expects a gradient for every parameter each step, so there the
+        fixed logits are kept in the graph with a zero gradient (added to the
+        cheapest tensor of the branch, times 0); elsewhere they get none (and
+        an optimizer leaves them alone).
+        """
         if not (self.training and torch.is_grad_enabled() and dist.is_available() and dist.is_initialized()):
             return t
         return torch.add(t, torch.dot(self.mean_weight, self.var_weight).to(t.dtype), alpha=0)
 
+    def _can_run_native(self, candidate: str, x: Tensor) -> bool:
+        """Whether ``candidate`` alone matches a native kernel under this layer's settings and dtypes."""
+        # PyTorch's norm kernels take parameters of the input's dtype, or float32 ones for half/bf16 input;
+        # any other mix runs the general path, which accepts every combination the soft layer accepts.
+        tensors = [self.weight, self.bias]
+        if candidate == "BN":
+            tensors += [self.running_mean, self.running_var]
+        allowed = (x.dtype, torch.float32) if x.dtype in (torch.float16, torch.bfloat16) else (x.dtype,)
+        if any(t is not None and t.dtype not in allowed for t in tensors):
+            return False
+        if candidate == "BN":
+            # Synchronised statistics, and the authors' variance in training, need the general path.
+            return not (self.training and (self._process_group() is not None or self.official_compat))
+        return not self.official_compat
+
+    def _native(self, x: Tensor, candidate: str) -> Tensor:
+        """One selected candidate through PyTorch's own kernel (the fast path), the fixed logits tied."""
+        statistics = self._running_statistics(candidate == "BN")
+        if self.weight is None:  # affine=False: the output is the only tensor to tie the logits to
+            return self._tie_fixed_logits(selected_norm(x, candidate, **statistics, training=self.training,
+                                                        eps=self.eps))
+        return selected_norm(x, candidate, **statistics, weight=self._tie_fixed_logits(self.weight), bias=self.bias,
+                             training=self.training, eps=self.eps)
+
     def forward(self, x: Tensor) -> Tensor:
-        self._check_input(x)
+        self._check_input_dim(x)
         mean_index, var_index = self._selected
-        if mean_index is None or var_index is None:
-            mean_ratios, var_ratios = self.ratios()
-            if mean_index is not None or var_index is not None:
-                mean_ratios = self._tie_fixed_logits(mean_ratios)
-            return self._normalize(x, mean_ratios, var_ratios, self.candidates, self.weight)
+        if mean_index is None and var_index is None:
+            return self._normalize(x, *self.ratios(), self.candidates, self.weight)
         if mean_index == var_index and self._can_run_native(self.candidates[mean_index], x):
-            candidate = self.candidates[mean_index]
-            if self.weight is not None:
-                return self._native(x, candidate, self._tie_fixed_logits(self.weight))
-            return self._tie_fixed_logits(self._native(x, candidate, None))
-        # Compute only the selected candidates.
+            return self._native(x, self.candidates[mean_index])
+        if mean_index is None or var_index is None:  # one vector fixed: the mixture with its one-hot ratios
+            mean_ratios, var_ratios = self.ratios()
+            return self._normalize(x, self._tie_fixed_logits(mean_ratios), var_ratios, self.candidates, self.weight)
+        # Both fixed on different candidates (or no native kernel): compute only the selected ones.
         used = sorted({mean_index, var_index})
         candidates = tuple(self.candidates[i] for i in used)
         mean_ratios = self._tie_fixed_logits(self.one_hot_logits(used.index(mean_index), len(used)))

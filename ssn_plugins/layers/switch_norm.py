@@ -7,7 +7,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from ..functional import CANDIDATES, check_candidates, selected_norm, switch_norm, under_torch_func
+from ..functional import CANDIDATES, check_candidates, switch_norm, under_torch_func
 
 __all__ = [
     "SwitchNorm", "SwitchNorm1d", "SwitchNorm2d", "SwitchNorm3d",
@@ -141,6 +141,7 @@ class SwitchNorm(nn.Module):
         self.momentum = momentum
         self.affine = affine
         self.double_backward = bool(double_backward)
+        self.frozen = False  # freeze(): eval mode and no gradients, whatever train() says
         self.track_running_stats = track_running_stats and self.using_bn
         k = len(self.candidates)
         self.mean_weight = nn.Parameter(torch.zeros(k, **factory))
@@ -217,7 +218,7 @@ class SwitchNorm(nn.Module):
         return super().train(False)
 
     def train(self, mode: bool = True) -> "SwitchNorm":
-        return super().train(mode and not getattr(self, "frozen", False))
+        return super().train(mode and not getattr(self, "frozen", False))  # (an old pickle may lack it)
 
     # ------------------------------------------------------------------ ratios
     def ratios(self) -> Tuple[Tensor, Tensor]:
@@ -225,7 +226,8 @@ class SwitchNorm(nn.Module):
         return torch.softmax(self.mean_weight, 0), torch.softmax(self.var_weight, 0)
 
     # ------------------------------------------------------------------ checks
-    def _check_input(self, x: Tensor) -> None:
+    def _check_input_dim(self, x: Tensor) -> None:
+        """Rank, channels, and the inputs this layer's candidates cannot normalize, each with what to do."""
         name = type(self).__name__
         if self._input_dims is not None and x.dim() not in self._input_dims:
             dims = " or ".join(f"{d}-D" for d in self._input_dims)
@@ -270,51 +272,37 @@ class SwitchNorm(nn.Module):
         """Whether this layer's output depends on the BN candidate."""
         return "BN" in self.candidates
 
-    def _momentum_now(self) -> float:
-        """The momentum of this step: ``1 / num_batches_tracked`` when ``momentum`` is ``None``."""
+    def _count_batch(self) -> None:
+        """Count a training batch in ``num_batches_tracked`` (as ``_BatchNorm.forward`` does)."""
         if self.training and self.track_running_stats:
             self.num_batches_tracked.add_(1)
-            if self.momentum is None:
-                return 1.0 / float(self.num_batches_tracked)
-        return 0.0 if self.momentum is None else self.momentum
+
+    def _momentum(self) -> float:
+        """This step's momentum: ``1 / num_batches_tracked`` (a cumulative average) when ``momentum`` is ``None``."""
+        if self.momentum is not None:
+            return self.momentum
+        return 1.0 / float(self.num_batches_tracked) if self.training and self.track_running_stats else 0.0
 
     # ----------------------------------------------------------------- forward
+    def _running_statistics(self, uses_bn: bool) -> dict:
+        """The running-statistics arguments of the functional calls, counting the batch when BN uses them."""
+        if not uses_bn:
+            return {"running_mean": None, "running_var": None, "momentum": 0.0}
+        self._count_batch()
+        return {"running_mean": self.running_mean, "running_var": self.running_var, "momentum": self._momentum()}
+
     def _normalize(self, x: Tensor, mean_ratios: Tensor, var_ratios: Tensor,
                    candidates: Tuple[str, ...], weight: Optional[Tensor]) -> Tensor:
         """The general path: mix the statistics of ``candidates`` with the given ratios."""
         uses_bn = "BN" in candidates
         return switch_norm(
-            x, mean_ratios, var_ratios, candidates, weight, self.bias,
-            self.running_mean if uses_bn else None, self.running_var if uses_bn else None,
-            training=self.training, momentum=self._momentum_now() if uses_bn else 0.0, eps=self.eps,
-            unbiased_in=self.official_compat, unbiased_running_var=not self.official_compat,
+            x, mean_ratios, var_ratios, candidates, **self._running_statistics(uses_bn), weight=weight,
+            bias=self.bias, training=self.training, eps=self.eps, unbiased_in=self.official_compat,
+            unbiased_running_var=not self.official_compat,
             process_group=self._process_group() if uses_bn else None, double_backward=self.double_backward)
 
-    def _native(self, x: Tensor, candidate: str, weight: Optional[Tensor]) -> Tensor:
-        """One candidate through PyTorch's own kernel (the selected-normalizer fast path)."""
-        uses_bn = candidate == "BN"
-        return selected_norm(
-            x, candidate, weight, self.bias,
-            self.running_mean if uses_bn else None, self.running_var if uses_bn else None,
-            training=self.training, momentum=self._momentum_now() if uses_bn else 0.0, eps=self.eps)
-
-    def _can_run_native(self, candidate: str, x: Tensor) -> bool:
-        """Whether ``candidate`` alone matches a native kernel under this layer's settings and dtypes."""
-        # PyTorch's norm kernels take parameters of the input's dtype, or float32 ones for half/bf16 input;
-        # any other mix runs the general path, which accepts every combination the soft layer accepts.
-        tensors = [self.weight, self.bias]
-        if candidate == "BN":
-            tensors += [self.running_mean, self.running_var]
-        allowed = (x.dtype, torch.float32) if x.dtype in (torch.float16, torch.bfloat16) else (x.dtype,)
-        if any(t is not None and t.dtype not in allowed for t in tensors):
-            return False
-        if candidate == "BN":
-            # Synchronised statistics, and the authors' variance in training, need the general path.
-            return not (self.training and (self._process_group() is not None or self.official_compat))
-        return not self.official_compat
-
     def forward(self, x: Tensor) -> Tensor:
-        self._check_input(x)
+        self._check_input_dim(x)
         mean_ratios, var_ratios = self.ratios()
         return self._normalize(x, mean_ratios, var_ratios, self.candidates, self.weight)
 
