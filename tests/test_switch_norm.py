@@ -275,3 +275,20 @@ def test_state_dict_round_trip_and_authors_layout():
     two = {k: authors[k] for k in ("weight", "bias")}
     two.update(mean_weight=torch.randn(2), var_weight=torch.randn(2))
     assert not S.SwitchNorm2d(4, using_bn=False).load_state_dict(two).missing_keys
+
+
+def test_state_dict_layout_version_drives_the_migration():
+    """A file saved by this version loads as it is; one without a version (the authors', or converted)
+    goes through the migration of their layout."""
+    m = S.SwitchNorm2d(4)
+    state = m.state_dict()
+    assert state._metadata[""]["version"] == S.SwitchNorm2d._version
+    authors = {k: v.reshape(1, 4, 1, 1) if k in ("weight", "bias") else v for k, v in state.items()
+               if k not in ("num_batches_tracked", "official_compat_flag")}
+    fresh = S.SwitchNorm2d(4)
+    fresh.load_state_dict(authors)  # no metadata: migrated
+    torch.testing.assert_close(fresh.weight, m.weight)
+    versioned = type(state)(authors)
+    versioned._metadata = {"": {"version": S.SwitchNorm2d._version}}  # claims the current layout: no migration
+    with pytest.raises(RuntimeError, match="size mismatch for weight"):
+        S.SwitchNorm2d(4).load_state_dict(versioned)

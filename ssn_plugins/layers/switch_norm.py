@@ -319,6 +319,17 @@ class SwitchNorm(nn.Module):
     # --------------------------------------------------------- checkpoint layout
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
+        # Migrations by the layout version the file was saved with (``_version``): files without one are
+        # the authors' (or converted from them, or ours before versioning) and go through every step.
+        version = local_metadata.get("version")
+        if version is None or version < self._version:
+            self._migrate_state_dict(state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+        self._read_official_flag()
+
+    def _migrate_state_dict(self, state_dict, prefix) -> None:
+        """Bring an older or foreign layout of this layer's entries to the current one, in place."""
         # The authors' checkpoints store (1, C, 1, 1) affine parameters and
         # (1, C, 1) running statistics and have no num_batches_tracked.
         for name in ("weight", "bias", "running_mean", "running_var"):
@@ -332,9 +343,6 @@ class SwitchNorm(nn.Module):
         flag = prefix + "official_compat_flag"
         if flag not in state_dict and any(k.startswith(prefix) for k in state_dict):
             state_dict[flag] = self.official_compat_flag.detach().clone()
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
-                                      unexpected_keys, error_msgs)
-        self._read_official_flag()
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         super()._save_to_state_dict(destination, prefix, keep_vars)
