@@ -12,6 +12,41 @@ import ssn_plugins as S
 from ssn_plugins.models import ResNet
 
 
+#: an input shape per spatial rank (1-, 2- and 3-d layers), C = 4
+SHAPES = {1: (6, 4, 7), 2: (4, 4, 5, 6), 3: (3, 4, 3, 4, 5)}
+
+
+def randomize(m: torch.nn.Module) -> torch.nn.Module:
+    """``m`` with every parameter drawn from N(0, 1)."""
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(torch.randn_like(p))
+    return m
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+def _joined(outputs) -> torch.Tensor:
+    from ssn_plugins.export import flatten_tensors
+    return torch.cat([t.flatten() for t in flatten_tensors(outputs)])
+
+
+class Reference:
+    """The original model's float64 outputs on ``x`` (all of them, joined) and the float32 original's error to them."""
+
+    def __init__(self, model: torch.nn.Module, x: torch.Tensor):
+        import copy
+        with torch.no_grad():
+            self.exact = _joined(copy.deepcopy(model).double()(x.double()))
+            self.floor = relative_error(_joined(model(x)), self.exact)
+
+    def check(self, outputs) -> None:
+        error = relative_error(_joined(outputs), self.exact)
+        assert error < 1e-5 and error < 1.2 * self.floor + 1e-7, (error, self.floor)
+
+
 def gradcheck_module(module: torch.nn.Module, x: torch.Tensor) -> bool:
     """``torch.autograd.gradcheck`` of ``module(x)`` with respect to ``x`` and every parameter (float64)."""
     names = [n for n, _ in module.named_parameters()]

@@ -14,10 +14,9 @@ import torch
 from PIL import Image
 
 import ssn_plugins as S
-from helpers import trained_looking_norms
+from helpers import Reference, trained_looking_norms
 from ssn_plugins.datasets.real_mini import load_annotated_images
 from ssn_plugins.export import flatten_tensors, relative_errors
-from test_inference import Reference
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"

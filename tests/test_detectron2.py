@@ -15,7 +15,7 @@ from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from detectron2.structures import BitMasks, Boxes, Instances
 
-from test_backbones import photo_batch
+from helpers import photo_batch
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p for p in glob.glob(str(REPO / "configs" / "detectron2" / "*.yaml")) if "Base-" not in p)

@@ -6,8 +6,7 @@ from torch import nn
 import ssn_plugins as S
 from ssn_plugins.functional import check_candidates, switch_norm
 
-from helpers import gradcheck_module
-from test_switch_norm import randomize
+from helpers import gradcheck_module, randomize
 
 SHAPES = {1: (6, 8, 7), 2: (4, 8, 5, 6), 3: (3, 8, 3, 4, 5)}
 SN_CLASSES = {1: S.SwitchNorm1d, 2: S.SwitchNorm2d, 3: S.SwitchNorm3d}

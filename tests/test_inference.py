@@ -24,29 +24,7 @@ from torch import nn
 
 import ssn_plugins as S
 from ssn_plugins.checkpoints import build_resnet, read_published
-from ssn_plugins.export import flatten_tensors
-from test_backbones import photo_batch, published_layout, trained_looking_resnet
-
-
-def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.double() - b.double()).norm() / b.double().norm()).item()
-
-
-def _joined(outputs) -> torch.Tensor:
-    return torch.cat([t.flatten() for t in flatten_tensors(outputs)])
-
-
-class Reference:
-    """The original model's float64 outputs on ``x`` (all of them, joined) and the float32 original's error to them."""
-
-    def __init__(self, model: nn.Module, x: torch.Tensor):
-        with torch.no_grad():
-            self.exact = _joined(copy.deepcopy(model).double()(x.double()))
-            self.floor = _relative_error(_joined(model(x)), self.exact)
-
-    def check(self, outputs) -> None:
-        error = _relative_error(_joined(outputs), self.exact)
-        assert error < 1e-5 and error < 1.2 * self.floor + 1e-7, (error, self.floor)
+from helpers import Reference, relative_error, photo_batch, published_layout, trained_looking_resnet
 
 
 def _trained_looking(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -239,7 +217,7 @@ def test_bf16_model():
         inference, _ = S.for_inference(model)
         out = inference(x.bfloat16())
     assert out.dtype == torch.bfloat16
-    assert _relative_error(out, reference) < 1.25 * _relative_error(original, reference)
+    assert relative_error(out, reference) < 1.25 * relative_error(original, reference)
 
 
 def test_inplace_and_the_training_mode():
@@ -258,4 +236,4 @@ def test_float64_model_keeps_float64_ratios():
     inference, _ = S.for_inference(model)
     assert inference[2].mean_ratios.dtype == torch.float64
     with torch.no_grad():
-        assert _relative_error(inference(x), model(x)) < 1e-13
+        assert relative_error(inference(x), model(x)) < 1e-13

@@ -1,6 +1,8 @@
 """Video with mmaction2 on real clips (HMDB51 / UCF101 windows from Debian's pytorch-vision sources):
 the Kinetics-style set, the datasets that skip broken videos, the 10-clip test and GN inflation for I3D."""
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from unittest import mock
 
@@ -200,7 +202,6 @@ def test_ten_clip_test_averages_softmax_over_clips(clips):
 
 def test_gn_resnet_inflates_for_i3d(tmp_path):
     """A 2-D OpenMMLab GN ResNet-50 (as open-mmlab://detectron/resnet50_gn) loads into a GN I3D."""
-    import sys
     from mmaction.models.backbones import ResNet3d
     from mmdet.models.backbones import ResNet
 
@@ -214,9 +215,8 @@ def test_gn_resnet_inflates_for_i3d(tmp_path):
     path = tmp_path / "resnet50_gn.pth"
     torch.save({"state_dict": {f"backbone.{k}": v for k, v in resnet.state_dict().items()},
                 "meta": {}}, path)
-    sys.path.insert(0, str(ROOT / "tools"))
-    import convert_checkpoint
-    convert_checkpoint.main([str(path), "--openmmlab-norm", "gn", "--to", "i3d", "-o", str(tmp_path / "gn_r50")])
+    subprocess.run([sys.executable, str(ROOT / "tools" / "convert_checkpoint.py"), str(path), "--openmmlab-norm",
+                    "gn", "--to", "i3d", "-o", str(tmp_path / "gn_r50")], check=True, capture_output=True)
     converted = torch.load(tmp_path / "gn_r50_i3d.pth", weights_only=True)
     i3d = ResNet3d(depth=50, pretrained=None, pretrained2d=False, norm_cfg=gn,
                    conv1_kernel=(5, 7, 7), conv1_stride_t=2, pool1_stride_t=2, inflate=I3D_R50_INFLATE)

@@ -8,7 +8,6 @@ import io
 import pickle
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import pytest
@@ -426,7 +425,7 @@ def assert_one_line_failure(result, *fragments):
 
 
 def test_d20_converter_cli_failures_are_one_line(tmp_path):
-    from test_backbones import published_layout, trained_looking_resnet
+    from helpers import published_layout, trained_looking_resnet
 
     good = tmp_path / "ssn18.pth"
     layout = published_layout(trained_looking_resnet(18, "SSN"))
@@ -469,7 +468,7 @@ def test_d20_converter_cli_failures_are_one_line(tmp_path):
 
 
 def test_converted_files_carry_the_authors_math(tmp_path):
-    from test_backbones import photo_batch, published_layout, trained_looking_resnet
+    from helpers import photo_batch, published_layout, trained_looking_resnet
 
     authors = trained_looking_resnet(18, "SN")  # built with official_compat=True: the authors' layers
     torch.save(published_layout(authors), tmp_path / "authors.pth")
@@ -489,7 +488,7 @@ def test_converted_files_carry_the_authors_math(tmp_path):
 def _train_ssn(model, dtype, lr, iters, stop=None):
     """SGD with the recipe (ratios at lr/10, clipped) on crops of a real photograph; returns the ratio vectors
     that got a gradient at the first step with radius > 0, and the final selections."""
-    from test_backbones import photo_batch
+    from helpers import photo_batch
 
     torch.manual_seed(0)
     model = model.to(dtype)

@@ -7,10 +7,9 @@ from torch import nn
 
 import ssn_plugins as S
 
-from helpers import gradcheck_module
+from helpers import SHAPES, gradcheck_module, randomize
 from ssn_plugins.functional import switch_norm
 
-from test_switch_norm import SHAPES, randomize
 
 SSN_CLASSES = {1: S.SparseSwitchNorm1d, 2: S.SparseSwitchNorm2d, 3: S.SparseSwitchNorm3d}
 

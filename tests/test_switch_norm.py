@@ -5,10 +5,9 @@ from torch import nn
 
 import ssn_plugins as S
 
-from helpers import gradcheck_module
+from helpers import SHAPES, gradcheck_module, randomize
 from ssn_plugins.functional import switch_norm
 
-SHAPES = {1: (6, 4, 7), 2: (4, 4, 5, 6), 3: (3, 4, 3, 4, 5)}
 SN_CLASSES = {1: S.SwitchNorm1d, 2: S.SwitchNorm2d, 3: S.SwitchNorm3d}
 NATIVE = {
     "BN": {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d},
@@ -37,13 +36,6 @@ def naive_switch_norm(x, wm, wv, weight, bias, eps, running=None):
     var = sum(w * v for w, v in zip(wv, variances))
     shape = (1, -1) + (1,) * len(s)
     return (x - mean) / torch.sqrt(var + eps) * weight.reshape(shape) + bias.reshape(shape)
-
-
-def randomize(m):
-    with torch.no_grad():
-        for p in m.parameters():
-            p.copy_(torch.randn_like(p))
-    return m
 
 
 @pytest.mark.parametrize("rank", [1, 2, 3])

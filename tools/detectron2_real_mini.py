@@ -7,23 +7,25 @@
 
 It builds the real mini set (tools/build_real_mini_coco.py), registers it,
 evaluates box and mask AP of the freshly initialised model with detectron2's
-COCO evaluator, trains with tools/train_net.py's Trainer (radius schedule,
-batch-average statistics before the final evaluation), evaluates again and
-prints both, the time per iteration and the normalizer each layer selected.
+COCO evaluator, trains with ``ssn_plugins.detectron2.trainer.Trainer`` (as
+tools/train_net.py does: radius schedule, batch-average statistics before the
+final evaluation), evaluates again and prints both, the time per iteration and
+the normalizer each layer selected. The options are detectron2's
+``default_argument_parser``'s (``--config-file``, ``--resume``, ``KEY VALUE``
+overrides) plus ``--data`` and ``--ce``.
 """
-import argparse
 import json
 import math
 import time
 from pathlib import Path
 
 import torch
+from detectron2.engine import default_argument_parser
 from detectron2.utils import comm
 
 import ssn_plugins as S
 import ssn_plugins.detectron2 as sd
-from ssn_plugins.datasets.real_mini import write_coco
-from train_net import REAL_MINI_ROOT, Trainer, setup
+from ssn_plugins.detectron2.trainer import Trainer, prepare_real_mini, real_mini_root, setup
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "detectron2" / "real_mini" / "mask_rcnn_R_50_FPN_ssn.yaml"
 
@@ -31,11 +33,13 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "detectron2" 
 def ap_summary(results) -> dict:
     """``{"bbox": AP, "segm": AP}`` from detectron2's results for the one test set (it returns them unnested).
 
-    A model that detects nothing gets no results from COCOEvaluator (or NaN): its AP is 0, as COCO counts it
-    when there are ground-truth instances.
+    A model that detects nothing gets NaN from COCOEvaluator (it runs no COCOeval): its AP is 0, as COCO
+    counts it when there are ground-truth instances. Results without a task's AP are an error.
     """
     def ap(task):
-        value = float((results or {}).get(task, {}).get("AP", float("nan")))
+        if not isinstance((results or {}).get(task), dict) or "AP" not in results[task]:
+            raise RuntimeError(f"detectron2's evaluation returned no {task} AP (results: {results!r})")
+        value = float(results[task]["AP"])
         return 0.0 if math.isnan(value) else round(value, 2)
 
     return {"bbox": ap("bbox"), "segm": ap("segm")}
@@ -44,27 +48,29 @@ def ap_summary(results) -> dict:
 def ap_by_dataset(results, datasets) -> dict:
     """``{test set: ap_summary}``: detectron2 nests the results by test set only when there are several."""
     nested = {datasets[0]: results} if len(datasets) == 1 else (results or {})
-    return {name: ap_summary(nested.get(name)) for name in datasets}
+    missing = [name for name in datasets if name not in nested]
+    if missing:
+        raise RuntimeError(f"detectron2's evaluation returned no results for {missing} (got {sorted(nested)})")
+    return {name: ap_summary(nested[name]) for name in datasets}
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config-file", default=str(DEFAULT_CONFIG))
-    parser.add_argument("--data", type=Path, default=REAL_MINI_ROOT)
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from OUTPUT_DIR's last checkpoint (no before-training evaluation then)")
+def main(argv=None):
+    parser = default_argument_parser(epilog=__doc__)
+    parser.set_defaults(config_file=str(DEFAULT_CONFIG))
+    parser.add_argument("--data", type=Path, default=real_mini_root(),
+                        help="the real mini set (built there if missing; default $SSN_REAL_MINI or datasets/real_mini)")
     parser.add_argument("--ce", action="store_true", help="add Channel Equilibrium to the ResNet (MODEL.RESNETS.CE)")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
-    args = parser.parse_args()
-    args.eval_only, args.num_gpus = False, 1
+    args = parser.parse_args(argv)
+    if args.eval_only or args.num_gpus != 1 or args.num_machines != 1:
+        parser.error("the real-mini job trains and evaluates in one process: use tools/train_net.py for "
+                     "--eval-only and several processes")
     if not torch.cuda.is_available():
         args.opts = ["MODEL.DEVICE", "cpu", *args.opts]
     if args.ce:
         args.opts = ["MODEL.RESNETS.CE.ENABLED", "True", *args.opts]
 
-    if not (args.data / "annotations" / "instances_heldout.json").exists():
-        write_coco(args.data, heldout=True)
-    sd.register_real_mini(args.data)  # before setup(), which registers REAL_MINI_ROOT only if not yet done
+    prepare_real_mini(args.data)
+    sd.register_real_mini(args.data)  # before setup(), which registers real_mini_root() only if not yet done
     cfg = setup(args)
 
     trainer = Trainer(cfg)

@@ -1,66 +1,10 @@
-"""Evaluate a trained mmseg / mmdet / mmaction2 checkpoint with the SN/SSN plugin loaded.
+"""Evaluate a trained mmseg / mmdet / mmaction2 checkpoint with the SN/SSN plugin (the job is
+:mod:`ssn_plugins.openmmlab.evaluate`; ``--help`` lists the options).
 
     python tools/mm_test.py CONFIG work_dirs/x/iter_80000.pth
-    python tools/mm_test.py CONFIG CHECKPOINT --tta              # mmseg's multi-scale + flip test (the papers' "ms")
-    python tools/mm_test.py CONFIG CHECKPOINT --moving-average   # keep the checkpoint's running statistics
-
-By default SN/SSN/BN statistics are first recomputed as averages over training batches
-(``BatchAverageStatisticsHook`` in the config; it needs the config's train data). ``--tta`` runs the
-config's ``tta_pipeline`` (mmseg's dataset bases: scales 0.5-1.75 and flips) through its ``tta_model``
-(``SegTTAModel``), as mmseg's own ``tools/test.py --tta``. The metrics are appended, with the checkpoint
-and whether TTA was on, to ``WORK_DIR/test_results.json`` (one JSON object per line), which
-``tools/leaderboard.py`` reads. The checkpoint is read with full unpickling (mmengine's files need it on
-torch >= 2.6): use files you trust.
+    python tools/mm_test.py CONFIG CHECKPOINT --tta              # mmseg's multi-scale + flip test
 """
-import argparse
-import json
-import os.path as osp
-
-from ssn_plugins.openmmlab.checkpoint import trusted_checkpoints
-from ssn_plugins.openmmlab.runner import add_runner_arguments, build_runner, load_config, parse
-
-TEST_RESULTS = "test_results.json"
-
-
-def use_tta(cfg) -> None:
-    """Swap in the config's test-time augmentation, as mmseg's tools/test.py --tta does."""
-    missing = [key for key in ("tta_pipeline", "tta_model") if cfg.get(key) is None]
-    if missing:
-        raise SystemExit(f"--tta needs {' and '.join(missing)} in the config (mmseg's dataset and runtime "
-                         f"bases define them)")
-    cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
-    cfg.tta_model.module = cfg.model
-    # the Runner would give the wrapper the config's top-level data_preprocessor, which replaces the model's
-    # own (its training crop size): batch-average statistics run training forwards and need the model's
-    cfg.tta_model.data_preprocessor = cfg.model.get("data_preprocessor")
-    cfg.model = cfg.tta_model
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config", help="test config file")
-    parser.add_argument("checkpoint", help="checkpoint file")
-    parser.add_argument("--tta", action="store_true", help="multi-scale and flip test (mmseg configs)")
-    parser.add_argument("--moving-average", action="store_true",
-                        help="test with the checkpoint's running statistics, not batch averages")
-    args = parse(add_runner_arguments(parser), argv)
-    cfg = load_config(args.config, args.work_dir, args.cfg_options, args.launcher)
-    cfg.load_from = args.checkpoint
-    if args.tta:
-        use_tta(cfg)
-    if args.moving_average:
-        cfg.custom_hooks = [h for h in cfg.get("custom_hooks", []) if h.get("type") != "BatchAverageStatisticsHook"]
-    runner = build_runner(cfg)
-    with trusted_checkpoints():
-        metrics = runner.test()
-    if runner.rank == 0:
-        record = {"checkpoint": osp.abspath(args.checkpoint), "tta": args.tta,
-                  "moving_average": args.moving_average,
-                  "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
-        with open(osp.join(cfg.work_dir, TEST_RESULTS), "a") as f:
-            f.write(json.dumps(record) + "\n")
-    return metrics
-
+from ssn_plugins.openmmlab.evaluate import main
 
 if __name__ == "__main__":
     main()

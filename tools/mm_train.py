@@ -1,38 +1,10 @@
-"""Train an mmseg / mmdet / mmaction2 model with the SN/SSN plugin loaded, as OpenMMLab's tools/train.py.
+"""Train an mmseg / mmdet / mmaction2 model with the SN/SSN plugin, as OpenMMLab's tools/train.py
+(the job is :mod:`ssn_plugins.openmmlab.train`; ``--help`` lists the options).
 
     python tools/mm_train.py configs/mmseg/deeplabv3/deeplabv3_r50-d8_ssn_8xb2-80k_cityscapes-512x1024.py
-    python tools/mm_train.py CONFIG --work-dir work_dirs/x --resume            # latest checkpoint in work_dir
-    python tools/mm_train.py CONFIG --resume work_dirs/x/iter_8000.pth --cfg-options train_cfg.max_iters=100
     torchrun --nproc-per-node 2 tools/mm_train.py CONFIG --launcher pytorch    # gloo on CPU, nccl on GPUs
-
-Checkpoints loaded for --resume and by ``load_from`` are read with full unpickling
-(mmengine's own files need it on torch >= 2.6); use files you trust.
 """
-import argparse
-
-from ssn_plugins.openmmlab.checkpoint import trusted_checkpoints
-from ssn_plugins.openmmlab.runner import add_runner_arguments, build_runner, load_config, parse
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config", help="train config file")
-    parser.add_argument("--resume", nargs="?", const="auto",
-                        help="resume from a checkpoint, or from the latest in the work dir when no path is given")
-    parser.add_argument("--amp", action="store_true", help="automatic mixed precision (AmpOptimWrapper)")
-    args = parse(add_runner_arguments(parser), argv)
-    cfg = load_config(args.config, args.work_dir, args.cfg_options, args.launcher)
-    if args.amp:
-        cfg.optim_wrapper.type = "AmpOptimWrapper"
-        cfg.optim_wrapper.setdefault("loss_scale", "dynamic")
-    if args.resume == "auto":
-        cfg.resume, cfg.load_from = True, None
-    elif args.resume is not None:
-        cfg.resume, cfg.load_from = True, args.resume
-    runner = build_runner(cfg)
-    with trusted_checkpoints():
-        runner.train()
-
+from ssn_plugins.openmmlab.train import main
 
 if __name__ == "__main__":
     main()

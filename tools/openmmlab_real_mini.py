@@ -1,118 +1,15 @@
 """OpenMMLab end to end on real annotated data, on CPU: mIoU (mmseg), COCO AP (mmdet) or top-1 (mmaction2)
-before and after.
+before and after (the job is :mod:`ssn_plugins.openmmlab.real_mini`).
 
     python tools/openmmlab_real_mini.py seg    # DeepLabV3 R18-D8 + SSN, mmseg's IoUMetric
     python tools/openmmlab_real_mini.py det    # Mask R-CNN R50-FPN + SSN, mmdet's CocoMetric (pycocotools)
     python tools/openmmlab_real_mini.py video  # I3D ResNet3d-50 + SSN3d, 10-clip test, mmaction2's AccMetric
     python tools/openmmlab_real_mini.py seg --cfg-options train_cfg.max_iters=10
     python tools/openmmlab_real_mini.py det --ce  # with Channel Equilibrium in the backbone (ResNetCE)
-
-It builds the real set if missing (tools/build_real_mini_seg.py / build_real_mini_coco.py /
-build_real_clips.py), evaluates the freshly initialised model, trains with the config's hooks (radius schedule, ratio
-scalars) and takes the training loop's final validation (both evaluations with batch-average
-statistics over training batches), and
-writes ``summary.json`` in the work directory: the metrics before and after and the seconds per
-training iteration (mmengine's IterTimerHook, first two iterations left out).
 """
-import argparse
-import json
-import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from mmengine.hooks import Hook
-
-from ssn_plugins import count_selections, describe_selection
-from ssn_plugins.datasets.real_clips import write_kinetics_style
-from ssn_plugins.datasets.real_mini import write_coco, write_segmentation
-from ssn_plugins.openmmlab.channel_equilibrium import with_channel_equilibrium
-from ssn_plugins.openmmlab.checkpoint import trusted_checkpoints
-from ssn_plugins.openmmlab.hooks import BatchAverageStatisticsHook, unwrap
-from ssn_plugins.openmmlab.runner import add_runner_arguments, build_runner, load_config, parse
-
-ROOT = Path(__file__).resolve().parents[1]
-TASKS = {
-    # task: (config, dataset root the config reads, writer, file that shows the set exists, reported metrics)
-    "seg": (ROOT / "configs/mmseg/real_mini/deeplabv3_r18-d8_ssn_real-mini-256x256.py", "datasets/real_mini_seg",
-            write_segmentation, "ann_dir/val", ("mIoU", "aAcc", "mAcc")),
-    "det": (ROOT / "configs/mmdet/real_mini/mask-rcnn_r50_fpn_ssn-all_real-mini.py", "datasets/real_mini",
-            write_coco, "annotations/instances_val.json", ("coco/bbox_mAP", "coco/segm_mAP")),
-    "video": (ROOT / "configs/mmaction/real_clips/i3d_r50_ssn3d_8xb4-8x1x1-200it_real-clips-rgb.py",
-              "datasets/real_clips", write_kinetics_style, "real_clips_val_list_videos.txt",
-              ("acc/top1", "acc/top2", "acc/mean1")),
-}
-
-
-def evaluate(runner, metric_names) -> dict:
-    """The config's validation set and evaluator on the untrained model, with batch-average statistics first.
-
-    Runs outside mmengine's ValLoop so no hook fires (before training, the
-    schedulers the val hooks step do not exist yet). A metric the evaluator
-    does not return (mmdet's CocoMetric returns nothing when there is no
-    detection at all) is 0, as COCO counts it.
-    """
-    loop = runner.val_loop  # builds the dataloader and evaluator from the config
-    for hook in runner.hooks:
-        if isinstance(hook, BatchAverageStatisticsHook):
-            hook.before_val(runner)
-    runner.model.eval()
-    with torch.no_grad():
-        for batch in loop.dataloader:
-            loop.evaluator.process(data_samples=runner.model.val_step(batch), data_batch=batch)
-    metrics = loop.evaluator.evaluate(len(loop.dataloader.dataset))
-    return {name: round(float(metrics.get(name, 0.0)), 4) for name in metric_names}
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("task", choices=sorted(TASKS))
-    parser.add_argument("--config", help="another config for the same task")
-    parser.add_argument("--ce", action="store_true",
-                        help="add Channel Equilibrium to the backbone (type ResNetCE / ResNet3dCE over the config's)")
-    args = parse(add_runner_arguments(parser), argv)
-    config, data_root, writer, marker, metric_names = TASKS[args.task]
-    cfg = load_config(str(args.config or config), args.work_dir, args.cfg_options, args.launcher)
-    if args.ce:
-        cfg.model.backbone = with_channel_equilibrium(cfg.model.backbone)
-    if not Path(data_root, marker).exists():  # the configs read it relative to the working directory
-        print(f"building the real {args.task} set in {data_root} ...")
-        writer(Path(data_root))
-    runner = build_runner(cfg)
-    final, validated = {}, []
-
-    class FinalMetrics(Hook):
-        """Keeps what the training loop's validation (it always runs after the last iteration) reports."""
-
-        def after_val_epoch(self, runner, metrics=None):
-            validated.append(runner.iter)
-            final.update(metrics or {})
-
-    runner.register_hook(FinalMetrics(), priority="LOWEST")
-    unwrap(runner.model).init_weights()  # as runner.train() does; it skips the second call
-    before = evaluate(runner, metric_names)
-    start = time.time()
-    with trusted_checkpoints():
-        runner.train()
-    seconds = time.time() - start
-    if not validated:  # the loop validates after its last iteration; an empty dict is "no detection" (COCO: 0)
-        raise SystemExit(f"the training loop reported no validation metrics (val_cfg / val_interval in {config}?)")
-    after = {name: round(float(final.get(name, 0.0)), 4) for name in metric_names}
-
-    times = runner.message_hub.get_scalar("train/time").data[0]
-    per_iteration = round(float(np.mean(times[2:])), 2) if len(times) > 2 else None
-    summary = {"task": args.task, "config": str(args.config or config.relative_to(ROOT)), "ce": args.ce,
-               "before": before, "after": after, "iterations": runner.iter,
-               "seconds_per_iteration": per_iteration, "seconds_train": round(seconds),
-               "selections": count_selections(describe_selection(unwrap(runner.model)))}
-    Path(cfg.work_dir, "summary.json").write_text(json.dumps(summary, indent=1))
-    print(f"\n{args.task}: before training {before}")
-    print(f"{args.task}: after {runner.iter} iterations {after}")
-    print(f"{args.task}: selected normalizers (SSN ratio vectors): {summary['selections']}")
-    print(f"{per_iteration} s per training iteration on this machine; {seconds:.0f} s for training and the final validation")
-    return summary
-
+from ssn_plugins.openmmlab.real_mini import main
 
 if __name__ == "__main__":
-    main()
+    main(configs=Path(__file__).resolve().parents[1] / "configs")

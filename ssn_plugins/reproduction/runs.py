@@ -186,7 +186,8 @@ _TIMESTAMP = re.compile(r"^\d{8}_\d{6}$")
 #: mmengine metric keys (val/test prefixes removed) -> (the papers' name, scale to percent)
 _MM_METRICS = {"mIoU": ("mIoU", 1.0), "coco/bbox_mAP": ("box AP", 100.0), "coco/segm_mAP": ("mask AP", 100.0),
                "acc/top1": ("top1", 100.0), "acc/top5": ("top5", 100.0)}
-_MM_TEST_RESULTS = "test_results.json"
+#: the file tools/mm_test.py appends its metrics to, in the work directory
+MM_TEST_RESULTS = "test_results.json"
 
 
 def _mm_config_file(folder: Path) -> Optional[Path]:
@@ -238,7 +239,7 @@ def read_mmengine(folder: Path) -> Run:
                 if metrics or ({"step", "time"} <= set(record) and "lr" not in record
                                and not any("loss" in k for k in record)):
                     run.evaluations.append(Evaluation(int(record["step"]), metrics))
-    results = folder / _MM_TEST_RESULTS
+    results = folder / MM_TEST_RESULTS
     if results.exists():
         try:
             records = _json_lines(results, folder)
