@@ -254,7 +254,8 @@ def to_detectron2(model: PublishedModel) -> Tuple[dict, List[str]]:
     convolution here), and with ``MODEL.RESNETS.CE.ENABLED`` for a CE model.
     """
     _check_v1(model, "detectron2")
-    stage = lambda m: f"res{int(m.group(1)) + 1}.{m.group(2)}."
+    def stage(m):
+        return f"res{int(m.group(1)) + 1}.{m.group(2)}."
     last_conv = "conv3" if DEPTHS[model.depth][0] == "bottleneck" else "conv2"
     rules = [
         (r"^conv1\.weight$", "stem.conv1.weight"),

@@ -78,7 +78,8 @@ def format_selection(rows: List[Dict]) -> str:
     width = max(len(r["name"]) for r in rows)
     lines = [f"{'layer':<{width}}  {'mean ratios':<24}  {'var ratios':<24}  selected"]
     for r in rows:
-        fmt = lambda ratios: " ".join(f"{c}={v:.2f}" for c, v in zip(r["candidates"], ratios))
+        def fmt(ratios, r=r):
+            return " ".join(f"{c}={v:.2f}" for c, v in zip(r["candidates"], ratios))
         if r["selection"] is None:
             chosen = "soft (SN)"
         else:

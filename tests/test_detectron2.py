@@ -45,7 +45,8 @@ import detectron2.modeling.roi_heads.box_head as box, detectron2.modeling.roi_he
 import detectron2.modeling.meta_arch.retinanet as retina, detectron2.modeling.meta_arch.semantic_seg as seg
 for where in (L, fpn, resnet, box, mask, retina, seg):
     assert isinstance(where.get_norm("SSN", 8), SparseSwitchNorm2d), where
-    assert isinstance(where.get_norm("SN", 8), SwitchNorm2d) and isinstance(where.get_norm("SyncSSN", 8), SyncSparseSwitchNorm2d)
+    assert isinstance(where.get_norm("SN", 8), SwitchNorm2d)
+    assert isinstance(where.get_norm("SyncSSN", 8), SyncSparseSwitchNorm2d)
     assert type(where.get_norm("GN", 64)).__name__ == "GroupNorm" and where.get_norm("", 8) is None
 import detectron2.engine.defaults as defaults, detectron2.modeling as modeling, detectron2.model_zoo.model_zoo as zoo
 for where in (defaults, modeling, zoo):
@@ -113,7 +114,8 @@ def batched_inputs(with_instances=(True, True), size=(128, 160)):
 def test_one_training_step_per_norm_variant(variant):
     torch.manual_seed(0)
     cfg = load_cfg(REPO / "configs" / "detectron2" / f"mask_rcnn_R_50_FPN_1x_{variant}.yaml",
-                   "MODEL.WEIGHTS", "", "MODEL.ROI_HEADS.NUM_CLASSES", "2", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
+                   "MODEL.WEIGHTS", "", "MODEL.ROI_HEADS.NUM_CLASSES", "2",
+                   "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
                    "MODEL.RPN.POST_NMS_TOPK_TRAIN", "64")
     model = build_model(cfg)
     model.train()
@@ -187,7 +189,8 @@ def test_radius_hook_follows_the_iteration_and_resumes():
             yield data
 
     trainer = SimpleTrainer(model, loader(), sd.build_ssn_optimizer(cfg, model))
-    trainer.register_hooks([h for h in sd.ssn_hooks(cfg, model, loader) if not isinstance(h, sd.BatchAverageStatistics)])
+    trainer.register_hooks([h for h in sd.ssn_hooks(cfg, model, loader)
+                            if not isinstance(h, sd.BatchAverageStatistics)])
     trainer.train(0, 2)
     layer = model.backbone.bottom_up.res2[0].conv1.norm
     assert float(layer.radius) == pytest.approx(0.1)  # set before iteration 1 of 10

@@ -82,7 +82,8 @@ def test_reopen_selection_lets_a_finetuning_run_select_again(workdir):
     torch.save({"model": sparse.state_dict()}, weights)
     env = {"SSN_REAL_MINI": str(workdir / "data")}
     out_dir = workdir / "reopen"
-    out = run([REPO / "tools" / "train_net.py", "--config-file", CONFIG, "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", weights,
+    out = run([REPO / "tools" / "train_net.py", "--config-file", CONFIG, "MODEL.DEVICE", "cpu",
+               "MODEL.WEIGHTS", weights,
                "MODEL.SSN.REOPEN_SELECTION", "True", "SOLVER.MAX_ITER", "2", "MODEL.SSN.RADIUS_END_ITER", "100",
                "MODEL.SSN.INFERENCE_STATS", "moving_average", "OUTPUT_DIR", out_dir, *SMALL], cwd=workdir, env=env)
     assert "re-opened the SSN selections" in out

@@ -259,7 +259,8 @@ def test_a_file_placed_by_hand_is_used(published_files, tmp_path, monkeypatch):
     # a file placed by hand that fails the release's MD5 is set aside, not used and not deleted
     wrong = cached(tmp_path, "downloads", "resnet50_ssn_8x16.pth")
     wrong.write_bytes(files["resnet50_ce.pth"])
-    with pytest.raises(model_zoo.ModelZooError, match="its MD5 is .* the release lists d7085632529a9b1945a28a4d3bf4cacb"):
+    with pytest.raises(model_zoo.ModelZooError,
+                       match="its MD5 is .* the release lists d7085632529a9b1945a28a4d3bf4cacb"):
         model_zoo.local_path("ssn://resnet50_ssn_8x16")
     assert not wrong.exists() and wrong.with_name("resnet50_ssn_8x16.pth.rejected").exists()
     # the SN release lists no MD5: a truncated file is caught by loading, and set aside too

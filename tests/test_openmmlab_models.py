@@ -30,7 +30,8 @@ def resized(sample, size):
     """``(image CHW uint8 tensor, label map, masks)`` of ``sample`` resized to ``size`` = (W, H)."""
     image = np.asarray(Image.fromarray(sample.image).resize(size, Image.BILINEAR))
     labels = np.asarray(Image.fromarray(label_map(sample)).resize(size, Image.NEAREST))
-    masks = np.stack([np.asarray(Image.fromarray(m.astype(np.uint8)).resize(size, Image.NEAREST)) for m in sample.masks])
+    masks = np.stack([np.asarray(Image.fromarray(m.astype(np.uint8)).resize(size, Image.NEAREST))
+                      for m in sample.masks])
     return torch.from_numpy(image.copy()).permute(2, 0, 1).contiguous(), labels, masks.astype(bool)
 
 
@@ -60,7 +61,8 @@ def test_segmentor_train_step(model_name, norm, samples):
     from mmseg.registry import MODELS
     from mmseg.structures import SegDataSample
 
-    cfg = Config.fromfile(str(CONFIGS / "mmseg" / model_name / f"{model_name}_r50-d8_{norm}_8xb2-80k_cityscapes-512x1024.py"))
+    config_name = f"{model_name}_r50-d8_{norm}_8xb2-80k_cityscapes-512x1024.py"
+    cfg = Config.fromfile(str(CONFIGS / "mmseg" / model_name / config_name))
     cfg.model.pretrained = None
     cfg.model.data_preprocessor.size = (64, 96)
     inputs, data_samples = [], []

@@ -219,5 +219,6 @@ def test_exactly_uniform_is_the_only_fallback():
         for value in (1.0, 0.1, 3.7, -2.0):
             z = torch.full((3,), value, dtype=dtype)
             assert sparsestmax(z, 0.3).argmax() == 0  # the deterministic fallback: towards the first candidate
-            z[1] = torch.nextafter(z[1], torch.tensor(100.0, dtype=dtype)) if dtype != torch.bfloat16 else z[1] + 2 ** -6
+            z[1] = (torch.nextafter(z[1], torch.tensor(100.0, dtype=dtype)) if dtype != torch.bfloat16
+                    else z[1] + 2 ** -6)
             assert sparsestmax(z, 0.3).argmax() == 1

@@ -16,7 +16,8 @@ def main():
     parser.add_argument("root", type=Path, nargs="?", default=Path("datasets/real_mini_seg"))
     args = parser.parse_args()
     for split, count in write_segmentation(args.root).items():
-        print(f"{split}: {count} images -> {args.root / 'img_dir' / split}, label maps in {args.root / 'ann_dir' / split}")
+        print(f"{split}: {count} images -> {args.root / 'img_dir' / split}, "
+              f"label maps in {args.root / 'ann_dir' / split}")
     print("classes:", ", ".join(f"{i}={name}" for i, name in enumerate(SEG_CLASSES)))
 
 

@@ -27,7 +27,8 @@ import ssn_plugins as S
 import ssn_plugins.detectron2 as sd
 from ssn_plugins.detectron2.trainer import Trainer, prepare_real_mini, real_mini_root, setup
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "detectron2" / "real_mini" / "mask_rcnn_R_50_FPN_ssn.yaml"
+DEFAULT_CONFIG = (Path(__file__).resolve().parents[1] / "configs" / "detectron2" / "real_mini"
+                  / "mask_rcnn_R_50_FPN_ssn.yaml")
 
 
 def ap_summary(results) -> dict:

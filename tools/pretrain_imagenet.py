@@ -253,7 +253,8 @@ def main(argv=None):
               f"{len(train)} images, {len(train.classes)} classes, {iters_per_epoch} iterations/epoch, "
               f"batch {args.per_gpu} x {ddp.world_size}, lr {args.lr:g}")
 
-    end_epoch = args.epochs if args.stop_after_epochs is None else min(args.epochs, start_epoch + args.stop_after_epochs)
+    end_epoch = (args.epochs if args.stop_after_epochs is None
+                 else min(args.epochs, start_epoch + args.stop_after_epochs))
     for epoch in range(start_epoch, end_epoch):
         net.train()
         loader = train_loader_for_epoch(train, train_sampler, args, epoch)

@@ -1,26 +1,48 @@
 #!/usr/bin/env bash
 # Installs (or reuses) the pinned ssn_plugins environment, then runs the given
-# command inside it:
+# command inside it, from the clone's root:
 #
 #   bash tools/with_env.sh python -m pytest
 #   bash tools/with_env.sh python tools/train_fashion_mnist.py
 #
-# The virtual environment lives outside the clone, under
-# $SSN_PLUGINS_CACHE (default ~/.cache/ssn_plugins), in a folder named after a
-# hash of requirements/stack.txt and of this script, so a change to either builds
-# a fresh one and an unchanged pair reuses it in seconds. Built wheels (mmcv) are
-# cached beside it and survive a rebuilt venv.
+# Prerequisites (README, Setup): Python 3.11 with its venv module and headers
+# (SSN_PLUGINS_PYTHON names another interpreter), a C++20 compiler (mmcv's ops
+# are built from source once), network access to PyPI; for some tests Debian's
+# package archive, and root for the Debian packages installed below.
+#
+# The virtual environment lives outside the clone, under $SSN_PLUGINS_CACHE
+# (default ~/.cache/ssn_plugins), in a folder named after a hash of
+# requirements/stack.txt, of the recipe below and of the interpreter's version,
+# so a change to any of them builds a fresh one and an unchanged set reuses it in
+# seconds. Clones share it: the command runs with this clone first on PYTHONPATH
+# (nothing is installed from a clone, so two clones never re-point each other).
+# Downloaded and built wheels (detectron2, mmcv) are cached beside it, each moved
+# into place only once complete and verified. A lock lets one first run build
+# while a concurrent one waits for it.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cache=${SSN_PLUGINS_CACHE:-$HOME/.cache/ssn_plugins}
 python=${SSN_PLUGINS_PYTHON:-python3.11}
-key=$(cat "$repo/requirements/stack.txt" "$repo/tools/with_env.sh" | sha256sum | cut -c1-16)
-venv="$cache/venv-$key"
-wheels="$cache/wheels"
 
 log() { printf '[with_env] %s\n' "$*" >&2; }
+die() { log "$*"; exit 2; }
 
+if ! command -v "$python" >/dev/null 2>&1; then
+  die "no '$python' on PATH: install Python 3.11 (Debian/Ubuntu: apt-get install python3.11 python3.11-venv" \
+      "python3.11-dev) or set SSN_PLUGINS_PYTHON to a Python 3.11 interpreter"
+fi
+pyversion=$("$python" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')
+case "$pyversion" in
+  3.11.*) ;;
+  3.10.*|3.12.*) log "Python $pyversion: the stack is pinned and tested on 3.11; trying anyway" ;;
+  *) die "$python is Python $pyversion; the pinned stack (torch 2.14, mmcv 2.1, detectron2 0.7) needs 3.11" \
+         "(3.10 and 3.12 untested): set SSN_PLUGINS_PYTHON" ;;
+esac
+"$python" -c 'import venv, ensurepip' 2>/dev/null ||
+  die "$python lacks the venv / ensurepip modules (Debian/Ubuntu: apt-get install python3.11-venv)"
+
+# >>> recipe (hashed into the environment's key with stack.txt and the interpreter's version)
 # detectron2 has no official PyPI release; sal-detectron2 0.7.2 is upstream main
 # (April 2024) packed as a cp310 wheel of pure-Python modules whose compiled _C we
 # do not need. Pinned by hash.
@@ -28,38 +50,55 @@ D2_WHEEL=sal_detectron2-0.7.2-cp310-none-any.whl
 D2_SHA256=491af0c7f79bdb2d178e46f6cb16a97c4ac968d45c41ea3f6b6435d59bbee561
 MMCV_VERSION=2.1.0
 
-install_detectron2() {
-  local tmp; tmp=$(mktemp -d)
+fetch_detectron2_wheel() {
+  # a cached wheel that fails its hash (a copy cut short by an older installer) is fetched again
+  if [ -f "$wheels/$D2_WHEEL" ] && ! echo "$D2_SHA256  $wheels/$D2_WHEEL" | sha256sum -c --quiet - 2>/dev/null; then
+    log "the cached $D2_WHEEL fails its SHA-256: fetching it again"
+    rm -f "$wheels/$D2_WHEEL"
+  fi
   if [ ! -f "$wheels/$D2_WHEEL" ]; then
     "$venv/bin/pip" download -q --no-deps --only-binary=:all: --python-version 3.10 \
-      -d "$tmp" sal-detectron2==0.7.2
-    mv "$tmp/$D2_WHEEL" "$wheels/$D2_WHEEL"
+      -d "$scratch/d2" sal-detectron2==0.7.2
+    echo "$D2_SHA256  $scratch/d2/$D2_WHEEL" | sha256sum -c --quiet - ||
+      die "the downloaded $D2_WHEEL does not match its pinned SHA-256"
+    mv "$scratch/d2/$D2_WHEEL" "$wheels/$D2_WHEEL"  # same file system: an atomic rename
   fi
-  echo "$D2_SHA256  $wheels/$D2_WHEEL" | sha256sum -c --quiet -
+}
+
+install_detectron2() {
+  fetch_detectron2_wheel
   # pip refuses a cp310 tag on 3.11; the wheel holds no 3.10-specific binary we load.
-  cp "$wheels/$D2_WHEEL" "$tmp/sal_detectron2-0.7.2-py3-none-any.whl"
-  "$venv/bin/pip" install -q --no-deps "$tmp/sal_detectron2-0.7.2-py3-none-any.whl"
+  cp "$wheels/$D2_WHEEL" "$scratch/sal_detectron2-0.7.2-py3-none-any.whl"
+  "$venv/bin/pip" install -q --no-deps "$scratch/sal_detectron2-0.7.2-py3-none-any.whl"
   # The wheel also ships a top-level `tools` package that would shadow ours.
   rm -rf "$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/tools"
-  rm -rf "$tmp"
 }
 
 build_mmcv() {
   # mmcv 2.1.0 is source-only on PyPI and its setup.py hard-codes -std=c++17,
-  # which torch 2.14's headers reject. Build it once with C++20 and cache the wheel.
-  local built; built=$(ls "$wheels"/mmcv-$MMCV_VERSION-*.whl 2>/dev/null | head -n1 || true)
+  # which torch 2.14's headers reject. Build it once with C++20 and cache the wheel
+  # (one per interpreter version: it holds compiled extensions).
+  local tag; tag=cp$("$venv/bin/python" -c 'import sys; print("%d%d" % sys.version_info[:2])')
+  local built; built=$(ls "$wheels"/mmcv-$MMCV_VERSION-$tag-*.whl 2>/dev/null | head -n1 || true)
+  if [ -n "$built" ] && ! "$venv/bin/python" -m zipfile -t "$built" >/dev/null 2>&1; then
+    log "the cached $(basename "$built") is not a complete wheel: building it again"
+    rm -f "$built"
+    built=
+  fi
   if [ -z "$built" ]; then
-    local tmp; tmp=$(mktemp -d)
+    command -v "${CXX:-g++}" >/dev/null 2>&1 || die "no C++ compiler (${CXX:-g++}) to build mmcv's ops: apt-get install g++"
     log "building mmcv $MMCV_VERSION with ops (about 8 minutes, once per cache)"
     "$venv/bin/pip" download -q --no-deps --no-binary=:all: --no-build-isolation \
-      -d "$tmp" mmcv==$MMCV_VERSION
-    tar -xzf "$tmp"/mmcv-$MMCV_VERSION.tar.gz -C "$tmp"
-    sed -i 's/-std=c++17/-std=c++20/g' "$tmp/mmcv-$MMCV_VERSION/setup.py"
-    (cd "$tmp/mmcv-$MMCV_VERSION" &&
+      -d "$scratch/mmcv" mmcv==$MMCV_VERSION
+    tar -xzf "$scratch"/mmcv/mmcv-$MMCV_VERSION.tar.gz -C "$scratch/mmcv"
+    sed -i 's/-std=c++17/-std=c++20/g' "$scratch/mmcv/mmcv-$MMCV_VERSION/setup.py"
+    (cd "$scratch/mmcv/mmcv-$MMCV_VERSION" &&
       MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-2} CFLAGS="-DNDEBUG -fwrapv -O2 -g0" \
-        "$venv/bin/pip" wheel -q --no-build-isolation --no-deps -w "$wheels" .)
-    rm -rf "$tmp"
-    built=$(ls "$wheels"/mmcv-$MMCV_VERSION-*.whl | head -n1)
+        "$venv/bin/pip" wheel -q --no-build-isolation --no-deps -w "$scratch/mmcv/dist" .)
+    local wheel; wheel=$(ls "$scratch"/mmcv/dist/mmcv-$MMCV_VERSION-*.whl | head -n1)
+    "$venv/bin/python" -m zipfile -t "$wheel" >/dev/null || die "the mmcv build gave a broken wheel: $wheel"
+    built="$wheels/$(basename "$wheel")"
+    mv "$wheel" "$built"
   fi
   "$venv/bin/pip" install -q --no-deps "$built"
 }
@@ -76,10 +115,7 @@ patch_mmaction() {
   fi
 }
 
-if [ ! -f "$venv/.complete" ]; then
-  log "creating $venv (first run on this machine: about 15 minutes)"
-  rm -rf "$venv"
-  mkdir -p "$cache" "$wheels"
+build_venv() {
   "$python" -m venv "$venv"
   "$venv/bin/pip" install -q --upgrade "pip<26" wheel
   "$venv/bin/pip" install -q -r "$repo/requirements/stack.txt"
@@ -92,7 +128,33 @@ import torch, torchvision, detectron2, mmengine, mmcv, mmcv.ops, mmseg, mmdet, m
 import detectron2.modeling, detectron2.evaluation  # noqa: F401
 import mmseg.models, mmdet.models, mmaction.models  # noqa: F401  (these load mmcv.ops)
 PY
-  touch "$venv/.complete"
+}
+# <<< recipe
+
+key=$( { cat "$repo/requirements/stack.txt"; sed -n '/^# >>> recipe/,/^# <<< recipe/p' "$repo/tools/with_env.sh";
+         echo "python $pyversion"; } | sha256sum | cut -c1-16)
+venv="$cache/venv-$key"
+wheels="$cache/wheels"
+mkdir -p "$cache" "$wheels"
+
+if [ ! -f "$venv/.complete" ]; then
+  exec 9>"$venv.lock"
+  if ! flock -n 9; then
+    log "another run is building $venv; waiting for it"
+    flock 9
+  fi
+  if [ ! -f "$venv/.complete" ]; then  # (the run we waited for may have finished it)
+    log "creating $venv with Python $pyversion (first run on this machine: about 15 minutes)"
+    scratch=$(mktemp -d "$cache/.scratch.XXXXXX")  # beside the wheel cache: moves from it are atomic renames
+    trap 'rm -rf "$scratch"' EXIT
+    rm -rf "$venv"
+    build_venv
+    touch "$venv/.complete"
+    rm -rf "$scratch"
+    trap - EXIT
+  fi
+  flock -u 9
+  exec 9>&-
 fi
 
 # Debian packages the tools and tests use outside Python: Chromium renders the
@@ -107,12 +169,6 @@ if ! command -v chromium >/dev/null 2>&1; then
   fi
 fi
 
-# The venv may be shared by several clones: point the editable install at this one.
-if [ "$(cd / && "$venv/bin/python" -c 'import os, ssn_plugins; print(os.path.dirname(os.path.dirname(os.path.realpath(ssn_plugins.__file__))))' 2>/dev/null)" != "$(realpath "$repo")" ]; then
-  log "installing $repo in editable mode"
-  "$venv/bin/pip" install -q --no-deps --no-build-isolation -e "$repo"
-fi
-
 [ $# -gt 0 ] || exit 0
 cd "$repo"
-PATH="$venv/bin:$PATH" exec "$@"
+PATH="$venv/bin:$PATH" PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" exec "$@"

@@ -39,7 +39,8 @@ def _complete(model: torch.nn.Module, cfg) -> torch.nn.Module:
 def _wrap(original: Callable) -> Callable:
     def build_model(cfg):
         """detectron2's ``build_model`` with ``cfg.MODEL.SSN``'s layer options in force during the build, then
-        Channel Equilibrium (``MODEL.RESNETS.CE.ENABLED``) and frozen SN/SSN layers in stages frozen by ``FREEZE_AT``."""
+        Channel Equilibrium (``MODEL.RESNETS.CE.ENABLED``) and frozen SN/SSN layers in stages frozen by
+        ``FREEZE_AT``."""
         with norm_options(cfg):
             model = original(cfg)
         return _complete(model, cfg)

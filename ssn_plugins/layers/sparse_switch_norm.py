@@ -246,7 +246,8 @@ class SparseSwitchNorm(SwitchNorm):
 
     # ------------------------------------------------------------------- ratios
     def _ratio_inputs_version(self) -> tuple:
-        """Changes whenever the logits or the radius are written or moved (optimizer steps, set_radius, loading, .to())."""
+        """Changes whenever the logits or the radius are written or moved (optimizer steps, set_radius, loading,
+        ``.to()``)."""
         return (self.mean_weight.data_ptr(), self.mean_weight._version, self.var_weight.data_ptr(),
                 self.var_weight._version, self.radius.data_ptr(), self.radius._version, tuple(self._selected))
 

@@ -255,7 +255,8 @@ class SwitchNorm(nn.Module):
         if (self.training and self._uses_batch_statistics() and self._process_group() is None
                 and x.shape[0] * positions == 1):
             if x.dim() == 2:
-                advice = "train with more than one sample per batch (or per process, with a Sync layer in a process group)"
+                advice = ("train with more than one sample per batch (or per process, with a Sync layer in a process "
+                          "group)")
             else:
                 advice = "build the layer with using_bn=False (IN and LN only)"
             if not isinstance(self, _Synchronized):
