@@ -1,11 +1,9 @@
-"""Shared test helpers."""
+"""Shared test helpers. Only torch at import: the core's tests run on a torch-only install; the photo and
+framework helpers import what they need when called."""
 import re
 from pathlib import Path
 
-import matplotlib
-import numpy as np
 import torch
-from PIL import Image
 from torch.func import functional_call
 
 import ssn_plugins as S
@@ -82,12 +80,18 @@ def trained_looking_norms(model: torch.nn.Module, seed: int = 0, fix_every: int 
     return model.eval()
 
 
-PHOTO = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+def photo_path() -> Path:
+    """A real photo (matplotlib's sample data)."""
+    import matplotlib
+    return Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
 
 
 def photo_batch(size=(128, 160), crops=2, seed=0) -> torch.Tensor:
     """Random crops of a real photograph, ImageNet-normalized, ``(crops, 3, H, W)``."""
-    image = torch.from_numpy(np.asarray(Image.open(PHOTO).convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
+    import numpy as np
+    from PIL import Image
+    image = torch.from_numpy(np.asarray(Image.open(photo_path()).convert("RGB"), dtype=np.float32) / 255)
+    image = image.permute(2, 0, 1)
     g = torch.Generator().manual_seed(seed)
     out = []
     for _ in range(crops):

@@ -216,7 +216,7 @@ def test_inductor_compiled_layer_matches_eager():
 def test_compiled_resnet_training_step_matches_eager():
     # a whole converted torchvision ResNet step (SSN with ratios batched across layers, as RadiusScheduler sets
     # it up): no graph break anywhere, and the same loss, gradients and running statistics as eager
-    import torchvision
+    torchvision = pytest.importorskip("torchvision")
     torch.manual_seed(0)
     models = []
     for _ in range(2):
@@ -247,8 +247,8 @@ def test_compiled_resnet_training_step_matches_eager():
 
 @pytest.mark.parametrize("name", ["SN", "SSN soft", "SSN fixed BN/LN"])
 def test_eval_layers_trace_and_export_without_the_export_call(name):
-    import onnx
-    import onnxruntime
+    onnx = pytest.importorskip("onnx")
+    onnxruntime = pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
     layer = _layers()[name]
     layer.train()

@@ -10,6 +10,12 @@ import pickle
 from pathlib import Path
 
 import pytest
+
+pytest.importorskip("detectron2")  # needs the full stack; a torch-only install runs the core tests
+pytest.importorskip("mmdet")
+pytest.importorskip("PIL")
+pytest.importorskip("numpy")
+
 import torch
 
 import ssn_plugins as S

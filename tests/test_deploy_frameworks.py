@@ -10,6 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+pytest.importorskip("numpy")  # needs the full stack; a torch-only install runs the core tests
+pytest.importorskip("PIL")
+
 import torch
 from PIL import Image
 

@@ -5,6 +5,9 @@ import sys
 from pathlib import Path
 
 import pytest
+
+pytest.importorskip("detectron2")  # needs the full stack; a torch-only install runs the core tests
+
 import torch
 from torch import nn
 import yaml
@@ -64,6 +67,7 @@ def test_norm_names_resolve_everywhere_whatever_the_import_order(order):
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: Path(p).stem)
 def test_every_shipped_config_builds(path):
     cfg = load_cfg(path)
@@ -110,6 +114,7 @@ def batched_inputs(with_instances=(True, True), size=(128, 160)):
     return batch
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["sn", "ssn", "syncssn", "gn", "frozenbn_ssnhead"])
 def test_one_training_step_per_norm_variant(variant):
     torch.manual_seed(0)

@@ -8,6 +8,11 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # pytest -m "not slow" leaves it out; CI runs it
+
+pytest.importorskip("detectron2")  # needs the full stack; a torch-only install runs the core tests
+
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "detectron2" / "real_mini" / "mask_rcnn_R_50_FPN_ssn.yaml"
 SMALL = ["INPUT.MIN_SIZE_TRAIN", "(160,)", "INPUT.MAX_SIZE_TRAIN", "224", "INPUT.MIN_SIZE_TEST", "160",

@@ -1,8 +1,12 @@
-"""The README's main job, end to end on the real Fashion-MNIST data, at a tiny size."""
+"""tools/train_fashion_mnist.py (the torch-only demo), end to end on the real Fashion-MNIST data, at a tiny size."""
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow  # pytest -m "not slow" leaves it out; CI runs it
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -18,6 +18,11 @@ import copy
 import onnx
 import onnxruntime
 import pytest
+
+pytest.importorskip("onnx")  # needs the full stack; a torch-only install runs the core tests
+pytest.importorskip("onnxruntime")
+pytest.importorskip("torchvision")
+
 import torch
 import torchvision
 from torch import nn

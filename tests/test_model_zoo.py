@@ -15,6 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+pytest.importorskip("numpy")  # needs the full stack; a torch-only install runs the core tests
+
 import torch
 
 import ssn_plugins as S
@@ -374,14 +377,14 @@ def test_eval_imagenet_tool_reports_accuracy_beside_the_published_figure(server,
     import sys
     from PIL import Image
 
-    from helpers import PHOTO
+    from helpers import photo_path
     from ssn_plugins.datasets.real_mini import load_annotated_images
 
     def eval_imagenet(*argv):  # the tool as a user runs it (the model comes from this test's cache)
         return subprocess.run([sys.executable, str(REPO / "tools" / "eval_imagenet.py"), *argv],
                               capture_output=True, text=True, timeout=600)
 
-    photos = [Image.open(PHOTO).convert("RGB"),
+    photos = [Image.open(photo_path()).convert("RGB"),
               Image.fromarray(next(s for s in load_annotated_images() if s.name == "voc").image)]
     staging = tmp_path / "staging"
     staging.mkdir()

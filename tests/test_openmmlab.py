@@ -5,6 +5,10 @@ import json
 import pickle
 
 import pytest
+
+pytest.importorskip("mmengine")  # needs the full stack; a torch-only install runs the core tests
+pytest.importorskip("mmcv")
+
 import torch
 from mmcv.cnn import build_norm_layer
 from mmengine.hooks import Hook

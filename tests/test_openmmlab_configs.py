@@ -3,12 +3,17 @@ import re
 from pathlib import Path
 
 import pytest
+
+pytest.importorskip("mmengine")  # needs the full stack; a torch-only install runs the core tests
+
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 from torch import nn
 
 import ssn_plugins as S
 from ssn_plugins import model_zoo
+
+pytestmark = pytest.mark.slow  # pytest -m "not slow" leaves it out; CI runs it
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SHIPPED = sorted(p for sub in ("mmseg", "mmdet") for p in (CONFIGS / sub).rglob("*.py") if "_base_" not in p.parts)

@@ -6,7 +6,12 @@ from pathlib import Path
 
 import pytest
 
+pytest.importorskip("mmengine")  # needs the full stack; a torch-only install runs the core tests
+
+
 from ssn_plugins.openmmlab import real_mini
+
+pytestmark = pytest.mark.slow  # pytest -m "not slow" leaves it out; CI runs it
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

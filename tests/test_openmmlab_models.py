@@ -4,6 +4,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+pytest.importorskip("mmengine")  # needs the full stack; a torch-only install runs the core tests
+pytest.importorskip("numpy")
+pytest.importorskip("PIL")
+
 import torch
 from mmengine.config import Config
 from mmengine.model import revert_sync_batchnorm
@@ -16,6 +21,8 @@ import ssn_plugins as S
 import ssn_plugins.openmmlab  # noqa: F401
 from ssn_plugins.openmmlab.channel_equilibrium import with_channel_equilibrium
 from ssn_plugins.datasets.real_mini import label_map, load_annotated_images
+
+pytestmark = pytest.mark.slow  # pytest -m "not slow" leaves it out; CI runs it
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SEG_NORMS = ["syncbn", "gn", "sn", "ssn", "syncssn"]

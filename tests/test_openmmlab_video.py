@@ -8,6 +8,10 @@ from unittest import mock
 
 import numpy as np
 import pytest
+
+pytest.importorskip("mmengine")  # needs the full stack; a torch-only install runs the core tests
+pytest.importorskip("numpy")
+
 import torch
 from mmengine.config import Config
 from mmengine.dataset import pseudo_collate

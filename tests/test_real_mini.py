@@ -3,6 +3,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+pytest.importorskip("numpy")  # needs the full stack; a torch-only install runs the core tests
+pytest.importorskip("pycocotools")
+
 from pycocotools.coco import COCO
 
 from ssn_plugins.datasets.real_mini import CATEGORIES, load_annotated_images, write_coco

@@ -14,6 +14,11 @@ import sys
 from pathlib import Path
 
 import pytest
+
+pytest.importorskip("detectron2")  # needs the full stack; a torch-only install runs the core tests
+pytest.importorskip("mmengine")
+pytest.importorskip("tensorboard")
+
 import torch
 
 import ssn_plugins as S

@@ -64,7 +64,7 @@ def test_d2_fixed_in_at_batch_one_on_1x1_maps_is_the_bias(training):
 
 
 def test_d2_converted_resnet18_fixed_on_in_evaluates_a_small_image():
-    import torchvision
+    torchvision = pytest.importorskip("torchvision")
     model = S.convert_norm(torchvision.models.resnet18(num_classes=10), "SSN")
     for m in S.sparse_layers(model.layer4):
         m.fix("mean", "IN")
@@ -525,7 +525,7 @@ def test_d6_small_ratio_updates_select_the_same_in_float32_and_float64():
 
 
 def test_d6_every_open_ratio_vector_of_mobilenet_gets_a_gradient_once_the_radius_grows():
-    import torchvision
+    torchvision = pytest.importorskip("torchvision")
 
     torch.manual_seed(0)
     model = S.convert_norm(torchvision.models.mobilenet_v3_small(num_classes=4), "SSN")

@@ -30,6 +30,7 @@ def brute_force_sparsemax(z: torch.Tensor) -> torch.Tensor:
     return best
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("radius", [0.0, 0.15, 0.3, 0.45, 0.6, 0.7, 0.78, 0.81])
 def test_no_grid_point_is_closer(radius):
     grid = simplex_grid(300)

@@ -10,6 +10,8 @@ from torch import nn
 
 import ssn_plugins as S
 
+pytestmark = pytest.mark.slow  # pytest -m "not slow" leaves it out; CI runs it
+
 
 LAYERS = {  # (spatial dims, sync) -> (SN, SSN, conv)
     (2, False): (S.SwitchNorm2d, S.SparseSwitchNorm2d, nn.Conv2d),
