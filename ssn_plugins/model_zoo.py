@@ -43,7 +43,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from . import checkpoints
+from . import cache, checkpoints
 
 __all__ = ["SCHEME", "LAYOUTS", "CatalogueEntry", "ModelZooError", "catalogue", "get_entry", "parse_url",
            "local_path", "download", "cache_root"]
@@ -116,7 +116,7 @@ def parse_url(url: str, default_layout: str) -> Tuple[str, str]:
 
 def cache_root() -> Path:
     """``$SSN_PLUGINS_CACHE/checkpoints`` (default ``~/.cache/ssn_plugins/checkpoints``)."""
-    return Path(os.environ.get("SSN_PLUGINS_CACHE") or Path.home() / ".cache" / "ssn_plugins") / "checkpoints"
+    return cache.cache_root() / "checkpoints"
 
 
 def _urls(entry: CatalogueEntry) -> List[str]:

@@ -11,10 +11,10 @@ from pathlib import Path
 from ssn_plugins.datasets.real_mini import SEG_CLASSES, write_segmentation
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root", type=Path, nargs="?", default=Path("datasets/real_mini_seg"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     for split, count in write_segmentation(args.root).items():
         print(f"{split}: {count} images -> {args.root / 'img_dir' / split}, "
               f"label maps in {args.root / 'ann_dir' / split}")

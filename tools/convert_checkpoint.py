@@ -69,7 +69,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", type=Path, help="a published SN/SSN/CE ResNet checkpoint")
     parser.add_argument("--to", nargs="+", choices=tuple(TARGETS) + ("all",), default=["all"])
-    parser.add_argument("-o", "--out", type=Path, required=True, help="output path prefix")
+    parser.add_argument("-o", "--output", "--out", type=Path, required=True, help="output path prefix")
     pool = parser.add_mutually_exclusive_group()
     pool.add_argument("--ceil-mode-pool", dest="ceil_mode_pool", action="store_true", default=None,
                       help="stem max-pool with padding 0 and ceil_mode (the SSN release; inferred by default)")
@@ -89,10 +89,10 @@ def main(argv=None):
         if args.openmmlab_norm:
             if targets != ("i3d",):
                 parser.error("--openmmlab-norm converts for I3D only: give --to i3d")
-            inflate_openmmlab(args.checkpoint, args.out, args.openmmlab_norm, args.depth, args.trust_pickle,
+            inflate_openmmlab(args.checkpoint, args.output, args.openmmlab_norm, args.depth, args.trust_pickle,
                               args.i3d_conv1_t, args.i3d_inflate_style)
             return
-        convert(args.checkpoint, args.out, targets, args.ceil_mode_pool, args.trust_pickle, args.i3d_conv1_t,
+        convert(args.checkpoint, args.output, targets, args.ceil_mode_pool, args.trust_pickle, args.i3d_conv1_t,
                 args.i3d_inflate_style)
     except ConversionError as e:
         sys.exit(f"conversion failed: {e}")

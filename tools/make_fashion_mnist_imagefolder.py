@@ -1,7 +1,7 @@
 """Write Fashion-MNIST as an ImageFolder tree (``train/<class>/*.png``, ``val/<class>/*.png``).
 
 The images come from Debian's ``dataset-fashion-mnist`` package (see
-fashion_mnist.py); ``val`` is the official 10k test split. Used to run
+ssn_plugins.datasets.fashion_mnist); ``val`` is the official 10k test split. Used to run
 tools/pretrain_imagenet.py on real data without ImageNet.
 
     python tools/make_fashion_mnist_imagefolder.py datasets/fashion_mnist_folder
@@ -13,7 +13,7 @@ from pathlib import Path
 import torchvision
 from tqdm import tqdm
 
-from fashion_mnist import DEFAULT_CACHE, fashion_mnist_root
+from ssn_plugins.datasets.fashion_mnist import fashion_mnist_root
 
 
 def write_split(dataset, out: Path, per_class=None) -> int:
@@ -35,14 +35,15 @@ def write_split(dataset, out: Path, per_class=None) -> int:
     return written
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", type=Path)
     parser.add_argument("--train-per-class", type=int, default=None, help="images per class (default: all)")
     parser.add_argument("--val-per-class", type=int, default=None)
-    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
-    args = parser.parse_args()
-    root = fashion_mnist_root(args.cache)
+    parser.add_argument("--data", "--cache", type=Path, default=None,
+                        help="where the decompressed Fashion-MNIST files go (default $SSN_PLUGINS_CACHE/data)")
+    args = parser.parse_args(argv)
+    root = fashion_mnist_root(args.data)
     for split, train, per_class in (("train", True, args.train_per_class), ("val", False, args.val_per_class)):
         dataset = torchvision.datasets.FashionMNIST(root, train=train, download=False)
         n = write_split(dataset, args.out / split, per_class)

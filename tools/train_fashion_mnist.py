@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 import ssn_plugins as S
 from ssn_plugins.checkpoints import save_atomically
-from fashion_mnist import DEFAULT_CACHE, fashion_mnist_root
+from ssn_plugins.datasets.fashion_mnist import fashion_mnist_root
 
 #: images per batch at which --base-lr applies; other batches scale it linearly
 BASE_BATCH = 64
@@ -112,7 +112,8 @@ def parse_args(argv=None):
     parser.add_argument("--stat-batches", type=int, default=50, help="batches for batch-average statistics")
     parser.add_argument("--stat-batch-size", type=int, default=None,
                         help="images per batch-average batch (default: --batch-size)")
-    parser.add_argument("--data", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--data", type=Path, default=None,
+                        help="where the decompressed Fashion-MNIST files go (default $SSN_PLUGINS_CACHE/data)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work-dir", type=Path, default=None, help="write config, checkpoints and metrics here")
     parser.add_argument("--resume", action="store_true", help="continue from WORK_DIR/last.pth if it exists")

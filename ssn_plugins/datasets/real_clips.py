@@ -25,6 +25,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ..cache import data_cache
 from .debian_source import download_orig_tarball, extract_members
 
 CLASSES = ("wave", "cartwheel", "soccer_juggling")
@@ -45,7 +46,7 @@ LAYOUTS = ("videos", "rawframes")
 
 
 def default_cache() -> Path:
-    return Path(os.environ.get("SSN_PLUGINS_CACHE", Path.home() / ".cache/ssn_plugins"), "data", DEBIAN_PACKAGE)
+    return data_cache() / DEBIAN_PACKAGE
 
 
 def source_clips(cache: Optional[Path] = None) -> Dict[Path, str]:
