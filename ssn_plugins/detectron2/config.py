@@ -23,9 +23,10 @@ def add_ssn_config(cfg) -> None:
     cfg.MODEL.SSN.OFFICIAL_COMPAT = False
     cfg.MODEL.SSN.MOMENTUM = 0.1             # PyTorch's convention, always (the authors' 0.997 is 0.003)
     cfg.MODEL.SSN.EPS = 1e-5
-    # SparsestMax radius: linear from 0 at START_ITER to 1 at END_ITER (-1: SOLVER.MAX_ITER)
+    # SparsestMax radius: linear from 0 at START_ITER to MAX_RADIUS at END_ITER (-1: SOLVER.MAX_ITER)
     cfg.MODEL.SSN.RADIUS_START_ITER = 0
     cfg.MODEL.SSN.RADIUS_END_ITER = -1
+    cfg.MODEL.SSN.MAX_RADIUS = 1.0           # the paper's; as OpenMMLab's SparsestMaxRadiusHook(max_radius)
     # finetuning from a sparse model keeps its selections unless this re-opens them
     cfg.MODEL.SSN.REOPEN_SELECTION = False
     # optimizer: ratio logits at BASE_LR * RATIO_LR_FACTOR, with RATIO_WEIGHT_DECAY, clipped at RATIO_CLIP

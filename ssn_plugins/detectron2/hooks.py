@@ -25,8 +25,8 @@ def recompute_detection_statistics(model: torch.nn.Module, batches, num_iter: in
 class RadiusSchedule(HookBase):
     """Sets the SparsestMax radius from the trainer's iteration before every step (a resumed run goes on)."""
 
-    def __init__(self, model: torch.nn.Module, start_iter: int, end_iter: int):
-        self.scheduler = RadiusScheduler(model, total_iters=end_iter, start_iter=start_iter)
+    def __init__(self, model: torch.nn.Module, start_iter: int, end_iter: int, max_radius: float = 1.0):
+        self.scheduler = RadiusScheduler(model, total_iters=end_iter, start_iter=start_iter, max_radius=max_radius)
 
     def before_step(self):
         state = self.scheduler.step(self.trainer.iter)
@@ -109,7 +109,7 @@ def ssn_hooks(cfg, model: torch.nn.Module, train_loader_factory):
     hooks = []
     if sparse_layers(model):
         end = ssn.RADIUS_END_ITER if ssn.RADIUS_END_ITER > 0 else cfg.SOLVER.MAX_ITER
-        hooks.append(RadiusSchedule(model, ssn.RADIUS_START_ITER, end))
+        hooks.append(RadiusSchedule(model, ssn.RADIUS_START_ITER, end, ssn.MAX_RADIUS))
     if ssn.INFERENCE_STATS == "batch_average" and layers_with_batch_statistics(model):
         hooks.append(BatchAverageStatistics(cfg.TEST.EVAL_PERIOD, model, train_loader_factory(),
                                             ssn.BATCH_AVERAGE_ITERS))
