@@ -38,7 +38,9 @@ def test_main_job_reports_ap_before_and_after(workdir):
     assert re.search(r"COCO AP on the real mini set after 2 iterations: box [\d.]+, mask [\d.]+", out)
     assert "normalizer per layer" in out and "backbone.bottom_up.res2.0.conv1.norm" in out
     summary = json.loads((workdir / "main" / "real_mini_summary.json").read_text())
-    assert set(summary["ap_before"]) == {"bbox", "segm"} and summary["iterations"] == 2
+    assert set(summary["ap_before"]) == {"bbox", "segm", "detected"} and summary["iterations"] == 2
+    for ap in (summary["ap_before"], summary["ap_after"]):  # COCO's 0 only where nothing was detected
+        assert ap["detected"] or ap["bbox"] == ap["segm"] == 0.0
     assert sum(summary["selections"]["mean"].values()) == 69 and "selected normalizers" in out
 
 

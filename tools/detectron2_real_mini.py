@@ -32,18 +32,21 @@ DEFAULT_CONFIG = (Path(__file__).resolve().parents[1] / "configs" / "detectron2"
 
 
 def ap_summary(results) -> dict:
-    """``{"bbox": AP, "segm": AP}`` from detectron2's results for the one test set (it returns them unnested).
+    """``{"bbox": AP, "segm": AP, "detected": bool}`` from detectron2's results for one test set.
 
-    A model that detects nothing gets NaN from COCOEvaluator (it runs no COCOeval): its AP is 0, as COCO
-    counts it when there are ground-truth instances. Results without a task's AP are an error.
+    A model that detects nothing gets a NaN box AP and no mask AP from COCOEvaluator (it runs no COCOeval):
+    its AP is 0, as COCO counts it when there are ground-truth instances, and ``detected`` is False. Results
+    without a box AP, or with a box AP but no mask AP, mean the evaluation did not run as it should: an error.
     """
     def ap(task):
         if not isinstance((results or {}).get(task), dict) or "AP" not in results[task]:
             raise RuntimeError(f"detectron2's evaluation returned no {task} AP (results: {results!r})")
-        value = float(results[task]["AP"])
-        return 0.0 if math.isnan(value) else round(value, 2)
+        return float(results[task]["AP"])
 
-    return {"bbox": ap("bbox"), "segm": ap("segm")}
+    box = ap("bbox")
+    if math.isnan(box):
+        return {"bbox": 0.0, "segm": 0.0, "detected": False}
+    return {"bbox": round(box, 2), "segm": round(ap("segm"), 2), "detected": True}
 
 
 def ap_by_dataset(results, datasets) -> dict:
@@ -101,12 +104,14 @@ def main(argv=None):
                "selections": S.count_selections(rows)}
     Path(cfg.OUTPUT_DIR, "real_mini_summary.json").write_text(json.dumps(summary, indent=1))
     print()
+    def line(ap):
+        return f"box {ap['bbox']}, mask {ap['segm']}" + ("" if ap["detected"] else " (nothing detected)")
+
     for name in datasets:
         where = "the real mini set" if name == primary else name
         if before is not None:
-            print(f"COCO AP on {where} before training: box {before[name]['bbox']}, mask {before[name]['segm']}")
-        print(f"COCO AP on {where} after {iterations} iterations: box {after[name]['bbox']}, "
-              f"mask {after[name]['segm']}")
+            print(f"COCO AP on {where} before training: {line(before[name])}")
+        print(f"COCO AP on {where} after {iterations} iterations: {line(after[name])}")
     print(f"selected normalizers (SSN ratio vectors): {summary['selections']}")
     timing = "too few iterations to time" if per_iteration is None else f"{per_iteration} s per training iteration"
     print(f"{timing} on this machine; {seconds:.0f} s for training with the final batch averaging and evaluation")
