@@ -8,11 +8,12 @@ random running statistics), is saved as a checkpoint, and must give the same out
 import importlib.util
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 pytest.importorskip("numpy")  # needs the full stack; a torch-only install runs the core tests
 pytest.importorskip("PIL")
+
+import numpy as np
 
 import torch
 from PIL import Image

@@ -15,13 +15,14 @@ outputs are their pooled 2048-d features: a random classification head sums
 """
 import copy
 
-import onnx
-import onnxruntime
 import pytest
 
 pytest.importorskip("onnx")  # needs the full stack; a torch-only install runs the core tests
 pytest.importorskip("onnxruntime")
 pytest.importorskip("torchvision")
+
+import onnx
+import onnxruntime
 
 import torch
 import torchvision

@@ -13,10 +13,11 @@ import re
 import threading
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 pytest.importorskip("numpy")  # needs the full stack; a torch-only install runs the core tests
+
+import numpy as np
 
 import torch
 

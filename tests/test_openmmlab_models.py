@@ -2,12 +2,13 @@
 on real annotated images (the real mini set's sources)."""
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 pytest.importorskip("mmengine")  # needs the full stack; a torch-only install runs the core tests
 pytest.importorskip("numpy")
 pytest.importorskip("PIL")
+
+import numpy as np
 
 import torch
 from mmengine.config import Config

@@ -6,11 +6,12 @@ import sys
 from pathlib import Path
 from unittest import mock
 
-import numpy as np
 import pytest
 
 pytest.importorskip("mmengine")  # needs the full stack; a torch-only install runs the core tests
 pytest.importorskip("numpy")
+
+import numpy as np
 
 import torch
 from mmengine.config import Config

@@ -1,11 +1,12 @@
 """The real mini sets (COCO instances, mmseg semantic segmentation): their masks are the packages' human annotations."""
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 pytest.importorskip("numpy")  # needs the full stack; a torch-only install runs the core tests
 pytest.importorskip("pycocotools")
+
+import numpy as np
 
 from pycocotools.coco import COCO
 
