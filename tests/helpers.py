@@ -1,6 +1,9 @@
 """Shared test helpers. Only torch at import: the core's tests run on a torch-only install; the photo and
 framework helpers import what they need when called."""
+import contextlib
+import os
 import re
+import sys
 from pathlib import Path
 
 import torch
@@ -8,6 +11,31 @@ from torch.func import functional_call
 
 import ssn_plugins as S
 from ssn_plugins.models import ResNet
+
+
+@contextlib.contextmanager
+def gloo_worker(rank: int, world: int, init_file: str):
+    """The gloo process group of an ``mp.spawn`` test worker.
+
+    After a clean run the worker waits for the others, destroys the group and
+    leaves with ``os._exit(0)``, skipping the interpreter's teardown, where
+    gloo's background threads can abort a finished process ("terminate called
+    without an active exception"): that failed one CI run whose results were
+    already written and correct. An error propagates as usual (a non-zero exit
+    that ``mp.spawn`` reports).
+    """
+    import torch.distributed as dist
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        yield
+        dist.barrier()  # neither process tears gloo down while the other still talks to it
+    except BaseException:
+        dist.destroy_process_group()
+        raise
+    dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 #: an input shape per spatial rank (1-, 2- and 3-d layers), C = 4

@@ -18,7 +18,7 @@ from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from detectron2.structures import BitMasks, Boxes, Instances
 
-from helpers import photo_batch
+from helpers import gloo_worker, photo_batch
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p for p in glob.glob(str(REPO / "configs" / "detectron2" / "*.yaml")) if "Base-" not in p)
@@ -295,15 +295,10 @@ def test_layers_fixed_on_in_handle_images_without_instances_and_without_detectio
 
 
 def _pooled_detection_stats_worker(rank, world, init_file, out_dir):
-    import torch.distributed as dist
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
+    with gloo_worker(rank, world, init_file):
         model = _detection_stats_model()
         sd.recompute_detection_statistics(model, iter(_detection_stats_batches()[2 * rank:2 * rank + 2]), 2)
         torch.save({n: b.clone() for n, b in model.named_buffers() if "running" in n}, f"{out_dir}/stats{rank}.pt")
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
 
 
 def _detection_stats_model():

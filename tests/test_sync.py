@@ -4,11 +4,11 @@ import os
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
 import ssn_plugins as S
+from helpers import gloo_worker
 
 pytestmark = pytest.mark.slow  # pytest -m "not slow" leaves it out; CI runs it
 
@@ -51,14 +51,11 @@ def run(model, x, weights):
 
 
 def _worker(rank, world, init_file, out_dir, x, weights, sizes):
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
+    with gloo_worker(rank, world, init_file):
         start = sum(sizes[:rank])
         part = slice(start, start + sizes[rank])
         result = run(build(sync=True, dims=x.dim() - 2), x[part], weights[part])
         torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.parametrize("sizes, dims", [((3, 3), 2), ((5, 1), 2), ((6, 0), 2), ((1, 3), 3)],
@@ -115,8 +112,7 @@ def _stats_batches():
 
 
 def _pooled_stats_worker(rank, world, init_file, out_dir):
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
+    with gloo_worker(rank, world, init_file):
         model = _stats_model()
         S.recompute_batch_statistics(model, _stats_batches()[2 * rank:2 * rank + 2])  # pools by default
         own = _stats_model()
@@ -124,9 +120,6 @@ def _pooled_stats_worker(rank, world, init_file, out_dir):
         for name, buffers in (("stats", model), ("own", own)):
             torch.save({n: b.clone() for n, b in buffers.named_buffers() if "running" in n},
                        os.path.join(out_dir, f"{name}{rank}.pt"))
-        dist.barrier()  # neither process tears gloo down while the other still talks to it
-    finally:
-        dist.destroy_process_group()
 
 
 def test_batch_averages_pooled_across_two_processes_equal_one_process(tmp_path):
