@@ -109,15 +109,17 @@ def trained_looking_norms(model: torch.nn.Module, seed: int = 0, fix_every: int 
 
 
 def photo_path() -> Path:
-    """A real photo (matplotlib's sample data)."""
-    import matplotlib
+    """A real photo (matplotlib's sample data; the test is skipped on a torch-only install)."""
+    import pytest
+    matplotlib = pytest.importorskip("matplotlib")
     return Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
 
 
 def photo_batch(size=(128, 160), crops=2, seed=0) -> torch.Tensor:
     """Random crops of a real photograph, ImageNet-normalized, ``(crops, 3, H, W)``."""
-    import numpy as np
-    from PIL import Image
+    import pytest
+    np = pytest.importorskip("numpy")
+    Image = pytest.importorskip("PIL.Image")
     image = torch.from_numpy(np.asarray(Image.open(photo_path()).convert("RGB"), dtype=np.float32) / 255)
     image = image.permute(2, 0, 1)
     g = torch.Generator().manual_seed(seed)

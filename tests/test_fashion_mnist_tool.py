@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+pytest.importorskip("torchvision")  # needs the full stack; a torch-only install runs the core tests
+
 pytestmark = pytest.mark.slow  # pytest -m "not slow" leaves it out; CI runs it
 
 REPO = Path(__file__).resolve().parents[1]
