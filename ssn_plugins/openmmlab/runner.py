@@ -46,10 +46,7 @@ def load_config(path: str, work_dir: Optional[str] = None, cfg_options: Optional
             cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None,
                                          broadcast_buffers=False,
                                          find_unused_parameters=cfg.get("find_unused_parameters", False))
-    imports = cfg.get("custom_imports", {}).get("imports", [])
-    if "ssn_plugins.openmmlab" not in imports:
-        import ssn_plugins.openmmlab  # noqa: F401  (a config without the plugin base still gets the layers)
-    return cfg
+    return cfg  # (the layers are registered: importing this module ran ssn_plugins.openmmlab's registration)
 
 
 def build_runner(cfg: Config) -> Runner:
