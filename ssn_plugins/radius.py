@@ -71,11 +71,12 @@ def set_radius(model: nn.Module, radius: float) -> Dict[str, int]:
     newly_fixed = 0
     if entries:
         with torch.no_grad():
-            by_group = {}
-            for key, ratios in entries:
-                by_group.setdefault((ratios.device, ratios.shape[0]), []).append((key, ratios))
             names = {id(m): name for name, m in model.named_modules()}
             layer_of = {id(m): m for m in layers}
+            by_group = {}  # the groups of precompute_ratios' batched calls
+            for (layer_id, v), ratios in entries:
+                logits = layer_of[layer_id].ratio_logits(v)
+                by_group.setdefault((logits.device, logits.dtype, logits.shape[0]), []).append(((layer_id, v), ratios))
             for group in by_group.values():
                 ratios = torch.stack([r.detach() for _, r in group])
                 logits = torch.stack([layer_of[key[0]].ratio_logits(key[1]) for key, _ in group])

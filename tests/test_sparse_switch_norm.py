@@ -290,3 +290,20 @@ def test_selected_in_on_one_value_per_channel_is_defined():
     out = fixed(x)
     torch.testing.assert_close(out, torch.arange(8.0).view(1, 8, 1, 1).expand(4, 8, 1, 1), atol=1e-4, rtol=0)
     torch.testing.assert_close(out, general(x), atol=1e-4, rtol=0)  # rounding of x - mean, over sqrt(eps)
+
+
+def test_set_radius_with_layers_of_two_dtypes_and_sizes():
+    """Layers in float32 and float64, with three and two candidates: one batched projection per kind, and
+    fixing a vector in one group leaves the other group's projection in use."""
+    net = nn.Sequential(S.SparseSwitchNorm2d(4), S.SparseSwitchNorm2d(4).double(),
+                        S.SparseSwitchNorm2d(4, candidates=("IN", "LN")))
+    with torch.no_grad():
+        net[0].mean_weight.copy_(torch.tensor([0.0, 3.0, 0.0]))  # one-hot early: fixed at radius 0.3
+    counts = S.set_radius(net, 0.3)
+    assert counts["newly_fixed"] == 1 and net[0].selection == ("LN", None)
+    assert not net[0].has_current_ratios()  # its group read the newly fixed logits: projected again
+    assert net[1].has_current_ratios() and net[2].has_current_ratios()
+    x = torch.randn(2, 4, 3, 3)
+    y = net[2](net[1](net[0](x).double()).float())
+    y.sum().backward()
+    assert net[0].mean_weight.grad is None and net[1].mean_weight.grad is not None
