@@ -13,8 +13,8 @@ from .layers import (NORM_TYPES, RATIO_PARAMETERS, ChannelEquilibrium, FrozenSwi
                      SwitchNorm1d, SwitchNorm2d, SwitchNorm3d, SyncSparseSwitchNorm, SyncSparseSwitchNorm1d,
                      SyncSparseSwitchNorm2d, SyncSparseSwitchNorm3d, SyncSwitchNorm, SyncSwitchNorm1d,
                      SyncSwitchNorm2d, SyncSwitchNorm3d)
-from .optim import (RATIO_CLIP, RATIO_LR_FACTOR, RATIO_WEIGHT_DECAY, clip_ratio_grad_norm, install_ratio_clipping,
-                    param_groups, ratio_parameters)
+from .optim import (RATIO_CLIP, RATIO_LR_FACTOR, RATIO_WEIGHT_DECAY, check_ratio_clip, clip_ratio_grad_norm,
+                    install_ratio_clipping, param_groups, ratio_parameters)
 from .radius import RadiusScheduler, batched_ratios, precompute_ratios, reopen_selections, set_radius, sparse_layers
 from .selection import (count_selections, describe_selection, describe_state_dict, format_selection, mean_ratios,
                         radius_scalars, ratio_scalars)

@@ -5,7 +5,7 @@ from typing import Dict, List, Optional
 import torch
 from torch import nn
 
-from .layers.sparse_switch_norm import _VECTORS, SparseSwitchNorm, precompute_ratios, read_selection_flags
+from .layers.sparse_switch_norm import RATIO_VECTORS, SparseSwitchNorm, precompute_ratios, read_selection_flags
 from .layers.switch_norm import RATIO_PARAMETERS
 from .sparsestmax import check_radius
 
@@ -90,7 +90,7 @@ def set_radius(model: nn.Module, radius: float) -> Dict[str, int]:
                                          f"{RATIO_PARAMETERS[v]} are not finite ({layer.ratio_logits(v).tolist()}); "
                                          f"the training diverged (lower the learning rate or check the loss)")
                     if is_one_hot:
-                        layer.fix(_VECTORS[v], layer.candidates[index])
+                        layer.fix(RATIO_VECTORS[v], layer.candidates[index])
                         fixed_here += 1
                 if fixed_here:
                     # the group's projection was one batched call that read the newly fixed logits, which must

@@ -85,6 +85,10 @@ def parse_args(argv=None):
         args.gpus, args.per_gpu = (int(v) for v in args.batch_setting.split(","))
     except ValueError:
         p.error(f"--batch-setting must be GPUS,IMAGES_PER_GPU, got {args.batch_setting!r}")
+    try:
+        S.check_ratio_clip(args.ratio_clip, "--ratio-clip")
+    except ValueError as e:
+        p.error(f"{e} (--no-ratio-clip)")
     if args.lr is None:
         args.lr = 0.1 * args.gpus * args.per_gpu / 256
     args.steps = [int(s) for s in args.steps.split(",") if s]

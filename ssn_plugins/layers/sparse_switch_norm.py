@@ -12,11 +12,11 @@ from .switch_norm import RATIO_PARAMETERS, SwitchNorm, SwitchNorm1d, SwitchNorm2
 __all__ = [
     "SparseSwitchNorm", "SparseSwitchNorm1d", "SparseSwitchNorm2d", "SparseSwitchNorm3d",
     "SyncSparseSwitchNorm", "SyncSparseSwitchNorm1d", "SyncSparseSwitchNorm2d", "SyncSparseSwitchNorm3d",
-    "precompute_ratios", "read_selection_flags",
+    "precompute_ratios", "read_selection_flags", "RATIO_VECTORS",
 ]
 
 #: the ratio vectors by name ("mean", "var"), in the order of RATIO_PARAMETERS
-_VECTORS = tuple(name[:-len("_weight")] for name in RATIO_PARAMETERS)
+RATIO_VECTORS = tuple(name[:-len("_weight")] for name in RATIO_PARAMETERS)
 
 
 def check_reopen_prior(prior: float, owner: str) -> float:
@@ -185,13 +185,13 @@ class SparseSwitchNorm(SwitchNorm):
 
     def fix(self, vector: str, candidate: str) -> None:
         """Fix the ``"mean"`` or ``"var"`` ratios on ``candidate`` (logits become one-hot)."""
-        if vector not in _VECTORS:
+        if vector not in RATIO_VECTORS:
             raise ValueError(f"{type(self).__name__}.fix: vector must be 'mean' or 'var', got {vector!r}")
         if candidate not in self.candidates:
             raise ValueError(f"{type(self).__name__}.fix: {candidate!r} is not a candidate of this layer; "
                              f"choose from {list(self.candidates)}")
         selected = list(self._selected)
-        selected[_VECTORS.index(vector)] = self.candidates.index(candidate)
+        selected[RATIO_VECTORS.index(vector)] = self.candidates.index(candidate)
         self._apply_selection(selected)
 
     def reopen_selection(self, prior: float = 0.0) -> None:
@@ -240,7 +240,7 @@ class SparseSwitchNorm(SwitchNorm):
                     self.ratio_logits(v).copy_(self.one_hot_logits(index))
                 elif old is not None:
                     self.ratio_logits(v).copy_((self.one_hot_logits(old) - 1.0 / k) * prior)
-                getattr(self, f"{_VECTORS[v]}_fixed").fill_(index is not None)
+                getattr(self, f"{RATIO_VECTORS[v]}_fixed").fill_(index is not None)
         self._selected = list(selected)
         self._precomputed = None
 
@@ -358,7 +358,8 @@ class SparseSwitchNorm(SwitchNorm):
             if index is not None:
                 destination[prefix + RATIO_PARAMETERS[v]] = self.one_hot_logits(index)
             # what is saved is what runs: the host-side selection, whatever was written into the flag buffers
-            destination[prefix + f"{_VECTORS[v]}_fixed"] = torch.tensor(index is not None, device=self.radius.device)
+            destination[prefix + f"{RATIO_VECTORS[v]}_fixed"] = torch.tensor(index is not None,
+                                                                             device=self.radius.device)
 
 
 def read_selection_flags(layers: Sequence[SparseSwitchNorm]) -> None:
@@ -405,7 +406,7 @@ def precompute_ratios(layers: Sequence[SparseSwitchNorm],
         for (layer, v), ratios in zip(entries, sparsestmax(logits, radii).unbind(0)):
             projected[id(layer), v] = ratios
     for layer in {id(layer): layer for entries in groups.values() for layer, _ in entries}.values():
-        layer.use_ratios([projected.get((id(layer), v)) for v in range(len(_VECTORS))])
+        layer.use_ratios([projected.get((id(layer), v)) for v in range(len(RATIO_VECTORS))])
     return projected
 
 
