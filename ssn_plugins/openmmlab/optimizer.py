@@ -91,7 +91,8 @@ class SSNOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         if self._ratio_count:
             print_log(f"SSNOptimWrapperConstructor: {self._ratio_count} SN/SSN ratio logits at "
                       f"lr x {self.ratio_lr_mult:g}, weight decay x {self.ratio_decay_mult:g}, "
-                      f"gradient norm clipped to {self.ratio_clip_grad}", logger="current")
+                      + ("gradient norm not clipped" if self.ratio_clip_grad is None
+                         else f"gradient norm clipped to {self.ratio_clip_grad:g}"), logger="current")
         if self._ratio_count:
             install_ratio_clipping(optim_wrapper.optimizer, model, self.ratio_clip_grad)
         return optim_wrapper
