@@ -114,8 +114,9 @@ def test_training_skips_a_video_that_breaks_after_the_scan(clips, tmp_path):
     with mock.patch.object(VD, "print_log") as log:
         sample = dataset[0]  # another video instead, never an exception
     assert sample["inputs"].shape == (1, 3, 8, 64, 64)
-    assert dataset.failures == 1
-    assert victim.name in log.call_args.args[0]
+    # mmengine redraws uniformly, so the broken video itself may come up again: each draw of it is one failure
+    assert dataset.failures == log.call_count >= 1
+    assert all(victim.name in call.args[0] for call in log.call_args_list)
     loader = torch.utils.data.DataLoader(dataset, batch_size=2, collate_fn=pseudo_collate)
     with mock.patch.object(VD, "print_log"):
         batches = list(loader)  # a whole epoch
