@@ -8,7 +8,6 @@ import pytest
 
 pytest.importorskip("mmengine")  # needs the full stack; a torch-only install runs the core tests
 
-
 from ssn_plugins.openmmlab import real_mini
 
 pytestmark = pytest.mark.slow  # pytest -m "not slow" leaves it out; CI runs it
@@ -16,9 +15,10 @@ pytestmark = pytest.mark.slow  # pytest -m "not slow" leaves it out; CI runs it
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-def run_job(*argv):
+def run_job(argv):
     """tools/openmmlab_real_mini.py's job, in this process."""
-    return real_mini.main(list(argv), configs=CONFIGS)
+    return real_mini.main(argv, configs=CONFIGS)
+
 
 #: the segmentation config at 128x128 crops instead of 256x256, for speed
 SMALL_CROPS = ["model.data_preprocessor.size=(128,128)", "train_dataloader.dataset.pipeline.3.crop_size=(128,128)"]
@@ -31,7 +31,7 @@ def in_tmp(tmp_path, monkeypatch):
 
 
 def test_deeplabv3_ssn_on_real_segmentation(in_tmp, capsys):
-    summary = run_job(*[
+    summary = run_job([
         "seg", "--work-dir", str(in_tmp / "seg"), "--cfg-options", "train_cfg.max_iters=3", *SMALL_CROPS,
         "custom_hooks.1.num_iters=2"])
     printed = capsys.readouterr().out  # the job's own report, read before anything here prints
@@ -55,7 +55,7 @@ def test_deeplabv3_ssn_on_real_segmentation(in_tmp, capsys):
 
 def test_real_segmentation_run_accepts_channel_equilibrium(in_tmp):
     """``--ce``: the same run with CE in the ResNet-18 backbone (stem and stages 1-3), which trains."""
-    summary = run_job(*[
+    summary = run_job([
         "seg", "--ce", "--work-dir", str(in_tmp / "seg_ce"), "--cfg-options", "train_cfg.max_iters=2", *SMALL_CROPS,
         "custom_hooks.1.num_iters=1"])
     assert summary["ce"] and summary["iterations"] == 2
@@ -68,7 +68,7 @@ def test_real_segmentation_run_accepts_channel_equilibrium(in_tmp):
 
 
 def test_mask_rcnn_ssn_on_real_instances(in_tmp, capsys):
-    summary = run_job(*[
+    summary = run_job([
         "det", "--work-dir", str(in_tmp / "det"), "--cfg-options", "train_cfg.max_epochs=1",
         "custom_hooks.1.num_iters=1"])
     printed = capsys.readouterr().out
@@ -94,7 +94,7 @@ def test_mask_rcnn_ssn_on_real_instances(in_tmp, capsys):
 
 def test_i3d_ssn3d_on_real_clips(in_tmp):
     """Kinetics-style real clips, the radius schedule, batch averages and ratio scalars in video training."""
-    summary = run_job(*[
+    summary = run_job([
         "video", "--work-dir", str(in_tmp / "video"), "--cfg-options", "train_cfg.max_iters=4",
         "custom_hooks.1.num_iters=2", "custom_hooks.3.interval=1", "default_hooks.logger.interval=1",
         "train_dataloader.dataset.pipeline.4.scale=(64,64)", "val_dataloader.dataset.pipeline.4.crop_size=64"])

@@ -49,6 +49,11 @@ def ap_summary(results) -> dict:
     return {"bbox": round(box, 2), "segm": round(ap("segm"), 2), "detected": True}
 
 
+def ap_line(ap: dict) -> str:
+    """How the job prints one :func:`ap_summary`."""
+    return f"box {ap['bbox']}, mask {ap['segm']}" + ("" if ap["detected"] else " (nothing detected)")
+
+
 def ap_by_dataset(results, datasets) -> dict:
     """``{test set: ap_summary}``: detectron2 nests the results by test set only when there are several."""
     nested = {datasets[0]: results} if len(datasets) == 1 else (results or {})
@@ -104,14 +109,11 @@ def main(argv=None):
                "selections": S.count_selections(rows)}
     Path(cfg.OUTPUT_DIR, "real_mini_summary.json").write_text(json.dumps(summary, indent=1))
     print()
-    def line(ap):
-        return f"box {ap['bbox']}, mask {ap['segm']}" + ("" if ap["detected"] else " (nothing detected)")
-
     for name in datasets:
         where = "the real mini set" if name == primary else name
         if before is not None:
-            print(f"COCO AP on {where} before training: {line(before[name])}")
-        print(f"COCO AP on {where} after {iterations} iterations: {line(after[name])}")
+            print(f"COCO AP on {where} before training: {ap_line(before[name])}")
+        print(f"COCO AP on {where} after {iterations} iterations: {ap_line(after[name])}")
     print(f"selected normalizers (SSN ratio vectors): {summary['selections']}")
     timing = "too few iterations to time" if per_iteration is None else f"{per_iteration} s per training iteration"
     print(f"{timing} on this machine; {seconds:.0f} s for training with the final batch averaging and evaluation")

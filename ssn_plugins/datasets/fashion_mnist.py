@@ -12,6 +12,8 @@ from ..cache import data_cache
 DEBIAN_PACKAGE = "dataset-fashion-mnist"
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+
+
 def fashion_mnist_root(cache: Optional[Path] = None) -> Path:
     """A torchvision ``FashionMNIST`` root holding the Debian package's files, decompressed.
 

@@ -93,6 +93,5 @@ class SSNOptimWrapperConstructor(DefaultOptimWrapperConstructor):
                       f"lr x {self.ratio_lr_mult:g}, weight decay x {self.ratio_decay_mult:g}, "
                       + ("gradient norm not clipped" if self.ratio_clip_grad is None
                          else f"gradient norm clipped to {self.ratio_clip_grad:g}"), logger="current")
-        if self._ratio_count:
             install_ratio_clipping(optim_wrapper.optimizer, model, self.ratio_clip_grad)
         return optim_wrapper
