@@ -1,13 +1,15 @@
 """Swapping normalization layers in an existing model."""
 import warnings
-from typing import Optional, Type
+from typing import Callable, Dict, Optional, Type
 
 import torch
 from torch import nn
 
 from .layers import NORM_TYPES, SwitchNorm
+from .layers.switch_norm import _Synchronized
 
-__all__ = ["convert_norm", "convert_sync", "NORM_TYPES", "CONVERTIBLE"]
+__all__ = ["convert_norm", "convert_sync", "NORM_TYPES", "CONVERTIBLE", "is_plain_norm", "register_norm_converter",
+           "unregister_norm_converter", "converted_layer", "target_class"]
 
 _RANK_OF_BN = {nn.BatchNorm1d: 1, nn.BatchNorm2d: 2, nn.BatchNorm3d: 3}
 _SYNC_OF = {plain: sync for plain, sync in zip(NORM_TYPES["SN"] + NORM_TYPES["SSN"],
@@ -57,22 +59,114 @@ def _replace_children(module: nn.Module, replace, memo: Optional[dict] = None) -
 #: What :func:`convert_norm` replaces by default.
 CONVERTIBLE = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)
 
+# The forwards of torch.nn's own norm classes: a subclass that keeps one of them computes a plain norm.
+_PLAIN_FORWARDS = (nn.modules.batchnorm._BatchNorm.forward, nn.SyncBatchNorm.forward, nn.GroupNorm.forward)
+
+# Converters for norm subclasses that compute more than the norm (timm's norm + activation layers), by exact
+# class: adapters register them (register_norm_converter); a subclass of a registered class is not covered.
+_CONVERTERS: Dict[type, Callable] = {}
+
+
+def is_plain_norm(module: nn.Module) -> bool:
+    """Whether ``module`` is a BatchNorm or GroupNorm whose forward is ``torch.nn``'s own.
+
+    A subclass that overrides ``forward`` (timm's ``BatchNormAct2d`` applies an
+    activation after the norm) computes something a norm layer alone does not:
+    :func:`convert_norm` converts it only through a registered converter, and
+    :func:`~ssn_plugins.for_inference` never folds it into a convolution.
+    """
+    return isinstance(module, CONVERTIBLE) and type(module).forward in _PLAIN_FORWARDS
+
+
+def register_norm_converter(norm_class: type, converter: Callable) -> None:
+    """Let :func:`convert_norm` convert instances of exactly ``norm_class`` with ``converter``.
+
+    ``converter(module, to, **kwargs)`` returns the replacement of ``module``
+    (usually :func:`converted_layer` of a class that keeps what ``module``
+    adds to the norm, such as its activation). Adapters register the norm
+    subclasses of their framework (``ssn_plugins.timm`` for timm's norm-act
+    layers); registering a class again replaces its converter.
+    """
+    if not (isinstance(norm_class, type) and issubclass(norm_class, CONVERTIBLE)):
+        raise TypeError(f"register_norm_converter: {norm_class!r} is not a BatchNorm or GroupNorm class")
+    _CONVERTERS[norm_class] = converter
+
+
+def unregister_norm_converter(norm_class: type) -> None:
+    """Undo :func:`register_norm_converter` for ``norm_class`` (nothing happens when it was not registered)."""
+    _CONVERTERS.pop(norm_class, None)
+
+
+def _bn_rank(module: nn.Module) -> int:
+    """1, 2 or 3 for a BatchNorm1d/2d/3d (or a subclass), 0 for any other norm (SyncBatchNorm, GroupNorm)."""
+    return next((rank for base, rank in _RANK_OF_BN.items() if isinstance(module, base)), 0)
+
+
+def target_class(module: nn.Module, to: str) -> Type[SwitchNorm]:
+    """The class of :data:`NORM_TYPES` that replaces norm ``module``: the ``…Nd`` one for a BatchNormNd."""
+    return NORM_TYPES[to][_bn_rank(module)]
+
+
+def converted_layer(module: nn.Module, cls: Type[SwitchNorm], **kwargs) -> SwitchNorm:
+    """A ``cls`` layer carrying over the state of BatchNorm or GroupNorm ``module`` (see :func:`convert_norm`).
+
+    ``kwargs`` go to ``cls`` and take precedence over what is carried over.
+    """
+    if isinstance(module, nn.modules.lazy.LazyModuleMixin) and module.has_uninitialized_params():
+        raise ValueError(f"convert_norm: {type(module).__name__} has not inferred its channel count yet; run one "
+                         f"forward pass before converting")
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        options = {"eps": module.eps, "affine": module.affine, "momentum": module.momentum,
+                   "track_running_stats": module.track_running_stats}
+        channels = module.num_features
+    else:
+        options = {"eps": module.eps, "affine": module.affine}
+        channels = module.num_channels
+    options.update(kwargs)
+    ref = module.weight if module.affine else next(module.buffers(), None)
+    new = cls(channels, **options, device=None if ref is None else ref.device)
+    with torch.no_grad():
+        if module.affine and new.affine:
+            new.weight.copy_(module.weight)
+            new.bias.copy_(module.bias)
+        if getattr(module, "running_mean", None) is not None and new.running_mean is not None:
+            new.running_mean.copy_(module.running_mean)
+            new.running_var.copy_(module.running_var)
+            if getattr(module, "num_batches_tracked", None) is not None:
+                new.num_batches_tracked.copy_(module.num_batches_tracked)
+    if ref is not None:
+        new.to(ref.dtype)
+    own = list(module.parameters(recurse=False))
+    if own and not any(p.requires_grad for p in own):
+        new.requires_grad_(False)
+    new.train(module.training)
+    return new
+
 
 def convert_norm(model: nn.Module, to: str = "SSN", layer_types: tuple = CONVERTIBLE, **kwargs) -> nn.Module:
     """Replace every BatchNorm (1d/2d/3d, SyncBatchNorm) and GroupNorm in ``model`` by SN/SSN layers.
 
     ``to`` is ``"SN"``, ``"SSN"``, ``"SyncSN"`` or ``"SyncSSN"``. BatchNormNd
-    becomes the matching ``…Nd`` class, SyncBatchNorm and GroupNorm the generic
-    one. Carried over: γ/β, ``eps``, the training mode, frozen parameters (a
-    layer none of whose parameters requires gradients becomes a layer none of
-    whose parameters, ratios included, does), sharing (one module used in two
-    places stays one module) and, from BatchNorm, ``momentum`` (``None`` too),
-    ``track_running_stats``, the running statistics and ``num_batches_tracked``.
-    ``kwargs`` go to the new layers' constructors and take precedence (e.g.
-    ``using_bn=False``, ``radius=0.0``); they are checked before anything is
-    replaced. Works in place on ``model``'s children and returns the model (or
-    the new layer if ``model`` itself is a norm layer), like
+    (and its subclasses) becomes the matching ``…Nd`` class, SyncBatchNorm and
+    GroupNorm the generic one. Carried over: γ/β, ``eps``, the training mode,
+    frozen parameters (a layer none of whose parameters requires gradients
+    becomes a layer none of whose parameters, ratios included, does), sharing
+    (one module used in two places stays one module), forward hooks and, from
+    BatchNorm, ``momentum`` (``None`` too), ``track_running_stats``, the
+    running statistics and ``num_batches_tracked``. ``kwargs`` go to the new
+    layers' constructors and take precedence (e.g. ``using_bn=False``,
+    ``radius=0.0``); they are checked before anything is replaced. Works in
+    place on ``model``'s children and returns the model (or the new layer if
+    ``model`` itself is a norm layer), like
     ``nn.SyncBatchNorm.convert_sync_batchnorm``. Warns when nothing was converted.
+
+    A subclass whose forward computes more than the norm (timm's
+    ``BatchNormAct2d`` applies its activation) is converted only by a
+    converter an adapter registered (:func:`register_norm_converter`;
+    ``import ssn_plugins.timm`` registers timm's norm-act layers, which then
+    keep their activation); any other such subclass raises a ``TypeError``
+    naming it before anything is replaced, since replacing it by a norm
+    layer would drop what it computes.
 
     ``layer_types`` narrows what is replaced. A ``BatchNorm1d`` that sees
     ``(N, C)`` features (after a ``Linear``) cannot use the IN candidate:
@@ -81,47 +175,28 @@ def convert_norm(model: nn.Module, to: str = "SSN", layer_types: tuple = CONVERT
     """
     if to not in NORM_TYPES:
         raise ValueError(f"convert_norm: unknown target {to!r}; choose from {list(NORM_TYPES)}")
-    classes = NORM_TYPES[to]
     try:  # a typo in a keyword fails here, not only once some layer is converted
-        classes[0](8, **kwargs)
+        NORM_TYPES[to][0](8, **kwargs)
     except TypeError as e:
         raise TypeError(f"convert_norm: {e}") from None
+    selected = [m for m in model.modules() if isinstance(m, layer_types) and isinstance(m, CONVERTIBLE)]
+    refused = sorted({f"{type(m).__module__}.{type(m).__qualname__}" for m in selected
+                      if not is_plain_norm(m) and type(m) not in _CONVERTERS})
+    if refused:
+        timm = any(name.startswith("timm.") for name in refused)
+        raise TypeError(
+            f"convert_norm: {', '.join(refused)} override the norm's forward (e.g. an activation after it), which a "
+            f"switchable norm layer would drop; " + ("import ssn_plugins.timm first, which converts timm's norm + "
+                                                     "activation layers keeping their activation, or " if timm else "")
+            + "register a converter for them (ssn_plugins.convert.register_norm_converter)")
     converted = []
 
     def replace(m: nn.Module):
-        if not isinstance(m, layer_types):
+        if not (isinstance(m, layer_types) and isinstance(m, CONVERTIBLE)):
             return None
-        if isinstance(m, nn.modules.lazy.LazyModuleMixin) and m.has_uninitialized_params():
-            raise ValueError(f"convert_norm: {type(m).__name__} has not inferred its channel count yet; run one "
-                             f"forward pass before converting")
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            cls = classes[_RANK_OF_BN.get(type(m), 0)]
-            options = {"eps": m.eps, "affine": m.affine, "momentum": m.momentum,
-                       "track_running_stats": m.track_running_stats}
-        elif isinstance(m, nn.GroupNorm):
-            cls = classes[0]
-            options = {"eps": m.eps, "affine": m.affine}
-        else:
-            return None
-        options.update(kwargs)
-        ref = m.weight if m.affine else next(m.buffers(), None)
-        new = cls(m.num_features if hasattr(m, "num_features") else m.num_channels, **options,
-                  device=None if ref is None else ref.device)
-        with torch.no_grad():
-            if m.affine and new.affine:
-                new.weight.copy_(m.weight)
-                new.bias.copy_(m.bias)
-            if getattr(m, "running_mean", None) is not None and new.running_mean is not None:
-                new.running_mean.copy_(m.running_mean)
-                new.running_var.copy_(m.running_var)
-                if getattr(m, "num_batches_tracked", None) is not None:
-                    new.num_batches_tracked.copy_(m.num_batches_tracked)
-        if ref is not None:
-            new.to(ref.dtype)
-        own = list(m.parameters(recurse=False))
-        if own and not any(p.requires_grad for p in own):
-            new.requires_grad_(False)
-        new.train(m.training)
+        converter = _CONVERTERS.get(type(m))
+        new = converter(m, to, **kwargs) if converter is not None else converted_layer(m, target_class(m, to),
+                                                                                       **kwargs)
         converted.append(new)
         return new
 
@@ -133,22 +208,48 @@ def convert_norm(model: nn.Module, to: str = "SSN", layer_types: tuple = CONVERT
 
 
 def _constructor_options(m: SwitchNorm) -> dict:
-    return {"eps": m.eps, "momentum": m.momentum, "candidates": m.candidates, "affine": m.affine,
-            "track_running_stats": m.track_running_stats, "official_compat": m.official_compat}
+    options = {"eps": m.eps, "momentum": m.momentum, "candidates": m.candidates, "affine": m.affine,
+               "track_running_stats": m.track_running_stats, "official_compat": m.official_compat,
+               "double_backward": m.double_backward}
+    if hasattr(m, "_initial_radius"):  # SSN: the radius reset_parameters() returns to (the buffer is copied)
+        options["radius"] = m._initial_radius
+    return options
+
+
+def sync_class(m: SwitchNorm) -> Optional[Type[SwitchNorm]]:
+    """The synchronised counterpart of ``m``'s class (``None`` for a layer already synchronised).
+
+    A subclass of ours names its counterpart in a ``sync_variant`` class
+    attribute (``ssn_plugins.timm``'s norm + activation layers do).
+    """
+    if isinstance(m, _Synchronized):
+        return None
+    counterpart = _SYNC_OF.get(type(m)) or type(m).__dict__.get("sync_variant")
+    if counterpart is None:
+        raise TypeError(f"convert_sync: {type(m).__module__}.{type(m).__qualname__} has no synchronised "
+                        f"counterpart; give the class a sync_variant attribute naming one")
+    return counterpart
 
 
 def convert_sync(model: nn.Module, process_group=None) -> nn.Module:
     """Replace every SN/SSN layer by its synchronised variant, keeping all state (selections too).
 
-    The counterpart of ``nn.SyncBatchNorm.convert_sync_batchnorm``.
+    The counterpart of ``nn.SyncBatchNorm.convert_sync_batchnorm``. The
+    layers' constructor options (``double_backward``, an SSN layer's initial
+    radius) and their child modules (a norm + activation layer's ``act``) go
+    with them.
     """
     def replace(m: nn.Module):
-        sync_cls: Type[SwitchNorm] = _SYNC_OF.get(type(m))
-        if sync_cls is None:
+        if not isinstance(m, SwitchNorm):
+            return None
+        cls = sync_class(m)
+        if cls is None:
             return None
         ref = m.mean_weight
-        new = sync_cls(m.num_features, **_constructor_options(m), process_group=process_group,
-                       device=ref.device, dtype=ref.dtype)
+        new = cls(m.num_features, **_constructor_options(m), process_group=process_group,
+                  device=ref.device, dtype=ref.dtype)
+        for name, child in m.named_children():
+            new.add_module(name, child)
         new.load_state_dict(m.state_dict())
         new.train(m.training)
         return new

@@ -26,16 +26,18 @@ mmaction2 models) and traces, exports and compiles.
 """
 import copy
 import re
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Iterator, List, Optional, Tuple
 
 import torch
 from torch import nn
 
-from .convert import _replace_children, take_place
+from .convert import _replace_children, is_plain_norm, take_place
 from .functional import group_count
 from .layers.channel_equilibrium import ChannelEquilibrium
 from .layers.frozen_switch_norm import FrozenSwitchNorm
+from .layers.norm_act import NormActivation
 from .layers.switch_norm import SwitchNorm, SwitchNorm1d, SwitchNorm2d, SwitchNorm3d
 
 __all__ = ["for_inference", "InferenceReport", "fold_conv_norm"]
@@ -98,6 +100,8 @@ def for_inference(model: nn.Module, fold: bool = True, inplace: bool = False) ->
         if not isinstance(module, SwitchNorm):
             return None
         new = _inference_layer(module)
+        if isinstance(module, NormActivation):  # what the layer applies after the norm stays, after it
+            new = nn.Sequential(OrderedDict(norm=new, drop=module.drop, act=module.act))
         report.replaced.append((names[id(module)], _describe(module), _describe(new)))
         return new
 
@@ -119,6 +123,14 @@ def for_inference(model: nn.Module, fold: bool = True, inplace: bool = False) ->
 
 
 def _describe(module: nn.Module) -> str:
+    if isinstance(module, NormActivation):
+        return f"{_describe_norm(module)} + {type(module.act).__name__}"
+    if isinstance(module, nn.Sequential) and list(module._modules) == ["norm", "drop", "act"]:  # (made above)
+        return f"{_describe_norm(module.norm)} + {type(module.act).__name__}"
+    return _describe_norm(module)
+
+
+def _describe_norm(module: nn.Module) -> str:
     if isinstance(module, FrozenSwitchNorm):
         return f"FrozenSwitchNorm({'+'.join(module.candidates)})"
     if isinstance(module, nn.GroupNorm):
@@ -186,7 +198,8 @@ def _foldable(norm: nn.Module, conv: nn.Module) -> bool:
     """Whether ``norm`` is a per-channel affine map of ``conv``'s output channels in eval mode."""
     if _is_frozen_bn(norm):
         channels = norm.weight.numel()
-    elif isinstance(norm, nn.modules.batchnorm._BatchNorm) and not norm.training and norm.running_mean is not None:
+    elif is_plain_norm(norm) and isinstance(norm, nn.modules.batchnorm._BatchNorm) and not norm.training \
+            and norm.running_mean is not None:  # (a subclass with its own forward, e.g. an activation, is not)
         channels = norm.num_features
     else:
         return False

@@ -12,10 +12,11 @@ from torch import nn
 
 from .layers.channel_equilibrium import ChannelEquilibrium
 from .layers.switch_norm import RATIO_PARAMETERS, SwitchNorm
+from .recipe_checks import RATIO_GROUP
 
 __all__ = ["param_groups", "ratio_parameters", "clip_ratio_grad_norm", "install_ratio_clipping",
            "check_ratio_clip", "NORM_MODULES", "RATIO_PARAMETERS", "RATIO_LR_FACTOR", "RATIO_WEIGHT_DECAY",
-           "RATIO_CLIP"]
+           "RATIO_CLIP", "RATIO_GROUP"]
 
 #: the papers' recipe for the ratio logits: lr x 0.1, no weight decay, gradient norm clipped at 1
 RATIO_LR_FACTOR = 0.1
@@ -48,7 +49,8 @@ def param_groups(
     Three groups (empty ones are left out), each with a ``"name"`` key:
 
     - ``"ratios"``: SN/SSN ``mean_weight`` / ``var_weight`` at
-      ``lr * ratio_lr_factor`` with ``ratio_weight_decay`` (recipe: lr/10, no decay);
+      ``lr * ratio_lr_factor`` with ``ratio_weight_decay`` (recipe: lr/10, no decay),
+      marked with ``RATIO_GROUP: True`` (:mod:`ssn_plugins.recipe_checks`);
     - ``"norm"``: the parameters of normalization modules (SN/SSN and
       ``torch.nn`` norms' γ/β, CE's λ logit) with ``norm_weight_decay``
       (``weight_decay`` when ``None``);
@@ -72,7 +74,7 @@ def param_groups(
             else:
                 groups["other"].append(p)
     settings = {
-        "ratios": {"lr": lr * ratio_lr_factor, "weight_decay": ratio_weight_decay},
+        "ratios": {"lr": lr * ratio_lr_factor, "weight_decay": ratio_weight_decay, RATIO_GROUP: True},
         "norm": {"lr": lr, "weight_decay": weight_decay if norm_weight_decay is None else norm_weight_decay},
         "other": {"lr": lr, "weight_decay": weight_decay},
     }
@@ -105,8 +107,8 @@ def check_ratio_clip(max_norm: Optional[float], name: str = "ratio clip") -> Opt
     return float(max_norm)
 
 
-def _unwrapped(model: nn.Module) -> nn.Module:
-    # DistributedDataParallel and mmengine's wrappers keep the model in .module
+def unwrapped(model: nn.Module) -> nn.Module:
+    """The model inside DistributedDataParallel and mmengine's wrappers (which keep it in ``.module``)."""
     while isinstance(getattr(model, "module", None), nn.Module):
         model = model.module
     return model
@@ -123,7 +125,7 @@ def install_ratio_clipping(optimizer: torch.optim.Optimizer, model: nn.Module,
     a model without SN/SSN layers).
     """
     max_norm = check_ratio_clip(max_norm, "install_ratio_clipping max_norm")
-    model = _unwrapped(model)
+    model = unwrapped(model)
     if max_norm is None or next(ratio_parameters(model), None) is None:
         return None
 

@@ -9,8 +9,8 @@ from .layers.sparse_switch_norm import RATIO_VECTORS, SparseSwitchNorm, precompu
 from .layers.switch_norm import RATIO_PARAMETERS
 from .sparsestmax import check_radius
 
-__all__ = ["set_radius", "RadiusScheduler", "sparse_layers", "precompute_ratios", "batched_ratios",
-           "reopen_selections"]
+__all__ = ["set_radius", "RadiusScheduler", "check_schedule", "sparse_layers", "precompute_ratios",
+           "batched_ratios", "reopen_selections"]
 
 
 def sparse_layers(model: nn.Module) -> List[SparseSwitchNorm]:
@@ -66,6 +66,7 @@ def set_radius(model: nn.Module, radius: float) -> Dict[str, int]:
         for layer in layers:
             layer.radius.fill_(radius)
             layer.snap_fixed_logits()
+            layer.mark_scheduled()
     projected = precompute_ratios(layers)  # with gradients when enabled: the next forward's ratios
     entries = list(projected.items())
     newly_fixed = 0
@@ -126,6 +127,14 @@ def batched_ratios(model: nn.Module):
     return model.register_forward_pre_hook(_precompute_hook)
 
 
+def check_schedule(start_iter: int, end_iter: int, max_radius: float) -> None:
+    """The checks of :class:`RadiusScheduler`'s arguments, for a schedule configured before its model exists."""
+    if not 0 <= start_iter < end_iter:
+        raise ValueError(f"need 0 <= start_iter < end_iter, got start_iter={start_iter}, end_iter={end_iter}")
+    if not math.isfinite(max_radius) or max_radius < 0:
+        raise ValueError(f"max_radius must be a finite number >= 0, got {max_radius}")
+
+
 class RadiusScheduler:
     """Maps the global iteration to the SparsestMax radius and applies it.
 
@@ -149,10 +158,7 @@ class RadiusScheduler:
     def __init__(self, model: nn.Module, total_iters: int, start_iter: int = 0,
                  end_iter: Optional[int] = None, max_radius: float = 1.0) -> None:
         end_iter = total_iters if end_iter is None else end_iter
-        if not 0 <= start_iter < end_iter:
-            raise ValueError(f"need 0 <= start_iter < end_iter, got start_iter={start_iter}, end_iter={end_iter}")
-        if not math.isfinite(max_radius) or max_radius < 0:
-            raise ValueError(f"max_radius must be a finite number >= 0, got {max_radius}")
+        check_schedule(start_iter, end_iter, max_radius)
         self.model = model
         self._hook = batched_ratios(model)  # None when the model already had it (a second scheduler)
         self.start_iter = start_iter

@@ -2,6 +2,7 @@
 from .channel_equilibrium import (CE_BLOCK_GROUP_SIZE, CE_STAGES, CE_STEM_GROUP_SIZE, ChannelEquilibrium,
                                   InstanceReweight)
 from .frozen_switch_norm import FrozenSwitchNorm
+from .norm_act import NormActivation
 from .sparse_switch_norm import (SparseSwitchNorm, SparseSwitchNorm1d, SparseSwitchNorm2d, SparseSwitchNorm3d,
                                  SyncSparseSwitchNorm, SyncSparseSwitchNorm1d, SyncSparseSwitchNorm2d,
                                  SyncSparseSwitchNorm3d)

@@ -6,6 +6,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from ..functional import selected_norm
+from ..recipe_checks import UNSCHEDULED_STEPS, warn_unscheduled
 from ..sparsestmax import check_radius, sparsestmax
 from .switch_norm import RATIO_PARAMETERS, SwitchNorm, SwitchNorm1d, SwitchNorm2d, SwitchNorm3d, _Synchronized
 
@@ -305,8 +306,27 @@ class SparseSwitchNorm(SwitchNorm):
         return selected_norm(x, candidate, **statistics, weight=self._tie_fixed_logits(self.weight), bias=self.bias,
                              training=self.training, eps=self.eps)
 
+    # until set_radius marks the layer (mark_scheduled), its training forwards are counted (recipe_checks)
+    _radius_scheduled = False
+    _unscheduled_steps = 0
+
+    def mark_scheduled(self) -> None:
+        """Record that something sets this layer's radius (``set_radius`` calls it): no "no schedule" warning."""
+        self._radius_scheduled = True
+
+    def _note_training(self) -> None:
+        super()._note_training()
+        if self._radius_scheduled or self._unscheduled_steps >= UNSCHEDULED_STEPS:
+            return
+        if any(self.ratio_logits(v).requires_grad for v in self.open_vectors()):
+            self._unscheduled_steps += 1
+            if self._unscheduled_steps == UNSCHEDULED_STEPS:
+                warn_unscheduled()
+
     def forward(self, x: Tensor) -> Tensor:
         self._check_input_dim(x)
+        if self._is_training_step():
+            self._note_training()
         mean_index, var_index = self._selected
         if mean_index is None and var_index is None:
             return self._normalize(x, *self.ratios(), self.candidates, self.weight)

@@ -8,6 +8,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from ..functional import CANDIDATES, check_candidates, switch_norm, under_torch_func
+from ..recipe_checks import watch_ratio_parameters
 
 __all__ = [
     "SwitchNorm", "SwitchNorm1d", "SwitchNorm2d", "SwitchNorm3d",
@@ -302,8 +303,23 @@ class SwitchNorm(nn.Module):
             unbiased_running_var=not self.official_compat,
             process_group=self._process_group() if uses_bn else None, double_backward=self.double_backward)
 
+    # set by the first training forward (recipe_checks); class-level defaults so old pickles load
+    _ratios_watched = False
+
+    def _note_training(self) -> None:
+        """Feed the recipe checks (:mod:`ssn_plugins.recipe_checks`); called by training forwards with gradients."""
+        if not self._ratios_watched:
+            self._ratios_watched = True
+            watch_ratio_parameters((self.mean_weight, self.var_weight))
+
+    def _is_training_step(self) -> bool:
+        # a compiled forward does not count (its graph would capture the Python-side bookkeeping)
+        return self.training and torch.is_grad_enabled() and not torch.compiler.is_compiling()
+
     def forward(self, x: Tensor) -> Tensor:
         self._check_input_dim(x)
+        if self._is_training_step():
+            self._note_training()
         mean_ratios, var_ratios = self.ratios()
         return self._normalize(x, mean_ratios, var_ratios, self.candidates, self.weight)
 
