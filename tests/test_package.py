@@ -18,8 +18,8 @@ def test_public_api():
 
 
 def test_core_imports_only_torch():
-    code = ("import sys, ssn_plugins; "
-            "bad = [m for m in ('detectron2', 'mmengine', 'mmcv', 'mmseg', 'mmdet', 'mmaction') if m in sys.modules]; "
+    code = ("import sys, ssn_plugins; frameworks = ('detectron2', 'mmengine', 'mmcv', 'mmseg', 'mmdet', 'mmaction', "
+            "'timm'); bad = [m for m in frameworks if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr

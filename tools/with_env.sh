@@ -49,6 +49,7 @@ esac
 D2_WHEEL=sal_detectron2-0.7.2-cp310-none-any.whl
 D2_SHA256=491af0c7f79bdb2d178e46f6cb16a97c4ac968d45c41ea3f6b6435d59bbee561
 MMCV_VERSION=2.1.0
+MIM_VERSION=0.3.9
 
 fetch_detectron2_wheel() {
   # a cached wheel that fails its hash (a copy cut short by an older installer) is fetched again
@@ -70,8 +71,13 @@ install_detectron2() {
   # pip refuses a cp310 tag on 3.11; the wheel holds no 3.10-specific binary we load.
   cp "$wheels/$D2_WHEEL" "$scratch/sal_detectron2-0.7.2-py3-none-any.whl"
   "$venv/bin/pip" install -q --no-deps "$scratch/sal_detectron2-0.7.2-py3-none-any.whl"
-  # The wheel also ships a top-level `tools` package that would shadow ours.
-  rm -rf "$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/tools"
+  # The wheel also ships detectron2's top-level `tools` package, which would shadow ours: its scripts
+  # (tools/lazyconfig_train_net.py, train_net.py, ...) move to $venv/share/detectron2/tools, where the tests run
+  # detectron2's own training loops from.
+  local site; site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  mkdir -p "$venv/share/detectron2"
+  rm -rf "$venv/share/detectron2/tools"
+  mv "$site/tools" "$venv/share/detectron2/tools"
 }
 
 build_mmcv() {
@@ -122,11 +128,14 @@ build_venv() {
   install_detectron2
   build_mmcv
   patch_mmaction
+  # openmim without its dataset-download dependency (see requirements/stack.txt)
+  "$venv/bin/pip" install -q --no-deps openmim==$MIM_VERSION
   log "checking that every framework imports"
   "$venv/bin/python" - <<'PY'
 import torch, torchvision, detectron2, mmengine, mmcv, mmcv.ops, mmseg, mmdet, mmaction
 import detectron2.modeling, detectron2.evaluation  # noqa: F401
 import mmseg.models, mmdet.models, mmaction.models  # noqa: F401  (these load mmcv.ops)
+import timm, mim.commands.train  # noqa: F401
 PY
 }
 # <<< recipe
