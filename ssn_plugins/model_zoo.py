@@ -45,8 +45,8 @@ from typing import Dict, List, Optional, Tuple
 
 from . import cache, checkpoints
 
-__all__ = ["SCHEME", "LAYOUTS", "CatalogueEntry", "ModelZooError", "catalogue", "get_entry", "parse_url",
-           "local_path", "download", "cache_root"]
+__all__ = ["SCHEME", "LAYOUTS", "INPUT_CONVENTIONS", "CatalogueEntry", "ModelZooError", "catalogue", "get_entry",
+           "parse_url", "local_path", "download", "cache_root"]
 
 SCHEME = "ssn://"
 LAYOUTS = tuple(checkpoints.TARGETS)
@@ -54,6 +54,14 @@ CATALOGUE = Path(__file__).with_name("model_zoo.json")
 CHUNK = 1 << 20
 #: seconds without data before a download attempt gives up (its partial file is kept for the next one)
 TIMEOUT = 60
+
+
+#: the input conventions of the catalogue's files (``input``): channel order, and the per-channel mean and
+#: standard deviation of 0-255 pixels (in that channel order) the networks were trained to expect
+INPUT_CONVENTIONS = {
+    "rgb-imagenet": {"format": "RGB", "mean": (123.675, 116.28, 103.53), "std": (58.395, 57.12, 57.375)},
+    "bgr-caffe": {"format": "BGR", "mean": (103.53, 116.28, 123.675), "std": (1.0, 1.0, 1.0)},
+}
 
 
 class ModelZooError(RuntimeError):
@@ -69,12 +77,18 @@ class CatalogueEntry:
     urls: Tuple[str, ...]
     by_hand: Tuple[str, ...]
     architecture: dict = field(hash=False)
+    input: str = "rgb-imagenet"
     md5: Optional[str] = None
     sha256_prefix: Optional[str] = None
     batch: Optional[str] = None
     top1: Optional[float] = None
     top5: Optional[float] = None
     note: str = ""
+
+    @property
+    def input_convention(self) -> dict:
+        """``{"format", "mean", "std"}`` of :data:`INPUT_CONVENTIONS` this network expects."""
+        return INPUT_CONVENTIONS[self.input]
 
     @property
     def openmmlab_layout(self) -> bool:

@@ -210,3 +210,15 @@ def d2_resnet50(norm):
 
     return D2ResNet(BasicStem(3, 64, norm=norm), D2ResNet.make_default_stages(50, stride_in_1x1=False, norm=norm),
                     out_features=["res2", "res3", "res4", "res5"])
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def doc_snippet(page: str, name: str) -> str:
+    """The fenced code block right after ``<!-- snippet: NAME -->`` in ``page`` (a path from the repository root):
+    the docs' tested snippets, run by the tests as they are printed."""
+    text = (REPO / page).read_text()
+    match = re.search(rf"<!-- snippet: {re.escape(name)} -->\n```[a-z]*\n(.*?)\n```", text, re.S)
+    assert match, f"{page} has no snippet {name!r}"
+    return match.group(1)

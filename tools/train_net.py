@@ -4,10 +4,10 @@
     python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS work_dirs/x/model_final.pth
     python tools/train_net.py --config-file ... --resume
 
-The trainer is :class:`ssn_plugins.detectron2.trainer.Trainer`; ``_BASE_:
-"detectron2://..."`` inherits detectron2's own model-zoo configs. Batch-average
-statistics are recomputed before every evaluation (``MODEL.SSN.INFERENCE_STATS``),
-and with ``--eval-only`` before testing.
+The trainer is :class:`ssn_plugins.detectron2.trainer.Trainer` (detectron2's
+``DefaultTrainer`` with the SN/SSN recipe); the configs load with detectron2's
+``merge_from_file``. Batch-average statistics are recomputed before every
+evaluation (``MODEL.SSN.INFERENCE_STATS``), and with ``--eval-only`` before testing.
 """
 from detectron2.engine import default_argument_parser, launch
 

@@ -1,14 +1,12 @@
-"""``add_ssn_config(cfg)`` and config files that inherit detectron2's own model-zoo configs."""
-import os
-
-import yaml
+"""``add_ssn_config(cfg)``: the ``cfg.MODEL.SSN`` and ``cfg.MODEL.RESNETS.CE`` options."""
 from detectron2.config import CfgNode as CN
 
 from ..batch_stats import BATCH_AVERAGE_BATCHES
 from ..optim import RATIO_CLIP, RATIO_LR_FACTOR, RATIO_WEIGHT_DECAY
+from .model_zoo import MODEL_ZOO_CONFIGS
 
-#: prefix of a ``_BASE_`` that names a config of detectron2's installed model zoo
-MODEL_ZOO_PREFIX = "detectron2://"
+#: how earlier versions of this package named a model-zoo base (see :func:`merge_config_file`)
+LEGACY_BASE_PREFIX = "detectron2://"
 
 
 def add_ssn_config(cfg) -> None:
@@ -49,22 +47,22 @@ def add_ssn_config(cfg) -> None:
     cfg.MODEL.RESNETS.CE.GROUP_SIZE = 16       # in the blocks
 
 
-def _resolve_base(base: str, including_file: str) -> str:
-    if base.startswith(MODEL_ZOO_PREFIX):
-        from detectron2 import model_zoo
-        return model_zoo.get_config_file(base[len(MODEL_ZOO_PREFIX):])
-    return os.path.join(os.path.dirname(os.path.abspath(including_file)), os.path.expanduser(base))
-
-
 def merge_config_file(cfg, path: str) -> None:
-    """``cfg.merge_from_file`` that also understands ``_BASE_: "detectron2://<model zoo config>"``.
+    """``cfg.merge_from_file(path)``, kept for scripts written against earlier versions of this package.
 
-    Bases are merged first, recursively; a relative ``_BASE_`` is relative to
-    the file that names it, as in detectron2.
+    The shipped configs inherit detectron2's model-zoo configs through
+    :data:`.model_zoo.MODEL_ZOO_CONFIGS` bases, which detectron2's own
+    ``merge_from_file`` reads. A base written the old way,
+    ``_BASE_: "detectron2://<model-zoo config>"``, gets an error naming the new form
+    (fvcore joins such a base to the including file's folder).
     """
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
-    base = data.pop("_BASE_", None)
-    if base is not None:
-        merge_config_file(cfg, _resolve_base(base, path))
-    cfg.merge_from_other_cfg(CN(data))
+    try:
+        cfg.merge_from_file(path)
+    except FileNotFoundError as e:
+        missing = str(e.filename or "")
+        if LEGACY_BASE_PREFIX.rstrip("/") in missing:
+            zoo_name = missing.split(LEGACY_BASE_PREFIX.rstrip("/"), 1)[1].lstrip("/")
+            raise FileNotFoundError(
+                f"{path}: a _BASE_ of the form \"{LEGACY_BASE_PREFIX}{zoo_name}\" is not a file detectron2 can read "
+                f"(it becomes {missing}); write _BASE_: \"{MODEL_ZOO_CONFIGS}{zoo_name}\"") from None
+        raise

@@ -11,6 +11,7 @@ from ..layers import SwitchNorm
 from ..optim import check_ratio_clip
 from ..radius import RadiusScheduler, sparse_layers
 from ..selection import describe_selection, radius_scalars, ratio_scalars
+from .build import mark_recipe_hooks
 
 logger = logging.getLogger(__name__)
 
@@ -103,9 +104,11 @@ class SelectionChart(HookBase):
 def ssn_hooks(cfg, model: torch.nn.Module, train_loader_factory):
     """The hooks a detectron2 trainer needs for ``cfg.MODEL.SSN``; put them before ``EvalHook``.
 
-    ``train_loader_factory()`` builds the loader used for batch-average statistics.
+    ``train_loader_factory()`` builds the loader used for batch-average statistics. Marks ``model`` as driven
+    by the recipe (no warning at its first training step; see :func:`.build.complete_model`).
     """
     ssn = validate_ssn_config(cfg)
+    mark_recipe_hooks(model)
     hooks = []
     if sparse_layers(model):
         end = ssn.RADIUS_END_ITER if ssn.RADIUS_END_ITER > 0 else cfg.SOLVER.MAX_ITER

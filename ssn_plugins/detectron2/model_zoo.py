@@ -1,20 +1,32 @@
-"""``MODEL.WEIGHTS: "ssn://NAME"``: the published SN/SSN/CE checkpoints in detectron2.
+"""``ssn://NAME`` weights and detectron2's model-zoo configs, as iopath paths on detectron2's ``PathManager``.
 
-An iopath ``PathHandler`` for the ``ssn://`` prefix, registered on
-detectron2's ``PathManager`` (as detectron2 registers ``detectron2://``):
-``get_local_path`` downloads, checks and converts the release's file on
-first use (:func:`ssn_plugins.model_zoo.local_path`, layout ``detectron2``
-unless the name says ``ssn://LAYOUT/NAME``) and returns the cached ``.pkl``,
-which ``DetectionCheckpointer`` reads with its usual heuristics. Build the
-model with ``MODEL.RESNETS.STRIDE_IN_1X1: False`` (the published ResNets
-stride in the 3x3 convolution) and, for a CE model, ``MODEL.RESNETS.CE.ENABLED``.
+- ``MODEL.WEIGHTS: "ssn://NAME"``: :class:`SSNModelZooHandler` (as detectron2
+  registers ``detectron2://``); ``get_local_path`` downloads, checks and
+  converts the release's file on first use
+  (:func:`ssn_plugins.model_zoo.local_path`, layout ``detectron2`` unless the
+  name says ``ssn://LAYOUT/NAME``) and returns the cached ``.pkl``, which
+  ``DetectionCheckpointer`` reads with its usual heuristics. Build the model
+  with ``MODEL.RESNETS.STRIDE_IN_1X1: False`` (the published ResNets stride
+  in the 3x3 convolution) and, for a CE model, ``MODEL.RESNETS.CE.ENABLED``.
+- ``_BASE_: "https://raw.githubusercontent.com/facebookresearch/detectron2/main/configs/X.yaml"``:
+  :class:`ModelZooConfigHandler` reads that upstream file from the installed
+  detectron2's model zoo (``detectron2.model_zoo.get_config_file("X.yaml")``)
+  instead of downloading it. The shipped configs inherit detectron2's this way:
+  fvcore's ``merge_from_file`` passes an ``https://`` base to detectron2's
+  ``PathManager`` as it is (any other base is joined to the including file's
+  folder), and without this package the same URL downloads the same file.
 """
+import posixpath
+
 from detectron2.utils.file_io import PathManager
 from iopath.common.file_io import PathHandler
 
 from .. import model_zoo
 
-__all__ = ["SSNModelZooHandler", "register_model_zoo_handler"]
+__all__ = ["SSNModelZooHandler", "ModelZooConfigHandler", "MODEL_ZOO_CONFIGS", "register_path_handlers"]
+
+#: where detectron2's model-zoo configs live upstream: ``_BASE_: MODEL_ZOO_CONFIGS + "COCO-.../x.yaml"``
+MODEL_ZOO_CONFIGS = "https://raw.githubusercontent.com/facebookresearch/detectron2/main/configs/"
 
 
 class SSNModelZooHandler(PathHandler):
@@ -37,7 +49,32 @@ class SSNModelZooHandler(PathHandler):
         return True
 
 
-def register_model_zoo_handler() -> None:
-    """Register :class:`SSNModelZooHandler` on detectron2's ``PathManager`` (idempotent)."""
-    if model_zoo.SCHEME not in PathManager._path_handlers:  # iopath refuses a prefix registered twice
-        PathManager.register_handler(SSNModelZooHandler())
+class ModelZooConfigHandler(PathHandler):
+    """Resolves :data:`MODEL_ZOO_CONFIGS` ``+ NAME`` to the installed detectron2's copy of config ``NAME``."""
+
+    def _get_supported_prefixes(self):
+        return [MODEL_ZOO_CONFIGS]
+
+    def _get_local_path(self, path, **kwargs):
+        from detectron2 import model_zoo as d2_model_zoo
+
+        # a base's own relative _BASE_ arrives joined to it: ".../COCO-InstanceSegmentation/../Base-RCNN-FPN.yaml"
+        name = posixpath.normpath(path[len(MODEL_ZOO_CONFIGS):])
+        return d2_model_zoo.get_config_file(name)
+
+    def _open(self, path, mode="r", buffering=-1, **kwargs):
+        return open(self._get_local_path(path), mode, buffering=buffering)
+
+    def _isfile(self, path, **kwargs):
+        try:
+            self._get_local_path(path)
+        except RuntimeError:  # detectron2: "... not available in Model Zoo!"
+            return False
+        return True
+
+
+def register_path_handlers() -> None:
+    """Register both handlers on detectron2's ``PathManager`` (idempotent; iopath refuses a prefix twice)."""
+    for handler in (SSNModelZooHandler(), ModelZooConfigHandler()):
+        if handler._get_supported_prefixes()[0] not in PathManager._path_handlers:
+            PathManager.register_handler(handler)

@@ -3,22 +3,27 @@
 detectron2 has no norm registry: ``detectron2.layers.get_norm`` builds its
 name table inside the function, and each model module binds its own
 reference. :func:`register_norms` wraps the function once and rebinds the
-wrapper everywhere (see :mod:`.patching`). ``get_norm`` receives only a name
-and a channel count, so the layer options of ``cfg.MODEL.SSN`` reach it
-through :func:`norm_options`, a context that :func:`.build.build_model`
-(which detectron2's own ``build_model`` becomes) opens for the config being
-built and closes afterwards: two models built from two configs each get
-their own options, and nothing leaks into a later build.
+wrapper everywhere (see :mod:`ssn_plugins.rebinding`); :func:`unregister_norms` puts the
+original back. ``get_norm`` receives only a name and a channel count, so the
+layer options of ``cfg.MODEL.SSN`` reach it through :func:`norm_options`, a
+context that every ``build_model(cfg)`` opens for the config being built
+(:mod:`.build`) and closes afterwards: two models built from two configs each
+get their own options, and nothing leaks into a later build.
+
+A LazyConfig names the layer and its options directly, with no context:
+``norm=L(SwitchNormLayer)(name="SSN", candidates=("IN", "LN", "BN"))``
+instantiates to a callable that detectron2's ``get_norm`` calls with the
+channel count.
 """
 import contextlib
 import contextvars
-import difflib
 from typing import Callable, Dict, Iterator, Optional
 
 from torch import nn
 
 from ..layers import norm_classes
-from .patching import rebind
+from ..names import did_you_mean
+from ..rebinding import rebind
 
 #: norm name -> class (the core's table, for 2-d input)
 NORM_LAYERS: Dict[str, type] = norm_classes(2)
@@ -46,7 +51,7 @@ def layer_options(cfg) -> dict:
 def norm_options(cfg) -> Iterator[dict]:
     """Within this context, ``get_norm("SSN", C)`` and the other names build layers with ``cfg``'s options.
 
-    detectron2's ``build_model`` opens it for you; use it directly only when
+    Every ``build_model(cfg)`` opens it for you; use it directly only when
     calling a backbone or head builder yourself.
     """
     options = layer_options(cfg)
@@ -64,9 +69,39 @@ def build_norm(name: str, channels: int) -> nn.Module:
 
 def _unknown_norm(norm: str) -> ValueError:
     known = list(DETECTRON2_NORMS) + list(NORM_LAYERS)
-    close = [k for k in known if k.lower() == norm.lower()] or difflib.get_close_matches(norm, known, n=2)
-    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    return ValueError(f"unknown norm {norm!r} (names are case-sensitive): choose from {known} or ''{hint}")
+    return ValueError(f"unknown norm {norm!r} (names are case-sensitive): choose from {known} or ''"
+                      f"{did_you_mean(norm, known)}")
+
+
+class SwitchNormLayer:
+    """``SwitchNormLayer("SSN", **options)(channels)``: a norm for detectron2's ``norm=`` arguments.
+
+    The LazyConfig way of giving layer options (a string ``"SSN"`` in a
+    LazyConfig builds layers with their defaults, as no ``cfg.MODEL.SSN``
+    exists there)::
+
+        norm = L(SwitchNormLayer)(name="SSN", candidates=("IN", "LN"))
+        model.backbone.bottom_up.stem.norm = norm
+
+    ``options`` are the layer's constructor arguments; they are checked here,
+    when the config is instantiated. Picklable (LazyConfig saves configs).
+    """
+
+    def __init__(self, name: str = "SSN", **options) -> None:
+        if name not in NORM_LAYERS:
+            raise _unknown_norm(name)
+        try:
+            NORM_LAYERS[name](8, **options)
+        except TypeError as e:
+            raise TypeError(f"SwitchNormLayer({name!r}): {e}") from None
+        self.name, self.options = name, options
+
+    def __call__(self, channels: int) -> nn.Module:
+        return NORM_LAYERS[self.name](channels, **self.options)
+
+    def __repr__(self) -> str:
+        options = "".join(f", {k}={v!r}" for k, v in self.options.items())
+        return f"SwitchNormLayer({self.name!r}{options})"
 
 
 def _wrap(original: Callable) -> Callable:
@@ -87,11 +122,25 @@ def _wrap(original: Callable) -> Callable:
 
 
 def register_norms() -> Callable:
-    """Make detectron2's ``get_norm`` accept the names of :data:`NORM_LAYERS` (idempotent). Returns the wrapper."""
+    """Make detectron2's ``get_norm`` accept the names of :data:`NORM_LAYERS` (idempotent). Returns the wrapper.
+
+    ``import ssn_plugins.detectron2`` calls it. Every loaded detectron2 module's
+    ``get_norm`` becomes the wrapper, and modules loaded later import the
+    wrapper, so the order of imports does not matter.
+    """
     from detectron2.layers import batch_norm
 
     current = batch_norm.get_norm
     original = current.__wrapped__ if getattr(current, "ssn_plugins", False) else current
     wrapper = current if getattr(current, "ssn_plugins", False) else _wrap(original)
-    rebind("get_norm", original, wrapper)
+    rebind("get_norm", original, wrapper, ["detectron2"])
     return wrapper
+
+
+def unregister_norms() -> None:
+    """Undo :func:`register_norms`: detectron2's own ``get_norm`` everywhere again."""
+    from detectron2.layers import batch_norm
+
+    current = batch_norm.get_norm
+    if getattr(current, "ssn_plugins", False):
+        rebind("get_norm", current, current.__wrapped__, ["detectron2"])

@@ -89,10 +89,10 @@ class Trainer(DefaultTrainer):
 
 
 def load_config(config_file: str, opts=()):
-    """detectron2's config with ``add_ssn_config``, the file (``_BASE_: "detectron2://..."`` too) and ``opts``."""
+    """detectron2's config with ``add_ssn_config``, the file (detectron2's ``merge_from_file``) and ``opts``."""
     cfg = get_cfg()
     add_ssn_config(cfg)
-    merge_config_file(cfg, config_file)
+    merge_config_file(cfg, config_file)  # merge_from_file, with an error naming the fix for a legacy base
     cfg.merge_from_list(list(opts))
     return cfg
 

@@ -1,0 +1,27 @@
+"""Rebinding a framework function in every loaded module that imported it (framework-free).
+
+Some framework functions have no registry or hook: detectron2's ``get_norm``
+builds its name table inside the function, and mmcv's ``build_norm_layer``
+words its own errors. Each module binds its own reference
+(``from detectron2.layers import get_norm``), so a wrapper must replace the
+original everywhere; the adapters do it through :func:`rebind`, and undo it
+with the same call, wrapper and original swapped.
+"""
+import sys
+from typing import Callable, Sequence
+
+
+def rebind(attribute: str, original: Callable, wrapper: Callable, packages: Sequence[str]) -> int:
+    """Set ``module.<attribute> = wrapper`` in every loaded module of ``packages`` that holds ``original``.
+
+    Modules imported later import the wrapper from the module they import it
+    from, so the order of imports does not matter once the defining module and
+    its re-exporting packages are loaded. Returns how many modules changed.
+    """
+    changed = 0
+    for name, module in list(sys.modules.items()):
+        if any(name == p or name.startswith(p + ".") for p in packages) and \
+                getattr(module, attribute, None) is original:
+            setattr(module, attribute, wrapper)
+            changed += 1
+    return changed
