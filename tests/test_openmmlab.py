@@ -222,16 +222,34 @@ def test_hooks_in_a_runner_and_resume(tmp_path):
         torch.testing.assert_close(resumed_state[key], value, msg=key)
 
 
-def test_resume_without_trusted_loading_fails_on_this_torch(tmp_path):
-    """Documents why the tools wrap training in ``trusted_checkpoints``: mmengine's own files need full unpickling."""
+class _AttributeOf:
+    """Pickles as ``getattr(owner, name)``, as mmengine's HistoryBuffer pickles its statistics methods."""
+
+    def __init__(self, owner, name):
+        self.owner, self.name = owner, name
+
+    def __reduce__(self):
+        return getattr, (self.owner, self.name)
+
+
+def test_mmengine_checkpoints_load_with_weights_only_and_nothing_beyond_them(tmp_path):
+    """The plugin allow-lists mmengine's checkpoint objects for torch's default ``weights_only=True`` loading:
+    resuming and testing work without full unpickling, and ``getattr`` reaches HistoryBuffer's statistics only."""
+    from mmengine.logging.history_buffer import HistoryBuffer
+    from mmengine.runner import load_checkpoint
+
     runner = _runner(tmp_path / "a", max_iters=3, hooks=[])
     runner.train()
-    with pytest.raises(pickle.UnpicklingError):
-        torch.load(tmp_path / "a" / "iter_3.pth")
-    with som.trusted_checkpoints():
-        from mmengine.runner import load_checkpoint
-        assert "message_hub" in torch.load(tmp_path / "a" / "iter_3.pth", weights_only=False)
-        load_checkpoint(Toy(), str(tmp_path / "a" / "iter_3.pth"))
+    checkpoint = torch.load(tmp_path / "a" / "iter_3.pth")  # torch's default: weights_only=True
+    assert isinstance(checkpoint["message_hub"]["log_scalars"]["train/loss"], HistoryBuffer)
+    load_checkpoint(Toy(), str(tmp_path / "a" / "iter_3.pth"))  # mmengine's own loader, no trusted_checkpoints
+    import numpy as np
+    for owner, name in ((HistoryBuffer, "__init__"), (np.ndarray, "tofile")):  # both owners are allow-listed
+        torch.save({"x": _AttributeOf(owner, name)}, tmp_path / "crafted.pth")
+        with pytest.raises(pickle.UnpicklingError, match="statistics methods"):
+            torch.load(tmp_path / "crafted.pth")
+    torch.save({"x": _AttributeOf(HistoryBuffer, "mean")}, tmp_path / "allowed.pth")
+    assert torch.load(tmp_path / "allowed.pth")["x"] is HistoryBuffer.mean
 
 
 def test_batch_average_statistics_before_validation(tmp_path):

@@ -8,19 +8,26 @@ layout ``openmmlab`` unless the name says ``ssn://LAYOUT/NAME``), read with
 mmengine's ``CheckpointLoader``.
 
 torch 2.6 made ``torch.load`` default to ``weights_only=True``. mmengine 0.10
-calls it without the argument, and its resume checkpoints hold the message
-hub's ``HistoryBuffer`` objects (numpy arrays, and a ``getattr`` reference to
-the class's statistics methods), so ``--resume`` and testing a trained model
-stop with an ``UnpicklingError``. Allow-listing ``builtins.getattr`` would
-weaken every ``torch.load`` in the process, so instead the local files loaded
-inside :func:`trusted_checkpoints` are read with ``weights_only=False``. Use
-it only around runs whose checkpoints you trust (your own work directory,
-files you converted); ``tools/mm_train.py`` and ``tools/mm_test.py`` do.
+calls it without the argument, and its checkpoints hold the message hub's
+``HistoryBuffer`` objects (numpy arrays and dtypes, and ``getattr`` references
+to the class's statistics methods), so resuming and testing a trained model
+(upstream's ``tools/train.py --resume`` and ``tools/test.py``, ``mim train`` /
+``mim test``) would stop with an ``UnpicklingError``.
+:func:`allow_mmengine_checkpoints` (run by the plugin's registration, so by
+``custom_imports``) adds exactly those objects to torch's ``weights_only``
+allow-list (``torch.serialization.add_safe_globals``), ``getattr`` as a
+version that returns nothing but those statistics methods: mmengine's own
+checkpoints load, and nothing else that ``weights_only`` refused before does.
+:func:`trusted_checkpoints` reads local files with ``weights_only=False``, for
+files that hold other objects and that you trust.
 """
 import os.path as osp
+import pickle
 from contextlib import contextmanager
 
+import numpy as np
 import torch
+from mmengine.logging.history_buffer import HistoryBuffer
 from mmengine.runner.checkpoint import CheckpointLoader
 
 from .. import model_zoo
@@ -35,6 +42,24 @@ def load_from_model_zoo(filename, map_location=None):
 def register_model_zoo_scheme() -> None:
     """Add ``ssn://`` to mmengine's ``CheckpointLoader`` schemes (idempotent)."""
     CheckpointLoader.register_scheme(model_zoo.SCHEME, load_from_model_zoo, force=True)
+
+
+def history_buffer_method(owner, name: str):
+    """``getattr`` as mmengine's checkpoints use it: only ``HistoryBuffer``'s statistics methods."""
+    if owner is HistoryBuffer and name in HistoryBuffer._statistics_methods:
+        return getattr(owner, name)
+    raise pickle.UnpicklingError(f"weights_only load: getattr({owner!r}, {name!r}) is not one of HistoryBuffer's "
+                                 f"statistics methods, the only getattr mmengine's checkpoints hold")
+
+
+def allow_mmengine_checkpoints() -> None:
+    """Let ``torch.load(weights_only=True)`` read mmengine's own checkpoints (see the module docstring)."""
+    HistoryBuffer()  # (registers the default statistics methods in the class table read above)
+    numpy_dtypes = {type(np.dtype(code)) for code in "?bhilqpBHILQPefdgFDGO"}
+    torch.serialization.add_safe_globals([
+        HistoryBuffer, (history_buffer_method, "builtins.getattr"), np.ndarray, np.dtype, *numpy_dtypes,
+        (np.core.multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),
+        (np.core.multiarray.scalar, "numpy.core.multiarray.scalar")])
 
 
 def load_from_local_trusted(filename, map_location):

@@ -1,6 +1,11 @@
 """Evaluate a trained mmseg / mmdet / mmaction2 checkpoint with the SN/SSN plugin loaded (the job of
 ``tools/mm_test.py``).
 
+The plain route is OpenMMLab's own, e.g. ``mim test mmseg CONFIG --checkpoint CKPT`` (the config's
+custom_imports load the plugin, and its BatchAverageStatisticsHook recomputes the statistics). This wrapper
+adds: ``--tta`` that keeps the model's own data preprocessor for the batch averages, ``--moving-average``,
+full unpickling for checkpoints you trust, and the results file ``tools/leaderboard.py`` reads.
+
     python tools/mm_test.py CONFIG work_dirs/x/iter_80000.pth
     python tools/mm_test.py CONFIG CHECKPOINT --tta              # mmseg's multi-scale + flip test (the papers' "ms")
     python tools/mm_test.py CONFIG CHECKPOINT --moving-average   # keep the checkpoint's running statistics
@@ -10,8 +15,7 @@ By default SN/SSN/BN statistics are first recomputed as averages over training b
 config's ``tta_pipeline`` (mmseg's dataset bases: scales 0.5-1.75 and flips) through its ``tta_model``
 (``SegTTAModel``), as mmseg's own ``tools/test.py --tta``. The metrics are appended, with the checkpoint
 and whether TTA was on, to ``WORK_DIR/test_results.json`` (one JSON object per line), which
-``tools/leaderboard.py`` reads. The checkpoint is read with full unpickling (mmengine's files need it on
-torch >= 2.6): use files you trust.
+``tools/leaderboard.py`` reads. The checkpoint is read with full unpickling: use files you trust.
 """
 import argparse
 import json

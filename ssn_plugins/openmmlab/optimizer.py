@@ -18,8 +18,8 @@ from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
 from torch import nn
 
 from ..layers import ChannelEquilibrium, SwitchNorm
-from ..optim import (RATIO_CLIP, RATIO_LR_FACTOR, RATIO_PARAMETERS, RATIO_WEIGHT_DECAY, check_ratio_clip,
-                     install_ratio_clipping)
+from ..optim import (RATIO_CLIP, RATIO_GROUP, RATIO_LR_FACTOR, RATIO_PARAMETERS, RATIO_WEIGHT_DECAY,
+                     check_ratio_clip, install_ratio_clipping)
 
 #: ``paramwise_cfg`` keys: mmengine 0.10's ``DefaultOptimWrapperConstructor`` reads the first eight, this class the rest
 PARAMWISE_KEYS = ("custom_keys", "bias_lr_mult", "bias_decay_mult", "norm_decay_mult", "dwconv_decay_mult",
@@ -76,6 +76,7 @@ class SSNOptimWrapperConstructor(DefaultOptimWrapperConstructor):
                 continue
             if isinstance(module, SwitchNorm) and name in RATIO_PARAMETERS:
                 group["lr"] = self.base_lr * self.ratio_lr_mult
+                group[RATIO_GROUP] = True
                 if self.base_wd is not None:
                     group["weight_decay"] = self.base_wd * self.ratio_decay_mult
                 self._ratio_count += 1

@@ -1,5 +1,11 @@
-"""Train an mmseg / mmdet / mmaction2 model with the SN/SSN plugin loaded, as OpenMMLab's tools/train.py
-(the job of ``tools/mm_train.py``).
+"""Train an mmseg / mmdet / mmaction2 model with the SN/SSN plugin loaded (the job of ``tools/mm_train.py``).
+
+The plain route needs none of this: a config that inherits configs/_base_/ssn_runtime.py (its custom_imports
+load the plugin) trains with OpenMMLab's own tools, e.g. ``mim train mmseg CONFIG`` (mmseg's
+``.mim/tools/train.py``), resume and test included. This wrapper adds what those tools lack: checkpoints
+given to --resume or ``load_from`` read with full unpickling (for files holding objects beyond mmengine's own,
+which the plugin allow-lists for torch's weights_only loading; use files you trust), and multi-process runs
+on CPU (gloo, DDP without device ids).
 
     python tools/mm_train.py configs/mmseg/deeplabv3/deeplabv3_r50-d8_ssn_8xb2-80k_cityscapes-512x1024.py
     python tools/mm_train.py CONFIG --work-dir work_dirs/x --resume            # latest checkpoint in work_dir
