@@ -249,6 +249,15 @@ def test_lazy_pieces_check_their_arguments_when_instantiated():
         sd.SwitchNormLayer("SSN", using_bm=False)
     layer = sd.SwitchNormLayer("SSN", candidates=("IN", "LN"))(16)
     assert isinstance(layer, S.SparseSwitchNorm2d) and layer.candidates == ("IN", "LN")
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), S.SwitchNorm2d(4))
+    clipped = ssn_lazy.RecipeSGD(ssn_lazy.optimizer_params(model, base_lr=0.1), lr=0.1)
+    unclipped = ssn_lazy.RecipeSGD(ssn_lazy.optimizer_params(model, base_lr=0.1), lr=0.1, ratio_clip=None)
+    for p in S.ratio_parameters(model):
+        p.grad = torch.full_like(p, 10.0)
+    unclipped.step()
+    assert all(torch.all(p.grad == 10.0) for p in S.ratio_parameters(model))
+    clipped.step()
+    assert torch.cat([p.grad for p in S.ratio_parameters(model)]).norm() == pytest.approx(1.0, rel=1e-5)
 
 
 def run_lazy_loop(args, cwd, timeout=900):
