@@ -96,9 +96,14 @@ class SelectionChart(HookBase):
         due = next_iter == self._max_iter or (self._period > 0 and next_iter % self._period == 0)
         if not self._enabled or not due or not comm.is_main_process():
             return
-        from ..reproduction.charts import layer_ratio_chart, png_to_rgb
-        image = png_to_rgb(layer_ratio_chart(describe_selection(self._model), f"iteration {next_iter}"))
-        self.trainer.storage.put_image("ssn/selection_per_layer", torch.from_numpy(image.copy()).permute(2, 0, 1))
+        put_selection_chart(self.trainer.storage, self._model, next_iter)
+
+
+def put_selection_chart(storage, model: torch.nn.Module, iteration: int) -> None:
+    """The per-layer ratio chart of ``model`` as the event-storage image ``ssn/selection_per_layer``."""
+    from ..reproduction.charts import layer_ratio_chart, png_to_rgb
+    image = png_to_rgb(layer_ratio_chart(describe_selection(model), f"iteration {iteration}"))
+    storage.put_image("ssn/selection_per_layer", torch.from_numpy(image.copy()).permute(2, 0, 1))
 
 
 def ssn_hooks(cfg, model: torch.nn.Module, train_loader_factory):

@@ -43,9 +43,9 @@ from ..batch_stats import BATCH_AVERAGE_BATCHES, layers_with_batch_statistics
 from ..layers import SwitchNorm
 from ..optim import RATIO_CLIP, check_ratio_clip, install_ratio_clipping, unwrapped
 from ..radius import RadiusScheduler, check_schedule, reopen_selections, sparse_layers
-from ..selection import describe_selection, radius_scalars, ratio_scalars
+from ..selection import radius_scalars, ratio_scalars
 from .build import check_input_convention, freeze_switch_norms, mark_recipe_hooks
-from .hooks import recompute_detection_statistics
+from .hooks import put_selection_chart, recompute_detection_statistics
 from .optimizer import optimizer_params as _optimizer_params
 
 __all__ = ["ParamGroups", "optimizer_params", "TrainingRecipe", "RecipeOptimizer", "RecipeSGD", "RecipeAdamW",
@@ -169,9 +169,7 @@ class TrainingRecipe:
         self._stale = False
         if self.selection_chart and comm.is_main_process() and any(
                 isinstance(m, SwitchNorm) for m in self.model.modules()):
-            from ..reproduction.charts import layer_ratio_chart, png_to_rgb
-            image = png_to_rgb(layer_ratio_chart(describe_selection(self.model), f"iteration {iteration}"))
-            _storage().put_image("ssn/selection_per_layer", torch.from_numpy(image.copy()).permute(2, 0, 1))
+            put_selection_chart(_storage(), self.model, iteration)
 
     def before_forward(self) -> None:
         if self.model.training:
