@@ -9,7 +9,7 @@ from .layers import NORM_TYPES, SwitchNorm
 from .layers.switch_norm import _Synchronized
 
 __all__ = ["convert_norm", "convert_sync", "NORM_TYPES", "CONVERTIBLE", "is_plain_norm", "register_norm_converter",
-           "unregister_norm_converter", "converted_layer", "target_class"]
+           "unregister_norm_converter", "converted_layer", "convert_plain", "target_class"]
 
 _RANK_OF_BN = {nn.BatchNorm1d: 1, nn.BatchNorm2d: 2, nn.BatchNorm3d: 3}
 _SYNC_OF = {plain: sync for plain, sync in zip(NORM_TYPES["SN"] + NORM_TYPES["SSN"],
@@ -107,6 +107,12 @@ def target_class(module: nn.Module, to: str) -> Type[SwitchNorm]:
     return NORM_TYPES[to][_bn_rank(module)]
 
 
+def convert_plain(module: nn.Module, to: str, **kwargs) -> SwitchNorm:
+    """What :func:`convert_norm` makes of a plain norm: :func:`converted_layer` of :func:`target_class`
+    (the converter to register for a subclass whose forward computes a plain norm in its own way)."""
+    return converted_layer(module, target_class(module, to), **kwargs)
+
+
 def converted_layer(module: nn.Module, cls: Type[SwitchNorm], **kwargs) -> SwitchNorm:
     """A ``cls`` layer carrying over the state of BatchNorm or GroupNorm ``module`` (see :func:`convert_norm`).
 
@@ -179,9 +185,11 @@ def convert_norm(model: nn.Module, to: str = "SSN", layer_types: tuple = CONVERT
         NORM_TYPES[to][0](8, **kwargs)
     except TypeError as e:
         raise TypeError(f"convert_norm: {e}") from None
-    selected = [m for m in model.modules() if isinstance(m, layer_types) and isinstance(m, CONVERTIBLE)]
-    refused = sorted({f"{type(m).__module__}.{type(m).__qualname__}" for m in selected
-                      if not is_plain_norm(m) and type(m) not in _CONVERTERS})
+    def selected(m: nn.Module) -> bool:
+        return isinstance(m, layer_types) and isinstance(m, CONVERTIBLE)
+
+    refused = sorted({f"{type(m).__module__}.{type(m).__qualname__}" for m in model.modules()
+                      if selected(m) and not is_plain_norm(m) and type(m) not in _CONVERTERS})
     if refused:
         timm = any(name.startswith("timm.") for name in refused)
         raise TypeError(
@@ -192,11 +200,9 @@ def convert_norm(model: nn.Module, to: str = "SSN", layer_types: tuple = CONVERT
     converted = []
 
     def replace(m: nn.Module):
-        if not (isinstance(m, layer_types) and isinstance(m, CONVERTIBLE)):
+        if not selected(m):
             return None
-        converter = _CONVERTERS.get(type(m))
-        new = converter(m, to, **kwargs) if converter is not None else converted_layer(m, target_class(m, to),
-                                                                                       **kwargs)
+        new = _CONVERTERS.get(type(m), convert_plain)(m, to, **kwargs)
         converted.append(new)
         return new
 

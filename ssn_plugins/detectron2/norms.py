@@ -23,7 +23,7 @@ from torch import nn
 
 from ..layers import norm_classes
 from ..names import did_you_mean
-from ..rebinding import rebind
+from ..rebinding import unwrap_everywhere, wrap_everywhere
 
 #: norm name -> class (the core's table, for 2-d input)
 NORM_LAYERS: Dict[str, type] = norm_classes(2)
@@ -116,8 +116,6 @@ def _wrap(original: Callable) -> Callable:
             raise
 
     get_norm.__doc__ = (original.__doc__ or "") + "\n    ssn_plugins adds: " + ", ".join(NORM_LAYERS) + "\n"
-    get_norm.__wrapped__ = original
-    get_norm.ssn_plugins = True
     return get_norm
 
 
@@ -130,17 +128,11 @@ def register_norms() -> Callable:
     """
     from detectron2.layers import batch_norm
 
-    current = batch_norm.get_norm
-    original = current.__wrapped__ if getattr(current, "ssn_plugins", False) else current
-    wrapper = current if getattr(current, "ssn_plugins", False) else _wrap(original)
-    rebind("get_norm", original, wrapper, ["detectron2"])
-    return wrapper
+    return wrap_everywhere(batch_norm, "get_norm", _wrap, ["detectron2"])
 
 
 def unregister_norms() -> None:
     """Undo :func:`register_norms`: detectron2's own ``get_norm`` everywhere again."""
     from detectron2.layers import batch_norm
 
-    current = batch_norm.get_norm
-    if getattr(current, "ssn_plugins", False):
-        rebind("get_norm", current, current.__wrapped__, ["detectron2"])
+    unwrap_everywhere(batch_norm, "get_norm", ["detectron2"])

@@ -14,7 +14,7 @@ from torch import nn
 
 from ..layers import ChannelEquilibrium, SwitchNorm, norm_classes
 from ..names import did_you_mean
-from ..rebinding import rebind
+from ..rebinding import unwrap_everywhere, wrap_everywhere
 
 #: ``norm_cfg`` type -> layer class: the core's table, its 3-d classes with a ``3d`` suffix
 NORM_LAYERS = {**norm_classes(2), **{f"{name}3d": cls for name, cls in norm_classes(3).items()}}
@@ -46,8 +46,6 @@ def _naming_the_type(original: Callable) -> Callable:
                            f"{', '.join(known)}{did_you_mean(layer_type, known)}") from None
 
     build_norm_layer.__doc__ = original.__doc__
-    build_norm_layer.__wrapped__ = original
-    build_norm_layer.ssn_plugins = True
     return build_norm_layer
 
 
@@ -59,18 +57,14 @@ def register_norm_errors() -> None:
     """
     from mmcv.cnn.bricks import norm
 
-    if getattr(norm.build_norm_layer, "ssn_plugins", False):
-        return
-    rebind("build_norm_layer", norm.build_norm_layer, _naming_the_type(norm.build_norm_layer), OPENMMLAB_PACKAGES)
+    wrap_everywhere(norm, "build_norm_layer", _naming_the_type, OPENMMLAB_PACKAGES)
 
 
 def unregister_norm_errors() -> None:
     """Undo :func:`register_norm_errors`."""
     from mmcv.cnn.bricks import norm
 
-    current = norm.build_norm_layer
-    if getattr(current, "ssn_plugins", False):
-        rebind("build_norm_layer", current, current.__wrapped__, OPENMMLAB_PACKAGES)
+    unwrap_everywhere(norm, "build_norm_layer", OPENMMLAB_PACKAGES)
 
 
 def register_all() -> None:

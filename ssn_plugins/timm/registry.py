@@ -3,7 +3,8 @@ from timm.layers import norm as timm_norm
 from timm.layers import norm_act as timm_norm_act
 from torch import nn
 
-from ..convert import converted_layer, register_norm_converter, target_class, unregister_norm_converter
+from ..convert import (convert_plain, converted_layer, register_norm_converter, target_class,
+                       unregister_norm_converter)
 from ..layers import NORM_TYPES
 from . import compat
 from .norm_act import NORM_ACT_TYPES
@@ -28,10 +29,6 @@ def _convert_norm_act(module: nn.Module, to: str, **kwargs) -> nn.Module:
     new.drop = getattr(module, "drop", None) or nn.Identity()
     new.act = getattr(module, "act", None) or nn.Identity()
     return new
-
-
-def _convert_norm(module: nn.Module, to: str, **kwargs) -> nn.Module:
-    return converted_layer(module, target_class(module, to), **kwargs)
 
 
 def _entries():
@@ -61,7 +58,7 @@ def register() -> None:
         compat.NORM_ACT_CLASSES.update(classes)
         compat.TAKES_ACT_LAYER.update(classes)
     for cls, with_act in _TIMM_NORMS:
-        register_norm_converter(cls, _convert_norm_act if with_act else _convert_norm)
+        register_norm_converter(cls, _convert_norm_act if with_act else convert_plain)
 
 
 def unregister() -> None:
