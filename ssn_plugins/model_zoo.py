@@ -1,4 +1,4 @@
-"""The published SN / SSN / CE ImageNet checkpoints by name: ``ssn://NAME``.
+"""The published SN / SSN / CE ImageNet checkpoints, and the releases' trained detectors, by name: ``ssn://NAME``.
 
 The catalogue (``model_zoo.json``, data) lists every published checkpoint
 with its download links, checksum and published figures. :func:`local_path`
@@ -23,6 +23,12 @@ To place a file by hand (no network, or a link that needs a browser), save the
 release's file as ``checkpoints/downloads/NAME.pth`` under the cache root: it
 is checked and converted like a download.
 
+A trained detector of the SN detection release (``task: detection``, a
+Detectron.pytorch file) exists in the ``detectron2`` layout only, converted by
+:func:`ssn_plugins.detectron_pytorch.to_detectron2`; its entry names the shipped
+config that rebuilds it (``config``), the release's figures (``results``) and
+test settings (``test``). A download prints the release's licence (``licence``).
+
 Layouts (:data:`LAYOUTS`): ``torch`` (:class:`ssn_plugins.models.ResNet`),
 ``detectron2``, ``openmmlab`` (mmdet / mmseg ``ResNet``) and ``i3d``
 (mmaction2 ``ResNet3d``). The adapters pick their own default: detectron2's
@@ -43,7 +49,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from . import cache, checkpoints
+from . import cache, checkpoints, detectron_pytorch
 
 __all__ = ["SCHEME", "LAYOUTS", "INPUT_CONVENTIONS", "CatalogueEntry", "ModelZooError", "catalogue", "get_entry",
            "parse_url", "local_path", "download", "cache_root"]
@@ -84,6 +90,16 @@ class CatalogueEntry:
     top1: Optional[float] = None
     top5: Optional[float] = None
     note: str = ""
+    #: ``classification`` (an ImageNet backbone) or ``detection`` (a trained detector)
+    task: str = "classification"
+    #: a trained model's published figures by metric (``{"box AP": 39.1}``)
+    results: dict = field(default_factory=dict, hash=False)
+    #: the release's own test settings of a trained model (sizes, NMS, RoIAlign variant, ...)
+    test: dict = field(default_factory=dict, hash=False)
+    #: the shipped config that rebuilds a trained model's architecture with the release's test settings
+    config: str = ""
+    #: the licence as the release states it ("" where it states none)
+    licence: str = ""
 
     @property
     def input_convention(self) -> dict:
@@ -94,6 +110,11 @@ class CatalogueEntry:
     def openmmlab_layout(self) -> bool:
         """A file already in OpenMMLab's 2-D names (not an SN/SSN/CE release file)."""
         return self.architecture.get("layout") == "openmmlab"
+
+    @property
+    def trained_detector(self) -> bool:
+        """A trained Detectron.pytorch detector of the SN detection release (layout ``detectron2`` only)."""
+        return self.architecture.get("layout") == detectron_pytorch.LAYOUT
 
 
 @lru_cache(maxsize=None)
@@ -262,6 +283,8 @@ def download(name: str, progress: bool = True) -> Path:
     """
     entry = get_entry(name)
     target = cache_root() / "downloads" / f"{name}.pth"
+    if progress and entry.licence and not target.exists():
+        print(f"[ssn_plugins] {SCHEME}{name}: the {entry.release} release's licence: {entry.licence}", file=sys.stderr)
     with _locked(target):
         if target.exists():
             problem = _checksum_problem(entry, target)
@@ -293,6 +316,8 @@ def download(name: str, progress: bool = True) -> Path:
 
 def _convert(entry: CatalogueEntry, source: Path, layout: str) -> dict:
     """The release file ``source`` in ``layout`` (an object to save)."""
+    if entry.trained_detector:
+        return detectron_pytorch.to_detectron2(checkpoints.load_checkpoint_file(source), entry.architecture)[0]
     if entry.openmmlab_layout:  # a 2-D OpenMMLab file: the I3D inflation of tools/convert_checkpoint.py
         loaded = checkpoints.load_checkpoint_file(source)
         if not isinstance(loaded, dict):
@@ -309,6 +334,9 @@ def _check_layout(entry: CatalogueEntry, layout: str) -> None:
     if entry.openmmlab_layout and layout not in ("openmmlab", "i3d"):
         raise ModelZooError(f"{SCHEME}{layout}/{entry.name}: an OpenMMLab ResNet; only the 'openmmlab' and 'i3d' "
                             f"layouts exist")
+    if entry.trained_detector and layout != "detectron2":
+        raise ModelZooError(f"{SCHEME}{layout}/{entry.name}: a trained Detectron.pytorch detector; only the "
+                            f"'detectron2' layout exists (use it with {entry.config})")
     if entry.architecture.get("version", 1) != 1 and layout != "torch":
         raise ModelZooError(f"{SCHEME}{layout}/{entry.name}: the v2 (pre-activation) ResNet has no {layout} "
                             f"counterpart; use it as ssn://torch/{entry.name} (ssn_plugins.models.ResNet)")

@@ -127,7 +127,7 @@ def cached(tmp_path, *parts) -> Path:
 
 def test_catalogue_lists_every_release_checkpoint():
     entries = model_zoo.catalogue()
-    assert len(entries) == 15
+    assert len(entries) == 19
     releases = {}
     for e in entries.values():
         releases.setdefault(e.release, []).append(e.name)
@@ -136,6 +136,9 @@ def test_catalogue_lists_every_release_checkpoint():
         assert e.architecture["depth"] in (50, 101) and e.architecture["norm"] in ("SN", "SSN", "BN", "GN")
     assert len(releases["SN"]) == 7 and len(releases["SSN"]) == 5 and releases["SN-segmentation"] == [
         "resnet50_sn_8x2"] and releases["CE"] == ["resnet50_ce"]
+    assert len(releases["SN-detection"]) == 4 and all(entries[n].task == "detection" for n in releases["SN-detection"])
+    assert entries["mask_rcnn_R_50_FPN_2x_sn_8x1"].results == {"box AP": 41.01, "mask AP": 36.12}
+    assert all(entries[n].licence == "CC-BY-NC 4.0" for n in releases["SN"])
     assert all(re.fullmatch(r"[0-9a-f]{32}", entries[n].md5) for n in releases["SSN"])  # the release lists them
     assert entries["resnet50_ssn_8x32"].md5 == "5c9fb111577b040e62461db51ffce69b"
     assert entries["resnet50_sn_8x1"].architecture["candidates"] == ["IN", "LN"]

@@ -21,7 +21,7 @@ import argparse
 import json
 import os.path as osp
 
-from ..reproduction.runs import MM_TEST_RESULTS
+from ..reproduction.runs import TEST_RESULTS
 from .checkpoint import trusted_checkpoints
 from .runner import add_runner_arguments, build_runner, load_config, parse
 
@@ -61,6 +61,6 @@ def main(argv=None):
         record = {"checkpoint": osp.abspath(args.checkpoint), "tta": args.tta,
                   "moving_average": args.moving_average,
                   "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
-        with open(osp.join(cfg.work_dir, MM_TEST_RESULTS), "a") as f:
+        with open(osp.join(cfg.work_dir, TEST_RESULTS), "a") as f:
             f.write(json.dumps(record) + "\n")
     return metrics

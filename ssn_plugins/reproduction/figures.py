@@ -27,6 +27,23 @@ class PaperFigure:
     extra: Dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
 
+def release_figure(weights: str, dataset: str, metric: str) -> Optional[PaperFigure]:
+    """The release's own figure for a test of a released trained model (``weights`` = ``ssn://[LAYOUT/]NAME``)
+    on the data set the release measured it on, or ``None``."""
+    from ..model_zoo import SCHEME, catalogue
+
+    if not weights.startswith(SCHEME):
+        return None
+    entry = catalogue().get(weights[len(SCHEME):].rstrip("/").rpartition("/")[2])
+    if entry is None or metric not in entry.results or entry.test.get("dataset", "").lower() != dataset.lower():
+        return None
+    a = entry.architecture
+    model = ("Mask R-CNN" if a.get("mask_head") else "Faster R-CNN") + f" R{a['depth']}-{a['body']}"
+    return PaperFigure(table=f"{entry.release}:{entry.name}", task=entry.task, dataset=entry.test["dataset"],
+                       model=model, norm=a["norm"], label=f"{SCHEME}{entry.name}", batch=(None, None), metric=metric,
+                       value=float(entry.results[metric]), source=f"{entry.release} release")
+
+
 def format_batch(batch: Sequence[Optional[int]]) -> str:
     gpus, per_gpu = batch
     if gpus is None and per_gpu is None:
@@ -163,21 +180,54 @@ def catalogue_markdown() -> str:
     lines = ["| name | release | model | batch | top-1 / top-5 | checksum | the release's links |",
              "|---|---|---|---|---|---|---|"]
     for e in catalogue().values():
+        if e.task != "classification":
+            continue
         a = e.architecture
         model = f"ResNet-{a['depth']}" + (" v2" if a.get("version", 1) == 2 else "") + f", {a['norm']}" \
             + (" + CE" if a.get("ce") else "") + (" (IN, LN)" if a.get("candidates") == ["IN", "LN"] else "")
         figures = f"{e.top1} / {e.top5}" if e.top1 is not None else "–"
-        checksum = (f"MD5 `{e.md5}`" if e.md5 else f"SHA-256 `{e.sha256_prefix}…`" if e.sha256_prefix
-                    else "none published")
-        lines.append(f"| `ssn://{e.name}` | {e.release} | {model} | {e.batch or '–'} | {figures} | {checksum} | "
+        lines.append(f"| `ssn://{e.name}` | {e.release} | {model} | {e.batch or '–'} | {figures} | {_checksum(e)} | "
                      + " · ".join(_link(x) for x in e.by_hand) + " |")
-    notes = [f"- `{e.name}`: {e.note}" for e in catalogue().values() if e.note]
+    entries = [e for e in catalogue().values() if e.task == "classification"]
+    notes = [f"- `{e.name}`: {e.note}" for e in entries if e.note] + _licence_notes(entries)
     return "\n".join(lines + [""] + notes)
+
+
+def trained_models_markdown() -> str:
+    """MODEL_ZOO.md's table of the catalogue's trained downstream models, with the release's figures."""
+    from ..model_zoo import catalogue
+
+    lines = ["| name | model | norm | batch | the release's figures | config | checksum | the release's links |",
+             "|---|---|---|---|---|---|---|---|"]
+    entries = [e for e in catalogue().values() if e.task != "classification"]
+    for e in entries:
+        a = e.architecture
+        kind = "Mask R-CNN" if a.get("mask_head") else "Faster R-CNN"
+        norm = f"{a['norm']} over {', '.join(a['candidates'])}"
+        figures = ", ".join(f"{metric} {value:.2f}" for metric, value in e.results.items())  # as printed
+        lines.append(f"| `ssn://{e.name}` | {kind} R-{a['depth']}-{a['body']}, box head {a['box_head']} | {norm} | "
+                     f"{e.batch} | {figures} | `{e.config}` | {_checksum(e)} | "
+                     + " · ".join(_link(x) for x in e.by_hand) + " |")
+    notes = [f"- `{e.name}`: {e.note}" for e in entries if e.note] + _licence_notes(entries)
+    return "\n".join(lines + [""] + notes)
+
+
+def _licence_notes(entries) -> List[str]:
+    """One line per release: its licence as it states it (downloads print it once too)."""
+    releases = {}
+    for e in entries:
+        releases.setdefault(e.release, e.licence)
+    return [f"- The {release} release's licence: {licence or 'not stated'}" for release, licence in releases.items()]
+
+
+def _checksum(e) -> str:
+    return (f"MD5 `{e.md5}`" if e.md5 else f"SHA-256 `{e.sha256_prefix}…`" if e.sha256_prefix
+            else "none published")
 
 
 def catalogue_blocks() -> Dict[str, str]:
     """The blocks of MODEL_ZOO.md written from the model-zoo catalogue."""
-    return {"catalogue": catalogue_markdown()}
+    return {"catalogue": catalogue_markdown(), "trained models": trained_models_markdown()}
 
 
 BEGIN = "<!-- generated from ssn_plugins/reproduction/paper_figures.yaml: {} -->"

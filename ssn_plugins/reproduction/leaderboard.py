@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .figures import PaperFigure, format_batch, paper_figures
+from .figures import PaperFigure, format_batch, paper_figures, release_figure
 from .runs import FINISHED, Run
 
 #: a run reproduces a figure when it is within this many points of it, either way (detectron2's
@@ -105,7 +105,11 @@ def build_rows(runs: Sequence[Run], pick: str = "final", figures: Optional[Seque
             f"{pick}, test" if evaluation.kind == "test" else f"{pick}, step {evaluation.step}")
         row = Row(run, label, results)
         for metric in results:
-            figure = match_figure(figures, run.task, run.dataset, run.model, run.norm, run.batch, metric)
+            figure = None
+            if evaluation.kind == "test":  # a released trained model is compared with its release's own figure
+                figure = release_figure(run.tested_weights, run.dataset, metric)
+            if figure is None:
+                figure = match_figure(figures, run.task, run.dataset, run.model, run.norm, run.batch, metric)
             if figure is not None:
                 row.paper[metric] = figure
         if with_selection and run.checkpoint is not None:

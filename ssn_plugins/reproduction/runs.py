@@ -2,7 +2,8 @@
 
 One reader per kind of run, each recognising its folder by the files its tool writes:
 
-- detectron2 (``tools/train_net.py``, ``tools/detectron2_real_mini.py``): ``config.yaml`` and ``metrics.json``;
+- detectron2 (``tools/train_net.py``, ``tools/detectron2_real_mini.py``): ``config.yaml`` and ``metrics.json``
+  (``test_results.json`` for ``--eval-only``);
 - mmengine (``tools/mm_train.py``, ``tools/mm_test.py``, ``tools/openmmlab_real_mini.py``): the dumped
   config ``*.py`` beside timestamped log folders;
 - our classification tools (``tools/pretrain_imagenet.py``, ``tools/train_fashion_mnist.py``):
@@ -48,6 +49,8 @@ class Run:
     evaluations: List[Evaluation] = field(default_factory=list)
     checkpoint: Optional[Path] = None
     scalars_files: List[Path] = field(default_factory=list)
+    #: the weights a test run evaluated as it named them (a path, or ``ssn://NAME`` for a released model)
+    tested_weights: str = ""
 
     def pick(self, how: str = "final") -> Optional[Evaluation]:
         """The last evaluation (``final``), or the one with the best first metric (``best``)."""
@@ -62,6 +65,8 @@ class Run:
 
 def _dataset_name(name: str) -> str:
     lowered = name.lower()
+    if lowered.startswith("real_mini"):  # the bundled photos, whatever classes they are labelled in
+        return "real_mini"
     for key, pretty in (("coco", "COCO"), ("cityscapes", "Cityscapes"), ("ade", "ADE20K"),
                         ("kinetics400", "Kinetics-400"), ("kinetics", "Kinetics-400"), ("imagenet", "ImageNet")):
         if key in lowered:
@@ -96,28 +101,45 @@ def read_detectron2(folder: Path) -> Run:
         except ValueError as e:
             return _unreadable(run, str(e))
         for record in records:
-            found = {}
-            for key, value in record.items():
-                for suffix, name in _D2_METRICS.items():
-                    if key == suffix:
-                        found[name] = float(value)
-                    elif key.endswith("/" + suffix):  # several test sets: "<test set>/bbox/AP"
-                        test_set = key[: -len(suffix) - 1]
-                        primary = not test_sets or test_set == test_sets[0]
-                        found[name if primary else f"{name} ({test_set})"] = float(value)
-            if found:  # the first test set's metrics first, then the others'
-                found = dict(sorted(found.items(), key=lambda item: ("(" in item[0], item[0])))
+            found = _d2_metrics(record, test_sets)
+            if found:
                 run.evaluations.append(Evaluation(int(record.get("iteration", -1)), found))
         run.scalars_files.append(metrics_file)
+    results = folder / TEST_RESULTS
+    if results.exists():  # tools/train_net.py --eval-only
+        try:
+            records = _json_lines(results, folder)
+        except ValueError as e:
+            return _unreadable(run, str(e))
+        for record in records:
+            run.evaluations.append(Evaluation(-1, _d2_metrics(record["metrics"], test_sets), "test"))
+            run.tested_weights = record["checkpoint"]
     final = folder / "model_final.pth"
     run.checkpoint = final if final.exists() else _last_checkpoint(folder)
-    last_step = run.evaluations[-1].step if run.evaluations else None
+    trained = [e for e in run.evaluations if e.kind == "val"]
+    last_step = trained[-1].step if trained else None
     if final.exists() and last_step is not None and last_step >= max_iter - 1:
+        run.status = FINISHED
+    elif results.exists() and run.evaluations:
         run.status = FINISHED
     else:
         run.problem = ("no evaluation" if last_step is None else f"last evaluation at iteration {last_step}") + \
             f" of {max_iter}" + ("" if final.exists() else ", no model_final.pth") + _last_error(folder)
     return run
+
+
+def _d2_metrics(record: dict, test_sets: List[str]) -> Dict[str, float]:
+    """The papers' metrics in a flat detectron2 results record; the first test set's first, then the others'."""
+    found = {}
+    for key, value in record.items():
+        for suffix, name in _D2_METRICS.items():
+            if key == suffix:
+                found[name] = float(value)
+            elif key.endswith("/" + suffix):  # several test sets: "<test set>/bbox/AP"
+                test_set = key[: -len(suffix) - 1]
+                primary = not test_sets or test_set == test_sets[0]
+                found[name if primary else f"{name} ({test_set})"] = float(value)
+    return dict(sorted(found.items(), key=lambda item: ("(" in item[0], item[0])))
 
 
 _ERROR = re.compile(r"^(\w+(?:Error|Exception)): (.+)$")
@@ -148,7 +170,8 @@ def describe_detectron2_config(cfg: dict, run: Run, world_size: Optional[int]) -
     run.batch = (world_size, ims // world_size) if world_size else (None, None)
     arch = "Mask R-CNN" if model.get("MASK_ON") else "Faster R-CNN"
     run.task = "instance segmentation" if model.get("MASK_ON") else "detection"
-    run.model = f"{arch} R{resnets.get('DEPTH', 50)}-FPN {_schedule(int(solver['MAX_ITER']), ims)}"
+    body = "FPN" if "fpn" in model.get("BACKBONE", {}).get("NAME", "fpn").lower() else "C4"
+    run.model = f"{arch} R{resnets.get('DEPTH', 50)}-{body} {_schedule(int(solver['MAX_ITER']), ims)}"
     tests = cfg.get("DATASETS", {}).get("TEST", [])
     run.dataset = _dataset_name(re.sub(r"_(val|test|train)$", "", tests[0])) if tests else "?"
 
@@ -186,8 +209,9 @@ _TIMESTAMP = re.compile(r"^\d{8}_\d{6}$")
 #: mmengine metric keys (val/test prefixes removed) -> (the papers' name, scale to percent)
 _MM_METRICS = {"mIoU": ("mIoU", 1.0), "coco/bbox_mAP": ("box AP", 100.0), "coco/segm_mAP": ("mask AP", 100.0),
                "acc/top1": ("top1", 100.0), "acc/top5": ("top5", 100.0)}
-#: the file tools/mm_test.py appends its metrics to, in the work directory
-MM_TEST_RESULTS = "test_results.json"
+#: the file a test run appends its metrics to, in the work directory: one JSON line per test, with the weights
+#: it tested (``checkpoint``), its ``metrics`` and how it was tested (tools/mm_test.py; tools/train_net.py --eval-only)
+TEST_RESULTS = "test_results.json"
 
 
 def _mm_config_file(folder: Path) -> Optional[Path]:
@@ -239,7 +263,7 @@ def read_mmengine(folder: Path) -> Run:
                 if metrics or ({"step", "time"} <= set(record) and "lr" not in record
                                and not any("loss" in k for k in record)):
                     run.evaluations.append(Evaluation(int(record["step"]), metrics))
-    results = folder / MM_TEST_RESULTS
+    results = folder / TEST_RESULTS
     if results.exists():
         try:
             records = _json_lines(results, folder)
@@ -248,6 +272,7 @@ def read_mmengine(folder: Path) -> Run:
         for record in records:
             run.evaluations.append(Evaluation(-1, _mm_metrics(record["metrics"], record.get("tta", False)), "test"))
             run.checkpoint = Path(record["checkpoint"]) if Path(record["checkpoint"]).exists() else run.checkpoint
+            run.tested_weights = record["checkpoint"]
     run.batch = (gpus, run.batch[1])
     train_cfg = cfg.get("train_cfg") or {}
     length = train_cfg.get("max_iters") or train_cfg.get("max_epochs")
@@ -355,7 +380,8 @@ def read_run(folder: Path) -> Optional[Run]:
     """The run in ``folder``, or ``None`` when the folder is not a run of any known tool."""
     if (folder / "config.json").exists():
         return read_own_tool(folder)
-    if (folder / "config.yaml").exists() and ((folder / "metrics.json").exists() or (folder / "log.txt").exists()):
+    written = ("metrics.json", "log.txt", TEST_RESULTS)
+    if (folder / "config.yaml").exists() and any((folder / f).exists() for f in written):
         return read_detectron2(folder)
     if is_mmengine_run(folder):
         return read_mmengine(folder)

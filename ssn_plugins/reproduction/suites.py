@@ -100,6 +100,25 @@ def _detectron2(name: str, configs: Dict[str, str]) -> Callable[[bool], Suite]:
     return suite
 
 
+def coco_released_detectors(ci: bool = False) -> Suite:
+    """``--eval-only`` of every trained detector of the catalogue with its shipped config: the release's figures
+    from one GPU (``--ci``: on the real mini photos at a small test size, to check the path)."""
+    from ..model_zoo import catalogue
+    runs = []
+    for entry in catalogue().values():
+        if entry.task != "detection":
+            continue
+        args = ["--config-file", entry.config, "--eval-only", "OUTPUT_DIR", "WORK"]
+        if ci:
+            import torch
+            args += ["DATASETS.TEST", "('real_mini_val_coco80',)", "INPUT.MIN_SIZE_TEST", "160",
+                     "INPUT.MAX_SIZE_TEST", "224", "MODEL.DEVICE", "cuda" if torch.cuda.is_available() else "cpu"]
+        runs.append(SuiteRun(entry.name, entry.architecture["norm"], 1,
+                             [Step("train_net", args, distributed="detectron2")]))
+    return Suite("coco-released-detectors", "the SN detection release's trained detectors, evaluated (detectron2)",
+                 runs)
+
+
 def _mmengine(name: str, pattern: str, norms: Sequence[str], tta: bool) -> Callable[[bool], Suite]:
     def suite(ci: bool = False) -> Suite:
         runs = []
@@ -135,6 +154,7 @@ SUITES: Dict[str, Callable[[bool], Suite]] = {
     "real-mini": real_mini,
     "coco-mask-rcnn-2x": _detectron2("coco-mask-rcnn-2x", {
         n: f"mask_rcnn_R_50_FPN_2x_{n}.yaml" for n in ("frozenbn", "gn", "sn", "ssn")}),
+    "coco-released-detectors": coco_released_detectors,
     "coco-faster-rcnn-2x": _detectron2("coco-faster-rcnn-2x", {
         n: f"faster_rcnn_R_50_FPN_2x_{n}.yaml" for n in ("sn", "ssn")}),
     "cityscapes-deeplab": _mmengine(
