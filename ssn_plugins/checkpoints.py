@@ -22,11 +22,12 @@ import torch
 from torch import Tensor
 
 from .layers.channel_equilibrium import CE_BLOCK_GROUP_SIZE, CE_STEM_GROUP_SIZE
+from .layers.switch_norm import SwitchNorm2d
 from .models.resnet import DEPTHS, ResNet
 
-__all__ = ["PublishedModel", "read_published", "load_checkpoint_file", "build_resnet", "to_detectron2", "to_openmmlab",
-           "to_i3d", "convert", "save_atomically", "TARGETS", "inflate_openmmlab_resnet", "ConversionError",
-           "I3D_R50_INFLATE"]
+__all__ = ["PublishedModel", "read_published", "unwrap_state_dict", "canonical_switch_norm", "load_checkpoint_file",
+           "build_resnet", "to_detectron2", "to_openmmlab", "to_i3d", "convert", "save_atomically", "TARGETS",
+           "inflate_openmmlab_resnet", "ConversionError", "I3D_R50_INFLATE"]
 
 #: norm names whose layers take ``candidates``
 SWITCHABLE = ("SN", "SSN", "SyncSN", "SyncSSN")
@@ -67,7 +68,8 @@ class PublishedModel:
         return d
 
 
-def _unwrap(obj) -> Dict[str, Tensor]:
+def unwrap_state_dict(obj) -> Dict[str, Tensor]:
+    """The state dict in a loaded checkpoint (under ``state_dict`` or ``model``, or itself), ``module.`` removed."""
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     elif isinstance(obj, dict) and isinstance(obj.get("model"), dict):
@@ -171,7 +173,7 @@ def read_published(source, ceil_mode_pool=None, trust_pickle: bool = False) -> P
     """
     if not isinstance(source, dict):
         source = load_checkpoint_file(source, trust_pickle)
-    sd = _unwrap(source)
+    sd = unwrap_state_dict(source)
     if "bn1.weight" in sd and "sn1.weight" not in sd:
         sd = _bn_to_sn_names(sd)
     arch = _infer(sd)
@@ -210,6 +212,32 @@ def read_published(source, ceil_mode_pool=None, trust_pickle: bool = False) -> P
                     counts[s] = counts.get(s, 0) + 1
         report.append(f"fixed selections: {fixed} of {2 * len(layers)} ratio vectors {counts}")
     return PublishedModel(**arch, state_dict=model_sd, report=report)
+
+
+def canonical_switch_norm(prefix: str, entries: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    """One of the authors' ``SwitchNorm`` layers (its entries by name, any of their layouts) as our layer's
+    canonical state, with the authors' math (``official_compat_flag``); ``prefix`` names it in errors."""
+    ratios = entries.get("mean_weight")
+    if ratios is None or ratios.numel() not in (2, 3) or entries.get("var_weight") is None:
+        raise ConversionError(f"{prefix}: a SwitchNorm needs mean_weight and var_weight with 3 ([IN, LN, BN]) or 2 "
+                              f"([IN, LN]) entries")
+    if "weight" not in entries:
+        raise ConversionError(f"{prefix}: a SwitchNorm without its weight")
+    layer = SwitchNorm2d(entries["weight"].numel(), candidates=("IN", "LN", "BN")[:ratios.numel()],
+                         official_compat=True)
+    try:
+        result = layer.load_state_dict(dict(entries), strict=False)
+    except RuntimeError as e:
+        raise ConversionError(f"{prefix}: " + str(e).replace("\n\t", "; ").strip()) from e
+    missing = [k for k in result.missing_keys if k not in ("num_batches_tracked", "official_compat_flag")]
+    if missing or result.unexpected_keys:
+        raise ConversionError(f"{prefix}: missing {missing}, unexpected {result.unexpected_keys}")
+    layer.official_compat = True
+    state = layer.state_dict()
+    for name, t in state.items():
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise ConversionError(f"{prefix}.{name} holds NaN or inf values (a diverged run or a damaged file)")
+    return state
 
 
 def _check_finite(model: torch.nn.Module) -> None:

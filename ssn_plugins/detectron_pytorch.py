@@ -30,8 +30,7 @@ from typing import Dict, List, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from .checkpoints import ConversionError, _unwrap
-from .layers.switch_norm import SwitchNorm2d
+from .checkpoints import ConversionError, canonical_switch_norm, unwrap_state_dict
 
 __all__ = ["LAYOUT", "to_detectron2", "anchor_order"]
 
@@ -116,31 +115,6 @@ def _permute_anchors(value: Tensor, order: List[int], per_anchor: int) -> Tensor
     return grouped[order].reshape(shape)
 
 
-def _canonical_norm(prefix: str, entries: Dict[str, Tensor]) -> Dict[str, Tensor]:
-    """One release ``SwitchNorm`` (its entries by name) as our layer's state, with the authors' math."""
-    ratios = entries.get("mean_weight")
-    if ratios is None or ratios.numel() not in (2, 3) or entries.get("var_weight") is None:
-        raise ConversionError(f"{prefix}: a SwitchNorm needs mean_weight and var_weight with 3 ([IN, LN, BN]) or 2 "
-                              f"([IN, LN]) entries")
-    if "weight" not in entries:
-        raise ConversionError(f"{prefix}: a SwitchNorm without its weight")
-    layer = SwitchNorm2d(entries["weight"].numel(), candidates=("IN", "LN", "BN")[:ratios.numel()],
-                         official_compat=True)
-    try:
-        result = layer.load_state_dict(dict(entries), strict=False)
-    except RuntimeError as e:
-        raise ConversionError(f"{prefix}: " + str(e).replace("\n\t", "; ").strip()) from e
-    missing = [k for k in result.missing_keys if k not in ("num_batches_tracked", "official_compat_flag")]
-    if missing or result.unexpected_keys:
-        raise ConversionError(f"{prefix}: missing {missing}, unexpected {result.unexpected_keys}")
-    layer.official_compat = True
-    state = layer.state_dict()
-    for name, t in state.items():
-        if t.is_floating_point() and not torch.isfinite(t).all():
-            raise ConversionError(f"{prefix}.{name} holds NaN or inf values (a diverged run or a damaged file)")
-    return state
-
-
 def _check_architecture(arch: dict) -> None:
     if arch.get("layout") != LAYOUT:
         raise ConversionError(f"not a {LAYOUT} architecture: {arch}")
@@ -168,7 +142,7 @@ def to_detectron2(source, arch: dict) -> Tuple[dict, List[str]]:
             a head or class count that does not fit ``arch``.
     """
     _check_architecture(arch)
-    sd = _unwrap(source)
+    sd = unwrap_state_dict(source)
     backbone = "Conv_Body.conv_body." if arch["body"] == "FPN" else "Conv_Body."
     rules = _resnet_rules(backbone, "backbone.bottom_up." if arch["body"] == "FPN" else "backbone.")
     if arch["body"] == "FPN":
@@ -247,6 +221,6 @@ def _canonical_norms(renamed: Dict[str, Tensor]) -> Dict[str, Tensor]:
         else:
             out[key] = value
     for prefix, entries in groups.items():
-        for name, value in _canonical_norm(prefix, entries).items():
+        for name, value in canonical_switch_norm(prefix, entries).items():
             out[f"{prefix}.{name}"] = value
     return out

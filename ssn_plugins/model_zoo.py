@@ -47,12 +47,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
-from . import cache, checkpoints, detectron_pytorch
+from . import cache, checkpoints, csail_segmentation, detectron_pytorch
 
 __all__ = ["SCHEME", "LAYOUTS", "INPUT_CONVENTIONS", "CatalogueEntry", "ModelZooError", "catalogue", "get_entry",
-           "parse_url", "local_path", "download", "cache_root"]
+           "parse_url", "local_path", "download", "download_parts", "cache_root"]
 
 SCHEME = "ssn://"
 LAYOUTS = tuple(checkpoints.TARGETS)
@@ -67,6 +67,8 @@ TIMEOUT = 60
 INPUT_CONVENTIONS = {
     "rgb-imagenet": {"format": "RGB", "mean": (123.675, 116.28, 103.53), "std": (58.395, 57.12, 57.375)},
     "bgr-caffe": {"format": "BGR", "mean": (103.53, 116.28, 123.675), "std": (1.0, 1.0, 1.0)},
+    # the CSAIL segmentation framework's (and Detectron's) BGR means, which the SN segmentation release trained with
+    "bgr-detectron-caffe": {"format": "BGR", "mean": (102.9801, 115.9465, 122.7717), "std": (1.0, 1.0, 1.0)},
 }
 
 
@@ -100,6 +102,9 @@ class CatalogueEntry:
     config: str = ""
     #: the licence as the release states it ("" where it states none)
     licence: str = ""
+    #: a model published as several files (the segmentation release's encoder and decoder): part -> its
+    #: ``urls`` and ``by_hand`` links; ``urls`` / ``by_hand`` above are then empty / all the parts' links
+    parts: dict = field(default_factory=dict, hash=False)
 
     @property
     def input_convention(self) -> dict:
@@ -110,6 +115,11 @@ class CatalogueEntry:
     def openmmlab_layout(self) -> bool:
         """A file already in OpenMMLab's 2-D names (not an SN/SSN/CE release file)."""
         return self.architecture.get("layout") == "openmmlab"
+
+    @property
+    def trained_segmenter(self) -> bool:
+        """A trained encoder + decoder of the SN segmentation release (layout ``openmmlab`` only)."""
+        return self.architecture.get("layout") == csail_segmentation.LAYOUT
 
     @property
     def trained_detector(self) -> bool:
@@ -154,14 +164,32 @@ def cache_root() -> Path:
     return cache.cache_root() / "checkpoints"
 
 
-def _urls(entry: CatalogueEntry) -> List[str]:
+@dataclass(frozen=True)
+class _ReleaseFile:
+    """One file of a catalogue entry: where it is cached, where it is downloaded from, where to get it by hand."""
+    label: str
+    target: Path
+    urls: Tuple[str, ...]
+    by_hand: Tuple[str, ...]
+
+
+def _release_files(entry: CatalogueEntry) -> Dict[str, _ReleaseFile]:
+    """The entry's files by part (``""`` for a one-file model): ``downloads/NAME.pth`` or ``NAME.PART.pth``;
+    ``$SSN_PLUGINS_MIRROR`` serves them under the same names."""
     mirror = os.environ.get("SSN_PLUGINS_MIRROR")
-    return [f"{mirror.rstrip('/')}/{entry.name}.pth"] if mirror else list(entry.urls)
+    specs = entry.parts or {"": {"urls": entry.urls, "by_hand": entry.by_hand}}
+    files = {}
+    for part, spec in specs.items():
+        stem = f"{entry.name}.{part}" if part else entry.name
+        urls = (f"{mirror.rstrip('/')}/{stem}.pth",) if mirror else tuple(spec["urls"])
+        files[part] = _ReleaseFile(f"{SCHEME}{entry.name}" + (f" ({part})" if part else ""),
+                                   cache_root() / "downloads" / f"{stem}.pth", urls, tuple(spec["by_hand"]))
+    return files
 
 
-def _by_hand_advice(entry: CatalogueEntry, target: Path) -> str:
-    return (f"to place it by hand, download it from {' or '.join(entry.by_hand)} (listed on {entry.page}) and save it "
-            f"as {target}")
+def _by_hand_advice(entry: CatalogueEntry, file: _ReleaseFile) -> str:
+    return (f"to place it by hand, download it from {' or '.join(file.by_hand)} (listed on {entry.page}) and save it "
+            f"as {file.target}")
 
 
 @contextmanager
@@ -279,27 +307,41 @@ def download(name: str, progress: bool = True) -> Path:
     A file under the final name is complete and checked (or placed by hand,
     then checked here); a download in progress lives in ``NAME.pth.part``.
     A checksum mismatch deletes a download, moves a file placed by hand to
-    ``NAME.pth.rejected``, and raises.
+    ``NAME.pth.rejected``, and raises. A model of several files: :func:`download_parts`.
     """
     entry = get_entry(name)
-    target = cache_root() / "downloads" / f"{name}.pth"
-    if progress and entry.licence and not target.exists():
+    if entry.parts:
+        raise ModelZooError(f"{SCHEME}{name} is published as {len(entry.parts)} files ({', '.join(entry.parts)}): "
+                            f"use download_parts")
+    return download_parts(name, progress)[""]
+
+
+def download_parts(name: str, progress: bool = True) -> Dict[str, Path]:
+    """Every file of ``name`` (part -> path; ``""`` for a one-file model), each as :func:`download` describes."""
+    entry = get_entry(name)
+    files = _release_files(entry)
+    if progress and entry.licence and not all(f.target.exists() for f in files.values()):
         print(f"[ssn_plugins] {SCHEME}{name}: the {entry.release} release's licence: {entry.licence}", file=sys.stderr)
+    return {part: _download_file(entry, file, progress) for part, file in files.items()}
+
+
+def _download_file(entry: CatalogueEntry, file: _ReleaseFile, progress: bool) -> Path:
+    target = file.target
     with _locked(target):
         if target.exists():
             problem = _checksum_problem(entry, target)
             if problem is not None:  # a file placed by hand: kept aside, never under the name that is trusted
                 rejected = _set_aside(target)
-                raise ModelZooError(f"{target} (for {SCHEME}{name}) is not the published file: {problem}; it was "
-                                    f"moved to {rejected}. Download it again, or {_by_hand_advice(entry, target)}")
+                raise ModelZooError(f"{target} (for {file.label}) is not the published file: {problem}; it was "
+                                    f"moved to {rejected}. Download it again, or {_by_hand_advice(entry, file)}")
             return target
         part = target.with_name(target.name + ".part")
         failures = []
-        for url in _urls(entry):
+        for url in file.urls:
             if progress:
-                print(f"[ssn_plugins] downloading {SCHEME}{name} from {url}", file=sys.stderr)
+                print(f"[ssn_plugins] downloading {file.label} from {url}", file=sys.stderr)
             try:
-                _fetch(url, part, name if progress else None)
+                _fetch(url, part, entry.name if progress else None)
             except _AttemptFailed as e:
                 failures.append(str(e))
                 continue
@@ -310,12 +352,17 @@ def download(name: str, progress: bool = True) -> Path:
                 continue
             os.replace(part, target)
             return target
-        raise ModelZooError(f"cannot download {SCHEME}{name}:\n  " + "\n  ".join(failures)
-                            + f"\n{_by_hand_advice(entry, target)}")
+        raise ModelZooError(f"cannot download {file.label}:\n  " + "\n  ".join(failures)
+                            + f"\n{_by_hand_advice(entry, file)}")
 
 
-def _convert(entry: CatalogueEntry, source: Path, layout: str) -> dict:
-    """The release file ``source`` in ``layout`` (an object to save)."""
+def _convert(entry: CatalogueEntry, sources: Dict[str, Path], layout: str) -> dict:
+    """The release's files ``sources`` (part -> path) in ``layout`` (an object to save)."""
+    if entry.trained_segmenter:
+        return csail_segmentation.to_openmmlab(checkpoints.load_checkpoint_file(sources["encoder"]),
+                                               checkpoints.load_checkpoint_file(sources["decoder"]),
+                                               entry.architecture)[0]
+    source = sources[""]
     if entry.trained_detector:
         return detectron_pytorch.to_detectron2(checkpoints.load_checkpoint_file(source), entry.architecture)[0]
     if entry.openmmlab_layout:  # a 2-D OpenMMLab file: the I3D inflation of tools/convert_checkpoint.py
@@ -334,6 +381,9 @@ def _check_layout(entry: CatalogueEntry, layout: str) -> None:
     if entry.openmmlab_layout and layout not in ("openmmlab", "i3d"):
         raise ModelZooError(f"{SCHEME}{layout}/{entry.name}: an OpenMMLab ResNet; only the 'openmmlab' and 'i3d' "
                             f"layouts exist")
+    if entry.trained_segmenter and layout != "openmmlab":
+        raise ModelZooError(f"{SCHEME}{layout}/{entry.name}: a trained segmentation model; only the 'openmmlab' "
+                            f"layout (an mmseg EncoderDecoder) exists (use it with {entry.config})")
     if entry.trained_detector and layout != "detectron2":
         raise ModelZooError(f"{SCHEME}{layout}/{entry.name}: a trained Detectron.pytorch detector; only the "
                             f"'detectron2' layout exists (use it with {entry.config})")
@@ -352,19 +402,20 @@ def local_path(url: str, default_layout: str = "torch", progress: bool = True) -
     target = cache_root() / "converted" / f"{name}{checkpoints.TARGETS[layout]}"
     if target.exists():
         return target
-    source = download(name, progress)
+    sources = download_parts(name, progress)
     with _locked(target):
         if target.exists():  # converted by another process meanwhile
             return target
         try:
-            converted = _convert(entry, source, layout)
+            converted = _convert(entry, sources, layout)
         except checkpoints.ConversionError as e:
             checked = entry.md5 is not None or entry.sha256_prefix is not None
             note = ""
-            if not checked:  # nothing vouches for the file: set it aside so that the next use downloads it again
-                rejected = _set_aside(source)
-                note = f"; the file was moved to {rejected}"
-            raise ModelZooError(f"{SCHEME}{name} ({source}) cannot be converted for {layout}: {e}{note}") from e
+            if not checked:  # nothing vouches for the files: set them aside so that the next use downloads again
+                rejected = [str(_set_aside(source)) for source in sources.values()]
+                note = f"; moved to {', '.join(rejected)}"
+            files = ", ".join(str(source) for source in sources.values())
+            raise ModelZooError(f"{SCHEME}{name} ({files}) cannot be converted for {layout}: {e}{note}") from e
         checkpoints.save_atomically(converted, target, pickled=layout == "detectron2")
         if progress:
             print(f"[ssn_plugins] {SCHEME}{name}: converted for {layout} into {target}", file=sys.stderr)

@@ -127,15 +127,15 @@ def cached(tmp_path, *parts) -> Path:
 
 def test_catalogue_lists_every_release_checkpoint():
     entries = model_zoo.catalogue()
-    assert len(entries) == 19
+    assert len(entries) == 20
     releases = {}
     for e in entries.values():
         releases.setdefault(e.release, []).append(e.name)
-        assert e.urls and e.by_hand and e.page.startswith("https://")
-        assert all(u.startswith("https://") for u in e.urls)
+        assert (e.urls or e.parts) and e.by_hand and e.page.startswith("https://")
+        assert all(u.startswith("https://") for u in e.urls + tuple(u for p in e.parts.values() for u in p["urls"]))
         assert e.architecture["depth"] in (50, 101) and e.architecture["norm"] in ("SN", "SSN", "BN", "GN")
     assert len(releases["SN"]) == 7 and len(releases["SSN"]) == 5 and releases["SN-segmentation"] == [
-        "resnet50_sn_8x2"] and releases["CE"] == ["resnet50_ce"]
+        "resnet50_sn_8x2", "ade20k_c1_deepsup_r50_d8_sn_8x2"] and releases["CE"] == ["resnet50_ce"]
     assert len(releases["SN-detection"]) == 4 and all(entries[n].task == "detection" for n in releases["SN-detection"])
     assert entries["mask_rcnn_R_50_FPN_2x_sn_8x1"].results == {"box AP": 41.01, "mask AP": 36.12}
     assert all(entries[n].licence == "CC-BY-NC 4.0" for n in releases["SN"])

@@ -58,8 +58,12 @@ def main(argv=None):
     with trusted_checkpoints():
         metrics = runner.test()
     if runner.rank == 0:
-        record = {"checkpoint": osp.abspath(args.checkpoint), "tta": args.tta,
-                  "moving_average": args.moving_average,
+        # a local file by its absolute path; a name (ssn://NAME, an URL) as it was given
+        checkpoint = args.checkpoint if "://" in args.checkpoint else osp.abspath(args.checkpoint)
+        record = {"checkpoint": checkpoint, "tta": args.tta,
+                  # the trained running averages, unless the config's hook recomputed batch averages before the test
+                  "moving_average": not any(h.get("type") == "BatchAverageStatisticsHook"
+                                            for h in cfg.get("custom_hooks", [])),
                   "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
         with open(osp.join(cfg.work_dir, TEST_RESULTS), "a") as f:
             f.write(json.dumps(record) + "\n")

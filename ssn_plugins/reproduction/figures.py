@@ -38,10 +38,18 @@ def release_figure(weights: str, dataset: str, metric: str) -> Optional[PaperFig
     if entry is None or metric not in entry.results or entry.test.get("dataset", "").lower() != dataset.lower():
         return None
     a = entry.architecture
-    model = ("Mask R-CNN" if a.get("mask_head") else "Faster R-CNN") + f" R{a['depth']}-{a['body']}"
     return PaperFigure(table=f"{entry.release}:{entry.name}", task=entry.task, dataset=entry.test["dataset"],
-                       model=model, norm=a["norm"], label=f"{SCHEME}{entry.name}", batch=(None, None), metric=metric,
-                       value=float(entry.results[metric]), source=f"{entry.release} release")
+                       model=trained_model_name(entry), norm=a["norm"], label=f"{SCHEME}{entry.name}",
+                       batch=(None, None), metric=metric, value=float(entry.results[metric]),
+                       source=f"{entry.release} release")
+
+
+def trained_model_name(entry) -> str:
+    """A trained model of the catalogue by its tables' name: ``Mask R-CNN R50-FPN``, ``c1_bilinear_deepsup R50-D8``."""
+    a = entry.architecture
+    if entry.task == "detection":
+        return ("Mask R-CNN" if a.get("mask_head") else "Faster R-CNN") + f" R{a['depth']}-{a['body']}"
+    return f"{a['decoder']} R{a['depth']}-D8"
 
 
 def format_batch(batch: Sequence[Optional[int]]) -> str:
@@ -197,17 +205,15 @@ def trained_models_markdown() -> str:
     """MODEL_ZOO.md's table of the catalogue's trained downstream models, with the release's figures."""
     from ..model_zoo import catalogue
 
-    lines = ["| name | model | norm | batch | the release's figures | config | checksum | the release's links |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| name | task | model | norm | batch | the release's figures | config | checksum | the release's links |",
+             "|---|---|---|---|---|---|---|---|---|"]
     entries = [e for e in catalogue().values() if e.task != "classification"]
     for e in entries:
         a = e.architecture
-        kind = "Mask R-CNN" if a.get("mask_head") else "Faster R-CNN"
         norm = f"{a['norm']} over {', '.join(a['candidates'])}"
         figures = ", ".join(f"{metric} {value:.2f}" for metric, value in e.results.items())  # as printed
-        lines.append(f"| `ssn://{e.name}` | {kind} R-{a['depth']}-{a['body']}, box head {a['box_head']} | {norm} | "
-                     f"{e.batch} | {figures} | `{e.config}` | {_checksum(e)} | "
-                     + " · ".join(_link(x) for x in e.by_hand) + " |")
+        lines.append(f"| `ssn://{e.name}` | {e.task} | {trained_model_name(e)} | {norm} | {e.batch} | {figures} | "
+                     f"`{e.config}` | {_checksum(e)} | " + " · ".join(_link(x) for x in e.by_hand) + " |")
     notes = [f"- `{e.name}`: {e.note}" for e in entries if e.note] + _licence_notes(entries)
     return "\n".join(lines + [""] + notes)
 

@@ -99,14 +99,11 @@ def build_rows(runs: Sequence[Run], pick: str = "final", figures: Optional[Seque
     figures = paper_figures() if figures is None else figures
     rows = []
     for run in runs:
-        evaluation = run.pick(pick)
-        results = dict(evaluation.metrics) if evaluation else {}
-        label = "–" if evaluation is None else (
-            f"{pick}, test" if evaluation.kind == "test" else f"{pick}, step {evaluation.step}")
+        label, results, tested = run.results(pick)
         row = Row(run, label, results)
         for metric in results:
             figure = None
-            if evaluation.kind == "test":  # a released trained model is compared with its release's own figure
+            if tested:  # a released trained model is compared with its release's own figure
                 figure = release_figure(run.tested_weights, run.dataset, metric)
             if figure is None:
                 figure = match_figure(figures, run.task, run.dataset, run.model, run.norm, run.batch, metric)

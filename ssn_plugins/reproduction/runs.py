@@ -52,15 +52,30 @@ class Run:
     #: the weights a test run evaluated as it named them (a path, or ``ssn://NAME`` for a released model)
     tested_weights: str = ""
 
-    def pick(self, how: str = "final") -> Optional[Evaluation]:
-        """The last evaluation (``final``), or the one with the best first metric (``best``)."""
-        if not self.evaluations:
+    def pick(self, how: str = "final", kind: Optional[str] = None) -> Optional[Evaluation]:
+        """The last evaluation (``final``), or the one with the best first metric (``best``); of ``kind`` only
+        (``"val"``, ``"test"``) when given."""
+        if how not in ("final", "best"):
+            raise ValueError(f"pick must be 'final' or 'best', got {how!r}")
+        evaluations = [e for e in self.evaluations if kind is None or e.kind == kind]
+        if not evaluations:
             return None
         if how == "final":
-            return self.evaluations[-1]
-        if how != "best":
-            raise ValueError(f"pick must be 'final' or 'best', got {how!r}")
-        return max(self.evaluations, key=lambda e: next(iter(e.metrics.values()), float("-inf")))
+            return evaluations[-1]
+        return max(evaluations, key=lambda e: next(iter(e.metrics.values()), float("-inf")))
+
+    def results(self, how: str = "final") -> Tuple[str, Dict[str, float], bool]:
+        """``(label, metrics, tested)``: the metrics of the picked validation, then every test run's (single-scale,
+        multi-scale, 10-clip: each its own metric names) on top, so that no evaluation of the run is lost."""
+        chosen = self.pick(how, "val")
+        tests = [e for e in self.evaluations if e.kind == "test"]
+        metrics = dict(chosen.metrics) if chosen else {}
+        for test in tests:
+            metrics.update(test.metrics)
+        if chosen is None and not tests:
+            return "–", {}, False
+        label = " + ".join(([f"{how}, step {chosen.step}"] if chosen else []) + (["test"] if tests else []))
+        return label, metrics, bool(tests)
 
 
 def _dataset_name(name: str) -> str:
@@ -320,7 +335,10 @@ def describe_mmengine_config(cfg, run: Run) -> None:
     depth = backbone.get("depth", "?")
     kind = model.get("type", "?")
     train_loader = cfg.get("train_dataloader") or {}
-    dataset = train_loader.get("dataset", {})
+    # the data set the metrics are measured on: the test set's (a released model tested on other photos than the
+    # ones it was trained on says so), else the validation or training set's
+    loader = next((cfg.get(k) for k in ("test_dataloader", "val_dataloader") if cfg.get(k)), train_loader)
+    dataset = loader.get("dataset", {})
     while "dataset" in dataset:  # RepeatDataset and friends
         dataset = dataset["dataset"]
     run.dataset = _mm_dataset_name(dataset)

@@ -119,6 +119,28 @@ def coco_released_detectors(ci: bool = False) -> Suite:
                  runs)
 
 
+#: the CPU variant of each released segmentation model's config: the same model on the real mini photos
+RELEASED_SEGMENTER_CI = {"configs/mmseg/released/c1-deepsup_r50-d8_sn-8x2_ade20k.py":
+                         "configs/mmseg/released/real_mini/c1-deepsup_r50-d8_sn-8x2_real-mini-ade20k.py"}
+
+
+def ade20k_released_segmenter(ci: bool = False) -> Suite:
+    """``tools/mm_test.py`` of the catalogue's trained ADE20K model, single-scale then multi-scale (the release's two
+    figures), from one GPU (``--ci``: on the real mini photos in ADE20K's classes)."""
+    from ..model_zoo import SCHEME, catalogue
+    runs = []
+    for entry in catalogue().values():
+        if entry.task != "semantic segmentation":
+            continue
+        config = RELEASED_SEGMENTER_CI[entry.config] if ci else entry.config
+        args = [config, SCHEME + entry.name, "--work-dir", "WORK"]
+        runs.append(SuiteRun(entry.name, entry.architecture["norm"], 1, [
+            Step("mm_test", args, done=_has_metric("mIoU"), distributed="mmengine"),
+            Step("mm_test", args + ["--tta"], done=_has_metric("mIoU (ms)"), distributed="mmengine")]))
+    return Suite("ade20k-released-segmenter", "the SN segmentation release's trained ADE20K model, evaluated "
+                 "single- and multi-scale (mmseg)", runs)
+
+
 def _mmengine(name: str, pattern: str, norms: Sequence[str], tta: bool) -> Callable[[bool], Suite]:
     def suite(ci: bool = False) -> Suite:
         runs = []
@@ -155,6 +177,7 @@ SUITES: Dict[str, Callable[[bool], Suite]] = {
     "coco-mask-rcnn-2x": _detectron2("coco-mask-rcnn-2x", {
         n: f"mask_rcnn_R_50_FPN_2x_{n}.yaml" for n in ("frozenbn", "gn", "sn", "ssn")}),
     "coco-released-detectors": coco_released_detectors,
+    "ade20k-released-segmenter": ade20k_released_segmenter,
     "coco-faster-rcnn-2x": _detectron2("coco-faster-rcnn-2x", {
         n: f"faster_rcnn_R_50_FPN_2x_{n}.yaml" for n in ("sn", "ssn")}),
     "cityscapes-deeplab": _mmengine(
