@@ -322,3 +322,36 @@ def test_a_download_names_the_releases_licence_once(cache, capsys):
         model_zoo.local_path("ssn://faster_rcnn_R_50_FPN_2x_sn_8x2", default_layout="detectron2")
     err = capsys.readouterr().err
     assert err.count("the SN-detection release's licence: MIT") == 1
+
+
+@pytest.mark.parametrize("name", list(RELEASES))
+def test_lazyconfig_twin_is_the_yaml_model(name, cache):
+    """Each released model's LazyConfig twin (detectron2's ``LazyConfig.load`` + ``instantiate``) holds the same
+    parameters as the yaml model and, given the converted weights, returns the same detections."""
+    from detectron2.config import LazyConfig, instantiate
+
+    _, saved = release_file(name, seed=1)
+    converted, _ = detectron_pytorch.to_detectron2(saved, model_zoo.get_entry(name).architecture)
+    cfg = get_cfg()
+    sd2.add_ssn_config(cfg)
+    cfg.merge_from_file(str(CONFIGS / f"{name}.yaml"))
+    cfg.MODEL.DEVICE = "cpu"
+    from_yaml = build_model(cfg).eval()
+    lazy = LazyConfig.load(str(CONFIGS / f"{name}.py"))
+    assert lazy.train.init_checkpoint == f"ssn://{name}"
+    twin = instantiate(lazy.model).eval()
+    for model in (from_yaml, twin):
+        result = model.load_state_dict(converted["model"], strict=False)
+        assert not result.missing_keys and not result.unexpected_keys
+    assert twin.input_format == "RGB" and torch.equal(twin.pixel_mean, from_yaml.pixel_mean)
+    photo = photo_batch(size=(192, 256), crops=1, seed=4)[0]
+    image = ((photo * torch.tensor([0.229, 0.224, 0.225])[:, None, None] + torch.tensor([0.485, 0.456, 0.406])[
+        :, None, None]) * 255).round()
+    inputs = [{"image": image, "height": 192, "width": 256}]
+    with torch.no_grad():
+        ours, theirs = twin(inputs)[0]["instances"], from_yaml(inputs)[0]["instances"]
+    assert len(ours) == len(theirs) > 0, (len(ours), len(theirs))  # detections to compare
+    for field in ("pred_boxes", "scores", "pred_classes") + (("pred_masks",) if RELEASES[name][2] else ()):
+        a, b = ours.get(field), theirs.get(field)
+        a, b = (a.tensor, b.tensor) if field == "pred_boxes" else (a, b)
+        assert torch.equal(a, b), field

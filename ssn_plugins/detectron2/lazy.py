@@ -256,12 +256,16 @@ def adamw(**options):
 
 def set_norm(model, norm) -> None:
     """Set ``norm`` (a name such as ``"SSN"``, or ``L(SwitchNormLayer)(...)``) everywhere in the LazyConfig of
-    detectron2's R-CNN with FPN (``common/models/mask_rcnn_fpn.py``): stem, stages, FPN, box and mask heads
-    (those the config has)."""
-    bottom_up = model.backbone.bottom_up
-    bottom_up.stem.norm = norm
-    bottom_up.stages.norm = norm
-    model.backbone.norm = norm
+    detectron2's R-CNN, with FPN (``common/models/mask_rcnn_fpn.py``: stem, stages, FPN, box and mask heads, those
+    the config has) or C4 (``common/models/mask_rcnn_c4.py``: stem, stages, the res5 head, the mask head)."""
+    fpn = "bottom_up" in model.backbone
+    resnet = model.backbone.bottom_up if fpn else model.backbone
+    resnet.stem.norm = norm
+    resnet.stages.norm = norm
+    if fpn:
+        model.backbone.norm = norm
+    if "res5" in model.roi_heads:
+        model.roi_heads.res5.norm = norm
     for head in ("box_head", "mask_head"):
-        if head in model.roi_heads:
+        if model.roi_heads.get(head) is not None:
             model.roi_heads[head].conv_norm = norm
