@@ -344,6 +344,13 @@ def convert(model: PublishedModel, target: str, conv1_t: int = 5, inflate_style:
     raise ConversionError(f"unknown target {target!r}; choose from {sorted(TARGETS)}")
 
 
+def _file_mode() -> int:
+    """The mode ``open`` gives a new file under the process's umask (0644 under the usual 022)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def save_atomically(obj: dict, path, pickled: bool = False) -> None:
     """Write ``obj`` to ``path`` (``pickle`` for detectron2's ``.pkl``, else ``torch.save``) atomically.
 
@@ -362,6 +369,7 @@ def save_atomically(obj: dict, path, pickled: bool = False) -> None:
                 pickle.dump(obj, f)
             else:
                 torch.save(obj, f)
+        os.chmod(tmp, _file_mode())  # mkstemp's 0600 would keep a group-shared cache from the group
         os.replace(tmp, path)
     except (OSError, RuntimeError) as e:  # torch.save reports an unwritable file as a RuntimeError
         raise ConversionError(f"cannot write {path}: {getattr(e, 'strerror', None) or e}") from e

@@ -15,13 +15,19 @@ Settings (environment variables):
 
 - ``SSN_PLUGINS_CACHE``: the cache root (default ``~/.cache/ssn_plugins``);
   files go to ``checkpoints/downloads/NAME.pth`` and ``checkpoints/converted/``.
+- ``SSN_PLUGINS_WEIGHTS``: those two folders' parent instead of
+  ``$SSN_PLUGINS_CACHE/checkpoints`` (a weights cache shared by a group; files
+  are written with the process's umask, and downloads are locked with ``flock``).
 - ``SSN_PLUGINS_MIRROR``: a base URL that replaces every catalogue link
   (``$SSN_PLUGINS_MIRROR/NAME.pth``), for a mirror inside a cluster, or the
   local server of the tests.
 
 To place a file by hand (no network, or a link that needs a browser), save the
 release's file as ``checkpoints/downloads/NAME.pth`` under the cache root: it
-is checked and converted like a download.
+is checked and converted like a download. :func:`place_file`
+(``tools/place_checkpoint.py``) does it for you, and with ``skip_checksum``
+(``--skip-checksum``) places a file that is not the release's byte for byte (a
+re-save, a mirror's copy): it is used unchecked, and every use says so.
 
 A trained detector of the SN detection release (``task: detection``, a
 Detectron.pytorch file) exists in the ``detectron2`` layout only, converted by
@@ -39,6 +45,7 @@ import hashlib
 import http.client
 import json
 import os
+import shutil
 import socket
 import sys
 import urllib.error
@@ -52,7 +59,7 @@ from typing import Dict, Optional, Tuple
 from . import cache, checkpoints, csail_segmentation, detectron_pytorch
 
 __all__ = ["SCHEME", "LAYOUTS", "INPUT_CONVENTIONS", "CatalogueEntry", "ModelZooError", "catalogue", "get_entry",
-           "parse_url", "local_path", "download", "download_parts", "cache_root"]
+           "parse_url", "local_path", "download", "download_parts", "place_file", "cache_root"]
 
 SCHEME = "ssn://"
 LAYOUTS = tuple(checkpoints.TARGETS)
@@ -160,8 +167,8 @@ def parse_url(url: str, default_layout: str) -> Tuple[str, str]:
 
 
 def cache_root() -> Path:
-    """``$SSN_PLUGINS_CACHE/checkpoints`` (default ``~/.cache/ssn_plugins/checkpoints``)."""
-    return cache.cache_root() / "checkpoints"
+    """``$SSN_PLUGINS_WEIGHTS``, else ``$SSN_PLUGINS_CACHE/checkpoints`` (default ``~/.cache/ssn_plugins``'s)."""
+    return cache.weights_root()
 
 
 @dataclass(frozen=True)
@@ -328,12 +335,19 @@ def download_parts(name: str, progress: bool = True) -> Dict[str, Path]:
 def _download_file(entry: CatalogueEntry, file: _ReleaseFile, progress: bool) -> Path:
     target = file.target
     with _locked(target):
+        unchecked = _unchecked_marker(target)
+        if target.exists() and unchecked.exists():
+            if progress:
+                print(f"[ssn_plugins] {file.label}: {target} is used unchecked ({unchecked.read_text().strip()})",
+                      file=sys.stderr)
+            return target
         if target.exists():
             problem = _checksum_problem(entry, target)
             if problem is not None:  # a file placed by hand: kept aside, never under the name that is trusted
                 rejected = _set_aside(target)
                 raise ModelZooError(f"{target} (for {file.label}) is not the published file: {problem}; it was "
-                                    f"moved to {rejected}. Download it again, or {_by_hand_advice(entry, file)}")
+                                    f"moved to {rejected}. Download it again, or {_by_hand_advice(entry, file)}; "
+                                    f"to use this file anyway: {_skip_advice(entry, file, rejected)}")
             return target
         part = target.with_name(target.name + ".part")
         failures = []
@@ -354,6 +368,55 @@ def _download_file(entry: CatalogueEntry, file: _ReleaseFile, progress: bool) ->
             return target
         raise ModelZooError(f"cannot download {file.label}:\n  " + "\n  ".join(failures)
                             + f"\n{_by_hand_advice(entry, file)}")
+
+
+def _unchecked_marker(target: Path) -> Path:
+    return target.with_name(target.name + ".unchecked")
+
+
+def _skip_advice(entry: CatalogueEntry, file: _ReleaseFile, source) -> str:
+    part = next((p for p, f in _release_files(entry).items() if f.target == file.target and p), "")
+    return (f"python tools/place_checkpoint.py {entry.name} {source}" + (f" --part {part}" if part else "")
+            + " --skip-checksum")
+
+
+def place_file(name: str, source, part: str = "", skip_checksum: bool = False) -> Path:
+    """Copy ``source`` into the cache as the release's file of ``name`` (its ``part``: ``encoder``, ... for a model
+    of several files), for a file fetched by hand. It is checked as a download is, unless ``skip_checksum``: then
+    it is used as it is (a re-save or another copy of the release, which cannot match its checksum), and every use
+    prints that. Files converted from an earlier copy are removed. Returns the cached file."""
+    entry = get_entry(name)
+    files = _release_files(entry)
+    if part not in files:
+        known = ", ".join(p for p in files if p) or "none: the model is one file"
+        raise ModelZooError(f"{SCHEME}{name}: no part {part!r} (parts: {known})")
+    file, source = files[part], Path(source)
+    if not source.is_file():
+        raise ModelZooError(f"{source}: no such file")
+    with _locked(file.target):
+        problem = None if skip_checksum else _checksum_problem(entry, source)
+        if problem is not None:
+            raise ModelZooError(f"{source} is not the published file for {file.label}: {problem}; to use it anyway: "
+                                f"{_skip_advice(entry, file, source)}")
+        tmp = file.target.with_name(file.target.name + ".placing")
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, file.target)
+        marker = _unchecked_marker(file.target)
+        if skip_checksum:
+            md5 = hashlib.md5()
+            with open(file.target, "rb") as f:
+                for block in iter(lambda: f.read(CHUNK), b""):
+                    md5.update(block)
+            md5 = md5.hexdigest()
+            marker.write_text(f"placed from {source} with --skip-checksum; MD5 {md5}"
+                              + (f", the release lists {entry.md5}" if entry.md5 else "") + "\n")
+        elif marker.exists():
+            marker.unlink()
+    for suffix in checkpoints.TARGETS.values():  # conversions of an earlier copy
+        stale = cache_root() / "converted" / f"{name}{suffix}"
+        if stale.exists():
+            stale.unlink()
+    return file.target
 
 
 def _convert(entry: CatalogueEntry, sources: Dict[str, Path], layout: str) -> dict:

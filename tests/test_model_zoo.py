@@ -5,6 +5,7 @@ published layouts; ``SSN_PLUGINS_MIRROR`` points the catalogue at it and ``SSN_P
 folder. The catalogue's checksums are the releases'; for the served files the tests put their MD5 in their place.
 """
 import dataclasses
+import os
 import hashlib
 import json
 import http.server
@@ -417,3 +418,59 @@ def test_eval_imagenet_tool_reports_accuracy_beside_the_published_figure(server,
     photos[0].save(small / "c0" / "a.jpg")
     refused = eval_imagenet("resnet50_sn_8x32", str(small), "--workers", "0")
     assert refused.returncode != 0 and "has 3 class folders, the model 1000 outputs" in refused.stderr
+
+
+def test_a_file_that_fails_the_checksum_has_a_documented_route(tmp_path, monkeypatch, capsys):
+    """A re-saved copy of a release file cannot match its MD5: ``tools/place_checkpoint.py --skip-checksum`` places
+    it, every use says it is unchecked, and what was converted from an earlier copy is not reused."""
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("SSN_PLUGINS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("SSN_PLUGINS_MIRROR", "http://127.0.0.1:9/")  # nothing may be fetched
+    model = trained_looking_resnet(50, "SSN", ceil=True)
+    resaved = tmp_path / "my_resave.pth"
+    torch.save(published_layout(model), resaved)
+    name = "resnet50_ssn_8x32"  # the release lists an MD5, which this file cannot have
+    with pytest.raises(model_zoo.ModelZooError, match=r"its MD5 is .*--skip-checksum"):
+        model_zoo.place_file(name, resaved)
+    # placed by hand under the trusted name instead: set aside, and the message names the route
+    target = cached(tmp_path, "downloads", f"{name}.pth")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(resaved.read_bytes())
+    with pytest.raises(model_zoo.ModelZooError, match=rf"to use this file anyway: python tools/place_checkpoint\.py "
+                                                      rf"{name} .*\.rejected --skip-checksum"):
+        model_zoo.local_path(f"ssn://{name}")
+    env = {**os.environ, "SSN_PLUGINS_CACHE": str(tmp_path / "cache")}
+    result = subprocess.run([sys.executable, "tools/place_checkpoint.py", name, str(resaved), "--skip-checksum"],
+                            cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0 and "unchecked" in result.stdout, result.stderr
+    capsys.readouterr()
+    path = model_zoo.local_path(f"ssn://{name}")
+    assert "is used unchecked (placed from" in capsys.readouterr().err
+    loaded = ResNet(50, "SSN", ceil_mode_pool=True)
+    loaded.load_state_dict(torch.load(path, weights_only=True)["state_dict"])
+    torch.testing.assert_close(loaded.layer1[0].conv1.weight, model.layer1[0].conv1.weight)
+    # placing another copy drops the conversion of the first
+    other = trained_looking_resnet(50, "SSN", ceil=True)
+    with torch.no_grad():
+        other.conv1.weight.mul_(2)
+    torch.save(published_layout(other), resaved)
+    model_zoo.place_file(name, resaved, skip_checksum=True)
+    assert not path.exists()
+    loaded.load_state_dict(torch.load(model_zoo.local_path(f"ssn://{name}"), weights_only=True)["state_dict"])
+    torch.testing.assert_close(loaded.conv1.weight, other.conv1.weight)
+    with pytest.raises(model_zoo.ModelZooError, match="no part 'encoder'"):
+        model_zoo.place_file(name, resaved, part="encoder")
+
+
+def test_a_shared_weights_cache_apart_from_the_environments(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("SSN_PLUGINS_WEIGHTS", str(tmp_path / "shared"))
+    umask = os.umask(0o002)  # a group-shared folder's usual umask
+    try:
+        path = model_zoo.local_path("ssn://resnet50_sn_8x32")
+    finally:
+        os.umask(umask)
+    assert path.is_relative_to(tmp_path / "shared") and not (tmp_path / "cache" / "checkpoints").exists()
+    for written in (path, tmp_path / "shared" / "downloads" / "resnet50_sn_8x32.pth"):
+        assert written.stat().st_mode & 0o777 == 0o664, oct(written.stat().st_mode)  # the group can read it

@@ -317,3 +317,25 @@ def test_cluster_suites_dry_run_commands(tmp_path):
     data = tool(TOOLS / "reproduce.py", "imagenet-r50-batch-sizes", "--dry-run", "--data", tmp_path / "imagenet",
                 "--norms", "sn_8x1", "--work-dir", tmp_path).stdout
     assert "--no-bn --batch-setting 8,1 --dataset-name ImageNet" in data and data.count(": new: ") == 1
+
+
+def test_slurm_launcher_refuses_a_machine_without_slurm_and_takes_the_schedulers_options(tmp_path):
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    from ssn_plugins.reproduction.launch import SlurmOptions, slurm_parameters
+
+    empty = tmp_path / "bin"  # a PATH without sbatch, whatever this machine has
+    empty.mkdir()
+    result = subprocess.run([sys.executable, str(TOOLS / "reproduce.py"), "fashion-mnist-batch-sizes", "--ci",
+                             "--norms", "BN", "--launcher", "slurm", "--work-dir", str(tmp_path / "w")],
+                            capture_output=True, text=True, cwd=REPO, timeout=300,
+                            env={**os.environ, "PATH": str(empty)})
+    assert result.returncode == 2 and "no Slurm on this machine (sbatch not found)" in result.stderr
+    assert not (tmp_path / "w" / "fashion-mnist-batch-sizes" / "bn_1x32").exists()  # nothing ran locally instead
+    params = slurm_parameters(8, SlurmOptions(partition="gpu", account="vision", qos="high", mem="400G",
+                                              time_min=600, gpus_per_node=4, cpus_per_gpu=12))
+    script = _make_sbatch_string("python x.py", str(tmp_path), time=600,
+                                 **{k[len("slurm_"):] if k.startswith("slurm_") else k: v for k, v in params.items()})
+    for line in ("--partition=gpu", "--account=vision", "--qos=high", "--mem=400G", "--time=600",
+                 "--gpus-per-node=4", "--cpus-per-task=48"):
+        assert f"#SBATCH {line}" in script, line

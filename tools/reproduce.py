@@ -20,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tools"))
 
-from ssn_plugins.reproduction.launch import run_one, submit_slurm  # noqa: E402
+from ssn_plugins.reproduction.launch import SlurmOptions, run_one, submit_slurm  # noqa: E402
 from ssn_plugins.reproduction.suites import SUITES, get_suite, plan, shell_line  # noqa: E402
 from leaderboard import collect_rows, render  # noqa: E402
 
@@ -35,9 +35,16 @@ def main(argv=None):
     parser.add_argument("--data", type=Path, help="data set root, for the suites that need one (ImageNet)")
     parser.add_argument("--ci", action="store_true", help="the suite's CI-sized variant (few iterations)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands; run nothing")
-    parser.add_argument("--partition", help="Slurm partition")
-    parser.add_argument("--slurm-cluster", choices=("slurm", "local"), default=None,
-                        help="submitit executor (default: Slurm when available)")
+    slurm = parser.add_argument_group("Slurm (--launcher slurm)")
+    slurm.add_argument("--partition", help="Slurm partition")
+    slurm.add_argument("--account", help="Slurm account")
+    slurm.add_argument("--qos", help="Slurm quality of service")
+    slurm.add_argument("--mem", help="memory per node, in Slurm's notation (400G)")
+    slurm.add_argument("--time", type=int, default=4320, help="time limit per job in minutes (default 72 h)")
+    slurm.add_argument("--gpus-per-node", type=int, default=8, help="at most this many GPUs per job (default 8)")
+    slurm.add_argument("--cpus-per-gpu", type=int, default=10, help="CPUs per GPU (default 10)")
+    slurm.add_argument("--slurm-cluster", choices=("slurm", "local"), default=None,
+                       help="submitit executor: Slurm (needs sbatch here), or its local executor to check a suite")
     args = parser.parse_args(argv)
     if args.list:
         for name in SUITES:
@@ -61,8 +68,12 @@ def main(argv=None):
         return 0
     failures = []
     if args.launcher == "slurm":
-        jobs = submit_slurm(planned, suite.name, args.ci, work_dir, REPO, args.data, args.slurm_cluster,
-                            args.partition)
+        options = SlurmOptions(args.partition, args.account, args.qos, args.mem, args.time, args.gpus_per_node,
+                               args.cpus_per_gpu)
+        try:
+            jobs = submit_slurm(planned, suite.name, args.ci, work_dir, REPO, args.data, args.slurm_cluster, options)
+        except RuntimeError as e:  # no Slurm here
+            parser.error(str(e))
         for job in jobs:
             print(f"submitted {job.job_id}")
         for job in jobs:

@@ -1,5 +1,6 @@
 """Running a suite's runs: one after another here (``local`` / ``torchrun``), or as Slurm jobs through submitit."""
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
@@ -35,22 +36,50 @@ def run_one(suite_name: str, ci: bool, run_name: str, work_dir: str, repo: str, 
                                f"see {planned.folder / 'reproduce.log'}")
 
 
+@dataclass
+class SlurmOptions:
+    """The scheduler's settings of a suite's jobs (``tools/reproduce.py --partition/--account/...``)."""
+    partition: Optional[str] = None
+    account: Optional[str] = None
+    qos: Optional[str] = None
+    mem: Optional[str] = None            # per node, Slurm's notation ("400G")
+    time_min: int = 4320
+    gpus_per_node: int = 8
+    cpus_per_gpu: int = 10
+
+
+def slurm_parameters(run_gpus: int, options: SlurmOptions) -> dict:
+    """submitit's ``slurm_*`` parameters of one run's job: one node with up to ``gpus_per_node`` GPUs."""
+    gpus = min(options.gpus_per_node, run_gpus)
+    params = dict(gpus_per_node=gpus, cpus_per_task=options.cpus_per_gpu * gpus)
+    params.update({f"slurm_{key}": value for key, value in (("partition", options.partition),
+                                                           ("account", options.account), ("qos", options.qos),
+                                                           ("mem", options.mem)) if value})
+    return params
+
+
 def submit_slurm(planned: Sequence[Planned], suite_name: str, ci: bool, work_dir: Path, repo: Path,
-                 data: Optional[Path], cluster: Optional[str] = None, partition: Optional[str] = None,
-                 timeout_min: int = 4320, gpus_per_node: int = 8) -> List:
-    """One submitit job per unfinished run; each job launches its run's steps with torchrun on its node."""
+                 data: Optional[Path], cluster: Optional[str] = None,
+                 options: Optional[SlurmOptions] = None) -> List:
+    """One submitit job per unfinished run; each job launches its run's steps with torchrun on its node.
+
+    ``cluster``: ``"slurm"``, or ``"local"`` (submitit's local executor, here); ``None`` (submitit's choice) is
+    refused where there is no Slurm, which submitit would quietly turn into local runs."""
+    import shutil
+
     import submitit
+    options = options or SlurmOptions()
+    if cluster != "local" and shutil.which("sbatch") is None:
+        raise RuntimeError("--launcher slurm: no Slurm on this machine (sbatch not found); run on the cluster's "
+                           "login node, or use --slurm-cluster local (submitit's local executor) or --launcher local")
     executor = submitit.AutoExecutor(folder=str(work_dir / "submitit" / "%j"), cluster=cluster)
     jobs = []
     for p in planned:
         if not p.commands:
             continue
-        params = dict(timeout_min=timeout_min, name=f"{suite_name}-{p.run.name}", nodes=1, tasks_per_node=1)
+        params = dict(timeout_min=options.time_min, name=f"{suite_name}-{p.run.name}", nodes=1, tasks_per_node=1)
         if executor.cluster == "slurm":
-            params.update(gpus_per_node=min(gpus_per_node, p.run.gpus), cpus_per_task=10 * min(gpus_per_node,
-                                                                                                 p.run.gpus))
-            if partition:
-                params["slurm_partition"] = partition
+            params.update(slurm_parameters(p.run.gpus, options))
         executor.update_parameters(**params)
         launcher = "torchrun" if executor.cluster == "slurm" else "local"
         jobs.append(executor.submit(run_one, suite_name, ci, p.run.name, str(work_dir), str(repo), launcher,
