@@ -159,3 +159,19 @@ def test_kinetics_config_follows_the_paper(path):
     if norm == "gn":  # Detectron's GN model takes BGR input without scaling; decord gives RGB frames
         preprocessor = cfg.model.data_preprocessor
         assert preprocessor.to_rgb and preprocessor.mean[0] == 103.530 and preprocessor.std == [1.0, 1.0, 1.0]
+
+
+def test_sn_configs_start_from_the_pretraining_of_their_figure():
+    """A config compared with a figure the paper measured from an SN(g,b) ImageNet model starts from that model."""
+    from ssn_plugins.reproduction.figures import paper_figures
+
+    checked = 0
+    for figure in paper_figures():
+        if figure.norm != "SN" or figure.pretrain is None or figure.metric != "mIoU":
+            continue
+        model, dataset = {"ade20k-deeplab": ("deeplabv3", "160k_ade20k-512x512"),
+                          "cityscapes-deeplab": ("deeplabv3", "80k_cityscapes-512x1024")}[figure.table]
+        cfg = Config.fromfile(str(CONFIGS / "mmseg" / model / f"{model}_r50-d8_sn_8xb2-{dataset}.py"))
+        assert cfg.model.pretrained == "ssn://resnet50_sn_{}x{}".format(*figure.pretrain), figure.table
+        checked += 1
+    assert checked == 2
