@@ -56,7 +56,7 @@ def test_figures_file_rows_and_paper_tables():
     assert by_key[("imagenet-r50-batch-sizes", "BN", (8, 2), "top1")] == 65.3
     assert by_key[("coco-mask-rcnn-2x", "SN", (8, 2), "mask AP")] == 36.5
     assert by_key[("cityscapes-deeplab", "SyncSN", (8, 2), "mIoU (ms)")] == 77.5
-    assert by_key[("kinetics-i3d-b4", "GN", (None, 4), "top5")] == 90.6
+    assert by_key[("kinetics-i3d-b4", "GN", (None, 4), "top5 (10-clip)")] == 90.6
     assert len(rows) == 22 + 2 + 4 + 10 + 6 + 3 + 8 + 8 + 4 + 6 + 6
     out = tool(TOOLS / "leaderboard.py", "--paper").stdout
     for table in F.load_tables():
@@ -339,3 +339,24 @@ def test_slurm_launcher_refuses_a_machine_without_slurm_and_takes_the_schedulers
     for line in ("--partition=gpu", "--account=vision", "--qos=high", "--mem=400G", "--time=600",
                  "--gpus-per-node=4", "--cpus-per-task=48"):
         assert f"#SBATCH {line}" in script, line
+
+
+def test_kinetics_suites_run_the_papers_10_clip_test_and_compare_only_it():
+    from mmengine.config import Config
+
+    from ssn_plugins.openmmlab.evaluate import test_clips
+    from ssn_plugins.reproduction.runs import _mm_metrics
+    from ssn_plugins.reproduction.suites import get_suite
+
+    for name in ("kinetics-i3d-b8", "kinetics-i3d-b4"):
+        for run in get_suite(name).runs:
+            train, test = run.steps
+            assert (train.tool, test.tool) == ("mm_train", "mm_test") and "--tta" not in test.args
+            assert test.args[1] == "WORK/CHECKPOINT"
+            assert test_clips(Config.fromfile(str(REPO / test.args[0]))) == 10
+    assert _mm_metrics({"acc/top1": 0.7, "acc/top5": 0.9}) == {"top1": 70.0, "top5": 90.0}   # training's 1 clip
+    assert _mm_metrics({"acc/top1": 0.7}, clips=10) == {"top1 (10-clip)": 70.0}
+    figures = F.paper_figures()
+    args = ("video classification", "Kinetics-400", "I3D R50", "SN", (8, 8))
+    assert match_figure(figures, *args, "top1") is None   # a 1-clip validation is not the papers' figure
+    assert match_figure(figures, *args, "top1 (10-clip)").value == 73.5

@@ -8,7 +8,8 @@
 
 Each run writes to WORK_DIR/SUITE/RUN (default WORK_DIR: work_dirs/reproduce). A run whose folder holds a
 finished result is skipped; an interrupted one is started again with its tool's resume flag; the
-segmentation suites then run mmseg's multi-scale flip test (`tools/mm_test.py --tta`). At the end the
+segmentation suites then run mmseg's multi-scale flip test (`tools/mm_test.py --tta`), the Kinetics suites the
+10-clip test (`tools/mm_test.py`). At the end the
 suite's leaderboard goes to WORK_DIR/SUITE/leaderboard.{md,html}. `--launcher slurm` submits one
 submitit job per unfinished run (`--slurm-cluster local` runs them with submitit's local executor
 here, to check a suite before a cluster) and waits for them.

@@ -20,10 +20,10 @@ TASK_NAMES = {"semantic segmentation": "Semantic Segmentation", "instance segmen
               "detection": "Object Detection", "video classification": "Action Recognition"}
 #: the metafiles' metric names (mmseg writes the multi-scale flip result as "mIoU(ms+flip)")
 METRIC_NAMES = {"mIoU (ms)": "mIoU(ms+flip)", "box AP": "box AP", "mask AP": "mask AP", "mIoU": "mIoU",
-                "top1": "top1 acc", "top5": "top5 acc"}
+                "top1": "top1 acc", "top5": "top5 acc", "top1 (10-clip)": "top1 acc", "top5 (10-clip)": "top5 acc"}
 #: the metrics each task reports
 TASK_METRICS = {"semantic segmentation": ("mIoU", "mIoU (ms)"), "instance segmentation": ("box AP", "mask AP"),
-                "detection": ("box AP",), "video classification": ("top1", "top5")}
+                "detection": ("box AP",), "video classification": ("top1 (10-clip)", "top5 (10-clip)")}
 
 
 @functools.lru_cache(maxsize=None)

@@ -239,13 +239,19 @@ def is_mmengine_run(folder: Path) -> bool:
         p.is_dir() and _TIMESTAMP.match(p.name) for p in folder.iterdir())
 
 
-def _mm_metrics(record: dict, tta: bool = False) -> Dict[str, float]:
+def _mm_metrics(record: dict, tta: bool = False, clips: int = 1) -> Dict[str, float]:
+    """The papers' metric names of an mmengine metrics record: mIoU of a multi-scale test is ``mIoU (ms)``, top-1 /
+    top-5 of an N-clip video test ``top1 (N-clip)`` (the papers' Kinetics figures are 10-clip)."""
     found = {}
     for key, value in record.items():
         key = re.sub(r"^(val|test)/", "", key)
         if key in _MM_METRICS and isinstance(value, (int, float)):
             name, scale = _MM_METRICS[key]
-            found[name + (" (ms)" if tta and name == "mIoU" else "")] = round(float(value) * scale, 4)
+            if tta and name == "mIoU":
+                name += " (ms)"
+            elif clips > 1 and name in ("top1", "top5"):
+                name += f" ({clips}-clip)"
+            found[name] = round(float(value) * scale, 4)
     return found
 
 
@@ -285,7 +291,8 @@ def read_mmengine(folder: Path) -> Run:
         except ValueError as e:
             return _unreadable(run, str(e))
         for record in records:
-            run.evaluations.append(Evaluation(-1, _mm_metrics(record["metrics"], record.get("tta", False)), "test"))
+            run.evaluations.append(Evaluation(-1, _mm_metrics(record["metrics"], record.get("tta", False),
+                                                              record.get("clips", 1)), "test"))
             run.checkpoint = Path(record["checkpoint"]) if Path(record["checkpoint"]).exists() else run.checkpoint
             run.tested_weights = record["checkpoint"]
     run.batch = (gpus, run.batch[1])
