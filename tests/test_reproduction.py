@@ -360,3 +360,9 @@ def test_kinetics_suites_run_the_papers_10_clip_test_and_compare_only_it():
     args = ("video classification", "Kinetics-400", "I3D R50", "SN", (8, 8))
     assert match_figure(figures, *args, "top1") is None   # a 1-clip validation is not the papers' figure
     assert match_figure(figures, *args, "top1 (10-clip)").value == 73.5
+
+
+def test_a_multi_gpu_suite_is_not_run_in_one_process_silently(tmp_path):
+    refused = tool(TOOLS / "reproduce.py", "coco-faster-rcnn-2x", "--norms", "sn", "--work-dir", tmp_path, check=False)
+    assert refused.returncode == 2 and "use 8 GPUs, the papers' setting" in refused.stderr
+    assert "--allow-setting-change" in refused.stderr and not (tmp_path / "coco-faster-rcnn-2x" / "sn").exists()

@@ -36,6 +36,9 @@ def main(argv=None):
     parser.add_argument("--data", type=Path, help="data set root, for the suites that need one (ImageNet)")
     parser.add_argument("--ci", action="store_true", help="the suite's CI-sized variant (few iterations)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands; run nothing")
+    parser.add_argument("--allow-setting-change", action="store_true",
+                        help="with --launcher local, run multi-GPU runs in one process anyway (not the papers' batch "
+                             "setting)")
     slurm = parser.add_argument_group("Slurm (--launcher slurm)")
     slurm.add_argument("--partition", help="Slurm partition")
     slurm.add_argument("--account", help="Slurm account")
@@ -67,6 +70,12 @@ def main(argv=None):
         print(f"{p.run.name}: {p.state}: {line}")
     if args.dry_run:
         return 0
+    multi_gpu = sorted({p.run.gpus for p in planned if p.commands and p.run.gpus > 1})
+    if args.launcher == "local" and multi_gpu and not args.allow_setting_change:
+        parser.error(f"{suite.name}'s runs use {'/'.join(map(str, multi_gpu))} GPUs, the papers' setting; "
+                     f"--launcher local would run each in one process, another batch setting than the figures it is "
+                     f"compared with. Use --launcher torchrun (this machine's GPUs) or --launcher slurm, or pass "
+                     f"--allow-setting-change to run them anyway")
     failures = []
     if args.launcher == "slurm":
         options = SlurmOptions(args.partition, args.account, args.qos, args.mem, args.time, args.gpus_per_node,
