@@ -41,6 +41,7 @@ from detectron2.utils.events import get_event_storage
 
 from ..batch_stats import BATCH_AVERAGE_BATCHES, layers_with_batch_statistics
 from ..layers import SwitchNorm
+from ..model_zoo import INPUT_CONVENTIONS
 from ..optim import RATIO_CLIP, check_ratio_clip, install_ratio_clipping, unwrapped
 from ..radius import RadiusScheduler, check_schedule, reopen_selections, sparse_layers
 from ..selection import radius_scalars, ratio_scalars
@@ -49,7 +50,7 @@ from .hooks import put_selection_chart, recompute_detection_statistics
 from .optimizer import optimizer_params as _optimizer_params
 
 __all__ = ["ParamGroups", "optimizer_params", "TrainingRecipe", "RecipeOptimizer", "RecipeSGD", "RecipeAdamW",
-           "recipe", "sgd", "adamw", "set_norm"]
+           "recipe", "sgd", "adamw", "set_norm", "set_input_convention"]
 
 # under detectron2's logger, which detectron2's default_setup prints and writes to the run's log.txt
 logger = logging.getLogger("detectron2.ssn_plugins")
@@ -269,3 +270,13 @@ def set_norm(model, norm) -> None:
     for head in ("box_head", "mask_head"):
         if model.roi_heads.get(head) is not None:
             model.roi_heads[head].conv_norm = norm
+
+
+def set_input_convention(model, dataloader, convention: str) -> None:
+    """The channel order, mean and standard deviation of one of :data:`ssn_plugins.model_zoo.INPUT_CONVENTIONS`
+    (``"rgb-imagenet"``: the published SN/SSN models') on a LazyConfig's model and its train mapper (which the test
+    mapper reads); a catalogue entry's ``input`` names the convention of its weights."""
+    values = INPUT_CONVENTIONS[convention]
+    model.pixel_mean, model.pixel_std = list(values["mean"]), list(values["std"])
+    model.input_format = values["format"]
+    dataloader.train.mapper.image_format = values["format"]

@@ -17,10 +17,7 @@ model.backbone.stages.stride_in_1x1 = False
 model.roi_heads.res5.stride_in_1x1 = False
 model.backbone.freeze_at = 0                       # RESNETS.FREEZE_AT: 0
 model.roi_heads.pooler.pooler_type = "ROIAlign"    # Caffe2's RoIAlign, 14x14, adaptive sampling
-model.pixel_mean = [123.675, 116.28, 103.53]
-model.pixel_std = [58.395, 57.12, 57.375]
-model.input_format = "RGB"
-dataloader.train.mapper.image_format = "RGB"
+ssn.set_input_convention(model, dataloader, "rgb-imagenet")   # the release's RGB, torchvision's mean / std
 
 train.init_checkpoint = "ssn://faster_rcnn_R_50_C4_2x_sn_8x32"
 train.max_iter = 180000

@@ -17,11 +17,7 @@ ssn.set_norm(model, L(SwitchNormLayer)(name="SN", candidates=("IN", "LN", "BN"))
 model.backbone.bottom_up.stages.stride_in_1x1 = False   # RESNETS.STRIDE_1X1: False
 model.backbone.bottom_up.freeze_at = 2
 model.roi_heads.box_pooler.update(pooler_type="ROIAlign", sampling_ratio=2)   # Caffe2's RoIAlign, as the release
-# the release's RGB inputs with torchvision's mean and std
-model.pixel_mean = [123.675, 116.28, 103.53]
-model.pixel_std = [58.395, 57.12, 57.375]
-model.input_format = "RGB"
-dataloader.train.mapper.image_format = "RGB"
+ssn.set_input_convention(model, dataloader, "rgb-imagenet")   # the release's RGB, torchvision's mean / std
 
 optimizer = ssn.sgd(lr=0.02)
 train.init_checkpoint = "ssn://faster_rcnn_R_50_FPN_2x_sn_8x2"

@@ -20,10 +20,7 @@ model.backbone.bottom_up.stages.stride_in_1x1 = False
 model.backbone.bottom_up.freeze_at = 2
 model.roi_heads.box_pooler.update(pooler_type="ROIAlign", sampling_ratio=2)
 model.roi_heads.mask_pooler.update(pooler_type="ROIAlign", sampling_ratio=2)   # 14x14, as the release
-model.pixel_mean = [123.675, 116.28, 103.53]
-model.pixel_std = [58.395, 57.12, 57.375]
-model.input_format = "RGB"
-dataloader.train.mapper.image_format = "RGB"
+ssn.set_input_convention(model, dataloader, "rgb-imagenet")   # the release's RGB, torchvision's mean / std
 
 train.init_checkpoint = "ssn://mask_rcnn_R_50_FPN_2x_sn_8x1"
 train.max_iter = 180000
