@@ -1,4 +1,4 @@
-"""The published SN / SSN / CE ImageNet checkpoints, and the releases' trained detectors, by name: ``ssn://NAME``.
+"""The published SN / SSN / CE ImageNet checkpoints and the releases' trained downstream models by name: ``ssn://NAME``.
 
 The catalogue (``model_zoo.json``, data) lists every published checkpoint
 with its download links, checksum and published figures. :func:`local_path`
@@ -33,7 +33,11 @@ A trained detector of the SN detection release (``task: detection``, a
 Detectron.pytorch file) exists in the ``detectron2`` layout only, converted by
 :func:`ssn_plugins.detectron_pytorch.to_detectron2`; its entry names the shipped
 config that rebuilds it (``config``), the release's figures (``results``) and
-test settings (``test``). A download prints the release's licence (``licence``).
+test settings (``test``). The segmentation release's trained ADE20K model
+(``task: semantic segmentation``) is two files (``parts``: encoder, decoder),
+converted together by :func:`ssn_plugins.csail_segmentation.to_openmmlab` into
+the ``openmmlab`` layout (an mmseg ``EncoderDecoder``). A download prints the
+release's licence (``licence``).
 
 Layouts (:data:`LAYOUTS`): ``torch`` (:class:`ssn_plugins.models.ResNet`),
 ``detectron2``, ``openmmlab`` (mmdet / mmseg ``ResNet``) and ``i3d``
@@ -99,7 +103,7 @@ class CatalogueEntry:
     top1: Optional[float] = None
     top5: Optional[float] = None
     note: str = ""
-    #: ``classification`` (an ImageNet backbone) or ``detection`` (a trained detector)
+    #: ``classification`` (an ImageNet backbone), ``detection`` or ``semantic segmentation`` (a trained model)
     task: str = "classification"
     #: a trained model's published figures by metric (``{"box AP": 39.1}``)
     results: dict = field(default_factory=dict, hash=False)
