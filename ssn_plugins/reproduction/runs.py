@@ -135,7 +135,7 @@ def read_detectron2(folder: Path) -> Run:
     last_step = trained[-1].step if trained else None
     if final.exists() and last_step is not None and last_step >= max_iter - 1:
         run.status = FINISHED
-    elif results.exists() and run.evaluations:
+    elif results.exists() and run.evaluations and not trained:  # an --eval-only run: tested is finished
         run.status = FINISHED
     else:
         run.problem = ("no evaluation" if last_step is None else f"last evaluation at iteration {last_step}") + \
