@@ -295,16 +295,21 @@ def test_real_mini_suite_detectron2_run_is_read_with_heldout_ap(tmp_path):
 
 def test_cluster_suites_dry_run_commands(tmp_path):
     """The GPU suites' commands, as --dry-run prints them: detectron2's own launcher, torchrun for mmengine."""
+    # no data set here: the commands are printed, and so is every data root they would miss (exit status 1)
     coco = tool(TOOLS / "reproduce.py", "coco-mask-rcnn-2x", "--launcher", "torchrun", "--dry-run",
-                "--work-dir", tmp_path).stdout
-    assert coco.count(": new: ") == 4
-    assert "train_net.py --num-gpus 8 --config-file configs/detectron2/mask_rcnn_R_50_FPN_2x_frozenbn.yaml" in coco
+                "--work-dir", tmp_path, check=False)
+    assert coco.returncode == 1 and coco.stdout.count(": new: ") == 4
+    frozen = "configs/detectron2/mask_rcnn_R_50_FPN_2x_frozenbn.yaml"
+    assert f"train_net.py --num-gpus 8 --config-file {frozen}" in coco.stdout
+    assert "coco_2017_train: datasets/coco/train2017 (missing; detectron2 reads $DETECTRON2_DATASETS" in coco.stderr
     city = tool(TOOLS / "reproduce.py", "cityscapes-deeplab", "--launcher", "torchrun", "--dry-run", "--norms", "sn",
-                "--work-dir", tmp_path).stdout
+                "--work-dir", tmp_path, check=False)
+    assert city.returncode == 1 and "train_dataloader: data/cityscapes/leftImg8bit/train (missing)" in city.stderr
+    city = city.stdout
     assert "torch.distributed.run --nproc_per_node=8" in city and "--launcher pytorch" in city
     assert "deeplabv3_r50-d8_sn_8xb2-80k_cityscapes-512x1024.py" in city and city.count(": new: ") == 1
     local = tool(TOOLS / "reproduce.py", "cityscapes-deeplab", "--dry-run", "--norms", "sn", "--work-dir",
-                 tmp_path).stdout
+                 tmp_path, check=False).stdout
     assert "torch.distributed.run" not in local and "--launcher" not in local
     # resuming an mmengine run: mm_train's --resume takes an optional path, so it must not swallow the config
     from ssn_plugins.reproduction.suites import command
@@ -315,8 +320,28 @@ def test_cluster_suites_dry_run_commands(tmp_path):
                    check=False)
     assert refused.returncode == 2 and "needs --data" in refused.stderr
     data = tool(TOOLS / "reproduce.py", "imagenet-r50-batch-sizes", "--dry-run", "--data", tmp_path / "imagenet",
-                "--norms", "sn_8x1", "--work-dir", tmp_path).stdout
-    assert "--no-bn --batch-setting 8,1 --dataset-name ImageNet" in data and data.count(": new: ") == 1
+                "--norms", "sn_8x1", "--work-dir", tmp_path, check=False)
+    assert data.returncode == 1 and f"--data {tmp_path / 'imagenet'} (no such folder)" in data.stderr
+    assert "--no-bn --batch-setting 8,1 --dataset-name ImageNet" in data.stdout and data.stdout.count(": new: ") == 1
+
+
+def test_a_launch_checks_the_data_roots_first(tmp_path):
+    """COCO where detectron2 reads it ($DETECTRON2_DATASETS): nothing is missing; without it nothing starts."""
+    refused = tool(TOOLS / "reproduce.py", "coco-faster-rcnn-2x", "--norms", "sn", "--launcher", "torchrun",
+                   "--work-dir", tmp_path / "w", check=False)
+    assert refused.returncode == 2 and "input(s) the runs read do not exist" in refused.stderr
+    assert not (tmp_path / "w" / "coco-faster-rcnn-2x" / "sn").exists()
+    coco = tmp_path / "datasets" / "coco"
+    for split in ("train2017", "val2017"):
+        (coco / split).mkdir(parents=True)
+    (coco / "annotations").mkdir()
+    for split in ("train2017", "val2017"):
+        (coco / "annotations" / f"instances_{split}.json").write_text("{}")
+    found = subprocess.run([sys.executable, str(TOOLS / "reproduce.py"), "coco-faster-rcnn-2x", "--norms", "sn",
+                            "--launcher", "torchrun", "--dry-run", "--work-dir", str(tmp_path / "w")],
+                           capture_output=True, text=True, cwd=REPO, timeout=300,
+                           env={**os.environ, "DETECTRON2_DATASETS": str(tmp_path / "datasets")})
+    assert found.returncode == 0 and "missing:" not in found.stderr, found.stderr[-2000:]
 
 
 def test_slurm_launcher_refuses_a_machine_without_slurm_and_takes_the_schedulers_options(tmp_path):

@@ -6,6 +6,9 @@
     python tools/reproduce.py cityscapes-deeplab --launcher slurm --partition gpu
     python tools/reproduce.py imagenet-r50-batch-sizes --data /data/imagenet --norms SN SSN --dry-run
 
+`--dry-run` prints each run's next command and every data root or weights file those commands would read and
+cannot find (exit status 1 when one is missing); a launch checks the same first and starts nothing if one is.
+
 Each run writes to WORK_DIR/SUITE/RUN (default WORK_DIR: work_dirs/reproduce). A run whose folder holds a
 finished result is skipped; an interrupted one is started again with its tool's resume flag; the
 segmentation suites then run mmseg's multi-scale flip test (`tools/mm_test.py --tta`), the Kinetics suites the
@@ -22,6 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tools"))
 
 from ssn_plugins.reproduction.launch import SlurmOptions, run_one, submit_slurm  # noqa: E402
+from ssn_plugins.reproduction.preflight import missing_inputs  # noqa: E402
 from ssn_plugins.reproduction.suites import SUITES, get_suite, plan, shell_line  # noqa: E402
 from leaderboard import collect_rows, render  # noqa: E402
 
@@ -68,14 +72,19 @@ def main(argv=None):
     for p in planned:
         line = "nothing to do" if not p.commands else shell_line(p.commands[0])
         print(f"{p.run.name}: {p.state}: {line}")
+    missing = missing_inputs(planned, REPO, args.data)
+    for line in missing:
+        print(f"missing: {line}", file=sys.stderr)
     if args.dry_run:
-        return 0
+        return 1 if missing else 0
     multi_gpu = sorted({p.run.gpus for p in planned if p.commands and p.run.gpus > 1})
     if args.launcher == "local" and multi_gpu and not args.allow_setting_change:
         parser.error(f"{suite.name}'s runs use {'/'.join(map(str, multi_gpu))} GPUs, the papers' setting; "
                      f"--launcher local would run each in one process, another batch setting than the figures it is "
                      f"compared with. Use --launcher torchrun (this machine's GPUs) or --launcher slurm, or pass "
                      f"--allow-setting-change to run them anyway")
+    if missing:
+        parser.error(f"{len(missing)} input(s) the runs read do not exist (listed above); nothing was started")
     failures = []
     if args.launcher == "slurm":
         options = SlurmOptions(args.partition, args.account, args.qos, args.mem, args.time, args.gpus_per_node,

@@ -216,6 +216,7 @@ class Planned:
     folder: Path
     state: str                       # "finished", "resume", "new"
     commands: List[List[str]]        # what still has to run, in order
+    steps: List[Step] = field(default_factory=list)   # the steps of those commands
 
 
 def _checkpoint_name(folder: Path) -> str:
@@ -255,7 +256,7 @@ def plan(suite: Suite, work_dir: Path, repo: Path, launcher: str = "local", data
             continue
         folder = work_dir / run.name
         found = read_run(folder) if folder.is_dir() else None
-        commands, state = [], "finished"
+        commands, steps, state = [], [], "finished"
         for i, step in enumerate(run.steps):
             done = (step.done or _finished)(found)
             if done:
@@ -263,9 +264,10 @@ def plan(suite: Suite, work_dir: Path, repo: Path, launcher: str = "local", data
             resume = i == 0 and found is not None
             state = "resume" if resume else ("new" if i == 0 else "next step")
             commands.append(command(step, folder, repo, launcher, run.gpus, resume, data))
+            steps.append(step)
             if i == 0:  # later steps wait for training; they are planned again after it ran
                 break
-        planned.append(Planned(run, folder, state if commands else "finished", commands))
+        planned.append(Planned(run, folder, state if commands else "finished", commands, steps))
     return planned
 
 
