@@ -369,7 +369,7 @@ def test_slurm_launcher_refuses_a_machine_without_slurm_and_takes_the_schedulers
 def test_kinetics_suites_run_the_papers_10_clip_test_and_compare_only_it():
     from mmengine.config import Config
 
-    from ssn_plugins.openmmlab.evaluate import test_clips
+    from ssn_plugins.openmmlab.evaluate import clips_per_video
     from ssn_plugins.reproduction.runs import _mm_metrics
     from ssn_plugins.reproduction.suites import get_suite
 
@@ -378,7 +378,7 @@ def test_kinetics_suites_run_the_papers_10_clip_test_and_compare_only_it():
             train, test = run.steps
             assert (train.tool, test.tool) == ("mm_train", "mm_test") and "--tta" not in test.args
             assert test.args[1] == "WORK/CHECKPOINT"
-            assert test_clips(Config.fromfile(str(REPO / test.args[0]))) == 10
+            assert clips_per_video(Config.fromfile(str(REPO / test.args[0]))) == 10
     assert _mm_metrics({"acc/top1": 0.7, "acc/top5": 0.9}) == {"top1": 70.0, "top5": 90.0}   # training's 1 clip
     assert _mm_metrics({"acc/top1": 0.7}, clips=10) == {"top1 (10-clip)": 70.0}
     figures = F.paper_figures()

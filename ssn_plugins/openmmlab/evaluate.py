@@ -40,7 +40,7 @@ def use_tta(cfg) -> None:
     cfg.model = cfg.tta_model
 
 
-def test_clips(cfg) -> int:
+def clips_per_video(cfg) -> int:
     """How many clips per video the test pipeline samples (1 for images)."""
     pipeline = (cfg.get("test_dataloader") or {}).get("dataset", {}).get("pipeline", [])
     return max((t.get("num_clips", 1) for t in pipeline if t.get("type") == "SampleFrames"), default=1)
@@ -66,7 +66,7 @@ def main(argv=None):
     if runner.rank == 0:
         # a local file by its absolute path; a name (ssn://NAME, an URL) as it was given
         checkpoint = args.checkpoint if "://" in args.checkpoint else osp.abspath(args.checkpoint)
-        record = {"checkpoint": checkpoint, "tta": args.tta, "clips": test_clips(cfg),
+        record = {"checkpoint": checkpoint, "tta": args.tta, "clips": clips_per_video(cfg),
                   # the trained running averages, unless the config's hook recomputed batch averages before the test
                   "moving_average": not any(h.get("type") == "BatchAverageStatisticsHook"
                                             for h in cfg.get("custom_hooks", [])),
