@@ -293,16 +293,22 @@ def _checksum_problem(entry: CatalogueEntry, path: Path) -> Optional[str]:
         return "it is an HTML page, not a checkpoint"
     if entry.md5 is None and entry.sha256_prefix is None:
         return None
+    md5, sha256 = _digests(path)
+    if entry.md5 is not None and md5 != entry.md5:
+        return f"its MD5 is {md5}, the release lists {entry.md5}"
+    if entry.sha256_prefix is not None and not sha256.startswith(entry.sha256_prefix):
+        return f"its SHA-256 starts {sha256[:len(entry.sha256_prefix)]}, expected {entry.sha256_prefix}"
+    return None
+
+
+def _digests(path: Path) -> Tuple[str, str]:
+    """``(MD5, SHA-256)`` of ``path`` as hex, read once in chunks."""
     md5, sha256 = hashlib.md5(), hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(CHUNK), b""):
             md5.update(block)
             sha256.update(block)
-    if entry.md5 is not None and md5.hexdigest() != entry.md5:
-        return f"its MD5 is {md5.hexdigest()}, the release lists {entry.md5}"
-    if entry.sha256_prefix is not None and not sha256.hexdigest().startswith(entry.sha256_prefix):
-        return f"its SHA-256 starts {sha256.hexdigest()[:len(entry.sha256_prefix)]}, expected {entry.sha256_prefix}"
-    return None
+    return md5.hexdigest(), sha256.hexdigest()
 
 
 def _set_aside(path: Path) -> Path:
@@ -407,11 +413,7 @@ def place_file(name: str, source, part: str = "", skip_checksum: bool = False) -
         os.replace(tmp, file.target)
         marker = _unchecked_marker(file.target)
         if skip_checksum:
-            md5 = hashlib.md5()
-            with open(file.target, "rb") as f:
-                for block in iter(lambda: f.read(CHUNK), b""):
-                    md5.update(block)
-            md5 = md5.hexdigest()
+            md5 = _digests(file.target)[0]
             marker.write_text(f"placed from {source} with --skip-checksum; MD5 {md5}"
                               + (f", the release lists {entry.md5}" if entry.md5 else "") + "\n")
         elif marker.exists():
