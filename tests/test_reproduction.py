@@ -391,3 +391,8 @@ def test_a_multi_gpu_suite_is_not_run_in_one_process_silently(tmp_path):
     refused = tool(TOOLS / "reproduce.py", "coco-faster-rcnn-2x", "--norms", "sn", "--work-dir", tmp_path, check=False)
     assert refused.returncode == 2 and "use 8 GPUs, the papers' setting" in refused.stderr
     assert "--allow-setting-change" in refused.stderr and not (tmp_path / "coco-faster-rcnn-2x" / "sn").exists()
+    # the flag lets the launch past that check (here it then stops at the missing COCO, before starting anything)
+    allowed = tool(TOOLS / "reproduce.py", "coco-faster-rcnn-2x", "--norms", "sn", "--work-dir", tmp_path,
+                   "--allow-setting-change", check=False)
+    assert allowed.returncode == 2 and "papers' setting" not in allowed.stderr
+    assert "input(s) the runs read do not exist" in allowed.stderr
