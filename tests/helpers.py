@@ -222,3 +222,10 @@ def doc_snippet(page: str, name: str) -> str:
     match = re.search(rf"<!-- snippet: {re.escape(name)} -->\n```[a-z]*\n(.*?)\n```", text, re.S)
     assert match, f"{page} has no snippet {name!r}"
     return match.group(1)
+
+
+def markdown_table(text: str) -> list:
+    """The rows of the first Markdown table in ``text`` as dicts keyed by its header cells."""
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    return [dict(zip(header, (c.strip() for c in line.strip("|").split("|")))) for line in lines[2:]]

@@ -64,10 +64,22 @@ def test_two_process_gloo_sync_ssn_then_eval_only(workdir):
     assert (out_dir / "model_final.pth").exists()
     # the final evaluation ran (after 2 iterations from scratch there may be no detection to score)
     assert "Start inference on" in out and "Total inference time" in out
+    # the run record says what ran: two processes, the config's batch split between them
+    trained = json.loads((out_dir / "run_record.json").read_text())
+    assert (trained["tool"], trained["gpus"], trained["settings"]) == ("train_net", 2, [[2, trained["images_per_gpu"]]])
+    assert trained["norm"] == "SyncSSN" and trained["config"] == str(CONFIG) and trained["commit"]
     out = run([REPO / "tools" / "train_net.py", "--eval-only", "--config-file", CONFIG, "MODEL.DEVICE", "cpu",
                "MODEL.WEIGHTS", out_dir / "model_final.pth", "OUTPUT_DIR", workdir / "eval", *SMALL], cwd=workdir,
               env=env)
     assert "Start inference on" in out and "Total inference time" in out
+    tested = json.loads((workdir / "eval" / "run_record.json").read_text())
+    assert tested["evaluated_only"] and tested["weights"] == str(out_dir / "model_final.pth")
+    assert (tested["gpus"], tested["images_per_gpu"]) == (None, None)  # a local file: how it trained is not known here
+    # a test in the training folder leaves the training's record as it is
+    from ssn_plugins.detectron2.trainer import load_config, record_run
+    cfg = load_config(str(CONFIG), ["OUTPUT_DIR", str(out_dir), "MODEL.WEIGHTS", str(out_dir / "model_final.pth")])
+    record_run(cfg, str(CONFIG), eval_only=True)
+    assert json.loads((out_dir / "run_record.json").read_text()) == trained
 
 
 def test_reopen_selection_lets_a_finetuning_run_select_again(workdir):

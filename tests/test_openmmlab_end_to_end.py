@@ -195,4 +195,7 @@ def test_two_process_training_on_cpu(in_tmp):
     log = next(work_dir.glob("*/*.log")).read_text()
     assert "Distributed launcher: pytorch" in log and "Distributed training: True" in log
     assert "GPU number: 2" in log  # mmengine's name for the world size
+    record = json.loads((work_dir / "run_record.json").read_text())
+    assert (record["tool"], record["gpus"], record["images_per_gpu"]) == ("mm_train", 2, 2)
+    assert record["settings"] == [[2, 2]] and record["task"] == "semantic segmentation"
     assert (work_dir / "iter_2.pth").exists()

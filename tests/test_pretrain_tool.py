@@ -59,13 +59,14 @@ def test_training_writes_checkpoints_scalars_and_exports(straight_run):
     # the radius reached 1: every SSN ratio vector is one-hot
     final = torch.load(out_dir / "final.pth", weights_only=True)["state_dict"]
     assert all(final[k].item() for k in final if k.endswith("_fixed"))
-    # tools/leaderboard.py reads the run: what it is from config.json, top-1 from metrics.json
+    # tools/leaderboard.py reads the run: what it is from its run record, top-1 from metrics.json
     from ssn_plugins.reproduction.leaderboard import build_rows
     from ssn_plugins.reproduction.runs import FINISHED, find_runs
     (run,) = find_runs(out_dir)
     metrics = json.loads((out_dir / "metrics.json").read_text())
     assert run.status == FINISHED and run.tool == "pretrain_imagenet" and run.model == "ResNet-18"
     assert run.pick().metrics == {"top1": metrics["top1"], "top5": metrics["top5"]} and run.batch == (1, 8)
+    assert run.described == "run record" and run.record["tool"] == "pretrain_imagenet" and run.pretrained == ""
     (row,) = build_rows([run])
     assert sum(row.selection["mean"].values()) == row.selection["layers"]["SSN"] == 20
 
@@ -93,3 +94,16 @@ def test_two_process_gloo_with_sync_ssn(tiny_folder, tmp_path):
     assert "final: val top-1" in out and (tmp_path / "backbone_d2.pkl").exists()
     state = torch.load(tmp_path / "final.pth", weights_only=True)["state_dict"]
     assert "layer1.0.sn1.mean_fixed" in state
+
+
+def test_subset_keeps_every_class(tiny_folder):
+    """``--subset N`` (the ImageNet suite's ``--ci``): N images spread over the class-sorted list."""
+    import torchvision
+    sys.path.insert(0, str(TOOLS))
+    try:
+        from pretrain_imagenet import _evenly_spaced
+    finally:
+        sys.path.remove(str(TOOLS))
+    split = _evenly_spaced(torchvision.datasets.ImageFolder(tiny_folder / "train"), 30)
+    assert len(split) == len(split.targets) == 30 and sorted(set(split.targets)) == list(range(10))
+    assert split[0][1] == split.targets[0]

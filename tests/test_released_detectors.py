@@ -29,7 +29,7 @@ from ssn_plugins import detectron_pytorch, model_zoo
 from ssn_plugins.checkpoints import ConversionError
 
 from detectron_pytorch_reference import ReleaseRCNN, generate_anchors, map_rois_to_fpn_levels, trained_looking
-from helpers import photo_batch
+from helpers import markdown_table, photo_batch
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs" / "detectron2" / "released"
@@ -263,10 +263,15 @@ def test_eval_suite_runs_the_released_model_through_the_users_commands(cache, tm
     log = (folder / "reproduce.log").read_text()
     assert "TEST.EXPECTED_RESULTS: bbox AP is" in log and "the figure is 41.01" in log
     board = (work / "coco-released-detectors" / "leaderboard.md").read_text()
-    row = next(line for line in board.splitlines() if "| box AP |" in line)
-    cells = [c.strip() for c in row.split("|")]
-    assert cells[3] == "finished" and cells[5] == "real_mini" and cells[6].startswith("Mask R-CNN R50-FPN")
-    assert cells[12] == "–" and cells[15] == "–"  # no COCO figure beside a mini-set result
+    row = next(r for r in markdown_table(board) if r["metric"] == "box AP")
+    assert (row["status"], row["dataset"]) == ("finished", "real_mini")
+    assert row["model"].startswith("Mask R-CNN R50-FPN")
+    assert row["paper"] == "–" and row["reproduced"] == "–"  # no COCO figure beside a mini-set result
+    # what ran, from the run record train_net.py wrote: the release's weights at the release's batch setting
+    run_record = json.loads((folder / "run_record.json").read_text())
+    assert run_record["evaluated_only"] and run_record["weights"] == f"ssn://{name}"
+    assert (row["batch"], row["described by"]) == ("(8,1)", "run record")
+    assert run_record["suite"] == "coco-released-detectors"
 
 
 def test_leaderboard_puts_the_release_figure_beside_a_coco_test_of_its_model(tmp_path):

@@ -24,7 +24,7 @@ from ssn_plugins.checkpoints import ConversionError
 
 from csail_segmentation_reference import C1BilinearDeepSup, ResnetDilated8
 from detectron_pytorch_reference import trained_looking
-from helpers import photo_batch
+from helpers import markdown_table, photo_batch
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "ade20k_c1_deepsup_r50_d8_sn_8x2"
@@ -160,10 +160,14 @@ def test_eval_suite_runs_the_released_model_through_the_users_commands(cache, tm
         (f"ssn://{NAME}", False, True), (f"ssn://{NAME}", True, True)]
     assert all("mIoU" in r["metrics"] for r in records)
     board = (work / "ade20k-released-segmenter" / "leaderboard.md").read_text()
-    rows = {cells[10]: cells for cells in ([c.strip() for c in line.split("|")] for line in board.splitlines()
-                                           if line.startswith(f"| ade20k-released-segmenter/{NAME} "))}
+    rows = {r["metric"]: r for r in markdown_table(board) if r["run"] == f"ade20k-released-segmenter/{NAME}"}
     assert set(rows) == {"mIoU", "mIoU (ms)"}  # single- and multi-scale, both kept
-    assert all(r[3] == "finished" and r[5] == "real_mini_seg" and r[12] == "–" for r in rows.values())
+    assert all(r["status"] == "finished" and r["dataset"] == "real_mini_seg" and r["paper"] == "–"
+               for r in rows.values())
+    # what ran, from the run record mm_test.py wrote: the release's weights at the release's batch setting
+    assert all((r["batch"], r["described by"]) == ("(8,2)", "run record") for r in rows.values())
+    run_record = json.loads((work / "ade20k-released-segmenter" / NAME / "run_record.json").read_text())
+    assert run_record["evaluated_only"] and run_record["tool"] == "mm_test" and run_record["weights"] == f"ssn://{NAME}"
 
 
 def test_leaderboard_puts_the_release_figures_beside_an_ade20k_test_of_its_model(tmp_path):

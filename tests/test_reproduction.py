@@ -100,20 +100,57 @@ def test_detectron2_expected_results_are_the_papers_figures():
 
 def test_openmmlab_metafiles_are_generated_from_the_figures_file():
     import yaml
+    from modelindex.load_model_index import load
 
-    from ssn_plugins.openmmlab.metafiles import FAMILIES, render_metafile
+    from ssn_plugins.openmmlab.metafiles import FAMILIES, render_metafile, render_model_index, render_readme
     configs = REPO / "configs"
     for family in FAMILIES:
-        path = configs / family / "metafile.yaml"
-        assert path.read_text() == render_metafile(configs / family, REPO), \
-            f"{path} is stale: run `python tools/leaderboard.py --paper --update`"
-    deeplab = yaml.safe_load((configs / "mmseg/deeplabv3/metafile.yaml").read_text())["Models"]
-    sn_city = next(m for m in deeplab if m["Name"] == "deeplabv3_r50-d8_sn_8xb2-80k_cityscapes-512x1024")
-    assert sn_city["Results"][0]["Metrics"] == {"mIoU": 72.1, "mIoU(ms+flip)": 75.8}
-    assert sn_city["Weights"] == "work_dirs/reproduce/cityscapes-deeplab/sn/iter_80000.pth"
+        for name, render in (("metafile.yaml", render_metafile), ("README.md", render_readme)):
+            path = configs / family / name
+            assert path.read_text() == render(configs / family, REPO), \
+                f"{path} is stale: run `python tools/leaderboard.py --paper --update`"
+    assert (REPO / "model-index.yml").read_text() == render_model_index()
+    # OpenMMLab's own reader (modelindex, which mim uses) loads every metafile through model-index.yml
+    index = load(str(REPO / "model-index.yml"))
+    index.build_models_with_collections()
+    assert [e for e in index.collect_check_errors() if e["errors"]] == []
+    models = {m.name: m for m in index.models}
+    assert len(models) == sum(len(list((configs / f).glob("*.py"))) for f in FAMILIES)
+    sn_city = models["deeplabv3_r50-d8_sn_8xb2-80k_cityscapes-512x1024"]
+    assert [(r.task, r.metrics) for r in sn_city.results] == [
+        ("Semantic Segmentation", {"mIoU": 72.1, "mIoU(ms+flip)": 75.8})]
+    assert sn_city.weights is None and sn_city.paper["URL"] == "https://arxiv.org/abs/1806.10779"
+    assert sn_city.metadata.data["Pretrained"] == "ssn://resnet50_sn_8x4"
+    assert sn_city.metadata.data["Pretrained Licence"] == "CC-BY-NC 4.0"
+    # box AP under Object Detection, mask AP under Instance Segmentation; mmdet's 8 x 2 from auto_scale_lr
+    mask_rcnn = models["mask-rcnn_r50_fpn_sn-all_2x_coco"]
+    assert [(r.task, r.metrics) for r in mask_rcnn.results] == [
+        ("Object Detection", {"box AP": 41.0}), ("Instance Segmentation", {"mask AP": 36.5})]
+    assert (mask_rcnn.metadata.batch_size, mask_rcnn.metadata.training_resources) == (16, "8x GPUs")
+    # CE is published as CE, with no baseline's figure
+    ce = models["deeplabv3_r50-d8_ce_8xb2-80k_cityscapes-512x1024"]
+    assert ce.metadata.data["Norm"] == "SyncBN+CE" and not ce.results
+    assert ce.paper["URL"] == "https://arxiv.org/abs/2003.00214"
+    released = models["c1-deepsup_r50-d8_sn-8x2_ade20k"]
+    assert released.weights == "ssn://ade20k_c1_deepsup_r50_d8_sn_8x2"
+    assert released.results[0].metrics == {"mIoU": 38.72, "mIoU(ms+flip)": 39.21}
     i3d = yaml.safe_load((configs / "mmaction/i3d/metafile.yaml").read_text())["Models"]
     gn_b4 = next(m for m in i3d if m["Name"] == "i3d_r50_gn_8xb4-32x2x1-100e_kinetics400-rgb")
     assert gn_b4["Results"][0]["Metrics"] == {"top1 acc": 72.8, "top5 acc": 90.6}
+
+
+def test_a_config_pretrained_at_another_setting_is_not_published_with_the_figure(tmp_path):
+    """The metafile names a figure measured from other pretrained weights instead of publishing it as a result."""
+    from ssn_plugins.openmmlab.metafiles import config_entry
+    family = tmp_path / "configs" / "mmseg" / "deeplabv3"
+    family.mkdir(parents=True)
+    base = REPO / "configs/mmseg/deeplabv3/deeplabv3_r50-d8_sn_8xb2-160k_ade20k-512x512.py"
+    config = family / "deeplabv3_r50-d8_sn-from-8x32_8xb2-160k_ade20k-512x512.py"
+    config.write_text(f"_base_ = {str(base)!r}\nmodel = dict(pretrained='ssn://resnet50_sn_8x32')\n")
+    entry = config_entry(config, tmp_path)
+    assert entry["Results"] == []
+    assert entry["Metadata"]["Paper Figure"] == ("not compared with SN(8,2) in SN (ade20k-deeplab): pretrained: (8,32) "
+                                                 "here, (8,2) in the figure")
 
 
 # ------------------------------------------------------------------------------------------ selection from files
@@ -166,6 +203,11 @@ def test_leaderboard_reads_the_suite(fashion_suite):
     metrics = json.loads((suite_dir / "ssn_1x8" / "metrics.json").read_text())
     assert ssn.pick().metrics == {"top1": metrics["top1"]} and ssn.batch == (1, 8) and ssn.norm == "SSN"
     assert ssn.dataset == "Fashion-MNIST" and ssn.task == "classification"
+    # described by the run record: the launcher's half (suite, run) and the tool's (what ran)
+    assert ssn.described == "run record" and ssn.settings == [(1, 8)]
+    assert (ssn.record["suite"], ssn.record["run"], ssn.record["tool"]) == (
+        "fashion-mnist-batch-sizes", "ssn_1x8", "train_fashion_mnist")
+    assert ssn.record["figure"] is None and ssn.record["commit"]  # no paper table for this suite
     records = list(csv.DictReader(io.StringIO(tool(TOOLS / "leaderboard.py", suite_dir, "--format", "csv").stdout)))
     assert len(records) == 6
     ssn_row = next(r for r in records if r["run"].endswith("ssn_1x8"))
@@ -220,12 +262,29 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(fashion_suite, tmp_
 
 
 def test_slurm_launcher_through_submitit_local_executor(tmp_path):
-    out = tool(TOOLS / "reproduce.py", "fashion-mnist-batch-sizes", "--ci", "--norms", "bn_1x32", "--launcher",
-               "slurm", "--slurm-cluster", "local", "--work-dir", tmp_path).stdout
-    assert "submitted" in out
+    """Jobs through submitit (its local executor here); a re-run while a job is still running does not submit
+    it again."""
+    import time
+
+    from ssn_plugins.reproduction.launch import JOB_FILE
+    command = [sys.executable, str(TOOLS / "reproduce.py"), "fashion-mnist-batch-sizes", "--ci", "--norms", "bn_1x2",
+               "--launcher", "slurm", "--slurm-cluster", "local", "--work-dir", str(tmp_path)]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+    note = tmp_path / "fashion-mnist-batch-sizes" / "bn_1x2" / JOB_FILE
+    deadline = time.time() + 120
+    while not note.exists() and first.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    again = tool(*command[1:]).stdout
+    out, err = first.communicate(timeout=600)
+    assert first.returncode == 0, out[-2000:] + err[-3000:]
+    job = json.loads(note.read_text())["job_id"]
+    assert f"submitted {job}" in out
+    assert f"bn_1x2: job {job} (RUNNING) is still queued or running; not submitted again" in again
+    assert "submitted" not in again.replace("not submitted again", "")
     (run,) = find_runs(tmp_path / "fashion-mnist-batch-sizes")
-    assert run.status == FINISHED and run.norm == "BN" and run.batch == (1, 32)
-    assert list((tmp_path / "fashion-mnist-batch-sizes" / "submitit").glob("*/*_result.pkl"))
+    assert run.status == FINISHED and run.norm == "BN" and run.batch == (1, 2)
+    assert len(list((tmp_path / "fashion-mnist-batch-sizes" / "submitit").glob("*/*_result.pkl"))) == 1
 
 
 def test_analyze_selection_charts_from_a_run(fashion_suite, tmp_path):
@@ -270,6 +329,8 @@ def test_real_mini_suite_detectron2_run_is_read_with_heldout_ap(tmp_path):
     assert run.status == FINISHED, run.problem
     assert run.tool == "detectron2" and run.norm == "SSN" and run.model == "Mask R-CNN R50-FPN 4 iters"
     assert run.dataset == "real_mini" and run.batch == (1, 2)
+    assert run.described == "run record" and run.record["tool"] == "detectron2_real_mini"
+    assert run.record["suite"] == "real-mini" and run.settings == [(1, 2)]
     metrics = run.pick().metrics
     # detectron2 records NaN for a task with no detection to score (likely after 4 iterations from scratch)
     assert {"box AP", "box AP (real_mini_heldout)"} <= set(metrics)
@@ -323,6 +384,37 @@ def test_cluster_suites_dry_run_commands(tmp_path):
                 "--norms", "sn_8x1", "--work-dir", tmp_path, check=False)
     assert data.returncode == 1 and f"--data {tmp_path / 'imagenet'} (no such folder)" in data.stderr
     assert "--no-bn --batch-setting 8,1 --dataset-name ImageNet" in data.stdout and data.stdout.count(": new: ") == 1
+
+
+def test_ci_shrinks_the_gpu_suites_and_keeps_their_data(tmp_path):
+    """``--ci`` of a GPU suite: the same configs and data roots, a few iterations on a slice of the evaluation set
+    (the frameworks' own options: detectron2's ``coco_2017_val_100``, mmengine's dataset ``indices``)."""
+    import argparse
+
+    from detectron2.data import DatasetCatalog
+    from mmengine.config import Config, DictAction
+
+    from ssn_plugins.detectron2.trainer import load_config
+    for name, indices in (("cityscapes-deeplab", 20), ("kinetics-i3d-b8", 16)):
+        full, short = get_suite(name).runs[0].steps, get_suite(name, ci=True).runs[0].steps
+        assert [s.tool for s in full] == [s.tool for s in short]
+        train = short[0].args
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--cfg-options", nargs="+", action=DictAction)
+        options = parser.parse_args(train[train.index("--cfg-options"):]).cfg_options
+        cfg, reference = Config.fromfile(str(REPO / train[0])), Config.fromfile(str(REPO / full[0].args[0]))
+        cfg.merge_from_dict(options)
+        assert cfg.val_dataloader.dataset.indices == cfg.test_dataloader.dataset.indices == indices
+        shrunk = {k: v for k, v in cfg.val_dataloader.dataset.items() if k != "indices"}
+        assert shrunk == reference.val_dataloader.dataset  # the same data set, its first few items
+        assert all("--cfg-options" in s.args for s in short[1:])  # the test steps read the same slice
+    (train,) = get_suite("coco-mask-rcnn-2x", ci=True).runs[2].steps
+    config = train.args[train.args.index("--config-file") + 1]
+    cfg = load_config(str(REPO / config), train.args[train.args.index("WORK") + 1:])
+    assert cfg.SOLVER.MAX_ITER == 20 and cfg.DATASETS.TRAIN == ("coco_2017_train",)
+    assert cfg.DATASETS.TEST == ("coco_2017_val_100",) and "coco_2017_val_100" in DatasetCatalog.list()
+    (train,) = get_suite("imagenet-r50-batch-sizes", ci=True).runs[0].steps
+    assert train.args[-4:] == ["--epochs", "1", "--subset", "2000"]
 
 
 def test_a_launch_checks_the_data_roots_first(tmp_path):

@@ -42,7 +42,7 @@ def html_charts(rows):
             by_batch.setdefault(key, {}).setdefault(row.run.norm, []).append((row.run.batch[1], row.results[metric]))
     for (task, dataset, model, metric), points in by_batch.items():
         if len({b for values in points.values() for b, _ in values}) > 1:
-            out.append((f"{dataset} {model}: {metric} by images per batch",
+            out.append((f"{dataset} {model}: {metric} by images per GPU",
                         charts.metric_by_batch_chart(points, metric, f"{dataset} {model}")))
     for row in rows:
         if row.layers:
@@ -67,7 +67,13 @@ def render(rows, work_dirs: Sequence[Path], fmt: str = "md", tolerance: float = 
     elif fmt == "csv":
         text = to_csv(records)
     else:
-        text = to_html(records, html_charts(rows))
+        import datetime
+
+        from ssn_plugins.reproduction.record import current_commit
+        generated = {"generated": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+                     "ssn_plugins commit": current_commit(),
+                     "from": ", ".join(str(Path(w).resolve()) for w in work_dirs)}
+        text = to_html(records, html_charts(rows), generated=generated)
     if output is not None:
         Path(output).parent.mkdir(parents=True, exist_ok=True)
         Path(output).write_text(text)

@@ -36,6 +36,7 @@ from ssn_plugins.datasets import imagenet
 from ssn_plugins.checkpoints import SWITCHABLE, ConversionError, PublishedModel, convert, save_atomically
 from ssn_plugins.layers.channel_equilibrium import CE_BLOCK_GROUP_SIZE, CE_STEM_GROUP_SIZE
 from ssn_plugins.models import NORMS, ResNet
+from ssn_plugins.reproduction.record import current_commit, write_run_record
 
 #: arguments that define the model; a resumed run must not change them
 ARCHITECTURE_ARGS = ("depth", "norm", "version", "ce", "no_bn", "last_gamma", "ceil_mode_pool")
@@ -74,6 +75,8 @@ def parse_args(argv=None):
     t.add_argument("--stat-batches", type=int, default=S.BATCH_AVERAGE_BATCHES,
                    help="batches for batch-average statistics (default %(default)s)")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--subset", type=int, default=None, metavar="N",
+                   help="train and validate on N evenly spaced images of each split (a check run, not the papers')")
     t.add_argument("--resume", action="store_true", help="continue from OUTPUT/last.pth if it exists")
     t.add_argument("--stop-after-epochs", type=int, default=None,
                    help="stop (resumably) after this many epochs in this run, e.g. for time-limited jobs")
@@ -142,10 +145,20 @@ def data_loaders(args, ddp: Distributed):
     val = torchvision.datasets.ImageFolder(args.data / "val", val_tf)
     if train.classes != val.classes:
         raise SystemExit(f"train/ and val/ have different classes: {train.classes} vs {val.classes}")
+    if args.subset:
+        train, val = (_evenly_spaced(split, args.subset) for split in (train, val))
     train_sampler = DistributedSampler(train, ddp.world_size, ddp.rank, shuffle=True, seed=args.seed,
                                        drop_last=True) if ddp.world_size > 1 else None
     val_sampler = DistributedSampler(val, ddp.world_size, ddp.rank, shuffle=False) if ddp.world_size > 1 else None
     return train, val, train_sampler, val_sampler, val_tf
+
+
+def _evenly_spaced(split: torchvision.datasets.ImageFolder, count: int) -> torchvision.datasets.ImageFolder:
+    """``split`` cut to ``count`` images spread over its (class-sorted) list, so every class stays in."""
+    step = max(1, len(split.samples) // count)
+    split.samples = split.imgs = split.samples[::step][:count]
+    split.targets = [target for _, target in split.samples]
+    return split
 
 
 def train_loader_for_epoch(train, sampler, args, epoch: int) -> DataLoader:
@@ -198,14 +211,19 @@ def export_backbones(model: ResNet, args, out: Path):
         print(f"{target} backbone: {out / name}")
 
 
-def run_config(args, world_size: int) -> dict:
-    """What the run is, for OUT/config.json: tools/leaderboard.py reads task, model, norm and batch from it."""
-    norm = args.norm + ("+CE" if args.ce else "")
-    return {"tool": "pretrain_imagenet", "task": "classification",
-            "dataset": args.dataset_name or Path(args.data).resolve().name,
-            "model": f"ResNet-{args.depth}" + ("" if args.version == 1 else " v2"), "norm": norm,
-            "batch_setting": [world_size, args.per_gpu],
+def run_config(args) -> dict:
+    """OUT/config.json: the tool and its arguments."""
+    return {"tool": "pretrain_imagenet",
             "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
+
+
+def record_run(args, world_size: int) -> None:
+    """What the run is, into OUT's run record (tools/leaderboard.py reads it)."""
+    write_run_record(args.output, tool="pretrain_imagenet", task="classification",
+                     dataset=args.dataset_name or Path(args.data).resolve().name,
+                     model=f"ResNet-{args.depth}" + ("" if args.version == 1 else " v2"),
+                     norm=args.norm + ("+CE" if args.ce else ""), gpus=world_size, images_per_gpu=args.per_gpu,
+                     pretrained="", config=str(args.output / "config.json"), commit=current_commit())
 
 
 def main(argv=None):
@@ -250,7 +268,8 @@ def main(argv=None):
                                                   else None)
     writer = SummaryWriter(str(args.output / "tb")) if ddp.main else None
     if ddp.main:
-        (args.output / "config.json").write_text(json.dumps(run_config(args, ddp.world_size), indent=1))
+        (args.output / "config.json").write_text(json.dumps(run_config(args), indent=1))
+        record_run(args, ddp.world_size)
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     if ddp.main:
         print(f"ResNet-{args.depth} v{args.version} {args.norm}{' + CE' if args.ce else ''}, "

@@ -15,7 +15,11 @@ segmentation suites then run mmseg's multi-scale flip test (`tools/mm_test.py --
 10-clip test (`tools/mm_test.py`). At the end the
 suite's leaderboard goes to WORK_DIR/SUITE/leaderboard.{md,html}. `--launcher slurm` submits one
 submitit job per unfinished run (`--slurm-cluster local` runs them with submitit's local executor
-here, to check a suite before a cluster) and waits for them.
+here, to check a suite before a cluster) and waits for them; a re-run does not submit again a run whose job is
+still queued or running. Each run folder gets a run record (`run_record.json`): the suite, the paper figure it
+is compared with, and what its tool really ran (GPUs x images per GPU, pretrained weights, config, commit).
+`--ci` runs the CI-sized variant: on the CPU suites a small run here, on the GPU suites the same data and launch
+with a few iterations and a slice of the evaluation set (to check a cluster's path in minutes).
 """
 import argparse
 import sys
@@ -38,7 +42,8 @@ def main(argv=None):
     parser.add_argument("--launcher", choices=("local", "torchrun", "slurm"), default="local")
     parser.add_argument("--work-dir", type=Path, default=Path("work_dirs/reproduce"))
     parser.add_argument("--data", type=Path, help="data set root, for the suites that need one (ImageNet)")
-    parser.add_argument("--ci", action="store_true", help="the suite's CI-sized variant (few iterations)")
+    parser.add_argument("--ci", action="store_true",
+                        help="the suite's CI-sized variant (few iterations; GPU suites: a slice of the same data)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands; run nothing")
     parser.add_argument("--allow-setting-change", action="store_true",
                         help="with --launcher local, run multi-GPU runs in one process anyway (not the papers' batch "

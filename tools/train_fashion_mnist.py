@@ -35,6 +35,7 @@ from tqdm import tqdm
 import ssn_plugins as S
 from ssn_plugins.checkpoints import save_atomically
 from ssn_plugins.datasets.fashion_mnist import fashion_mnist_root
+from ssn_plugins.reproduction.record import current_commit, write_run_record
 
 #: images per batch at which --base-lr applies; other batches scale it linearly
 BASE_BATCH = 64
@@ -106,6 +107,8 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=64, help="images per batch (one process)")
     parser.add_argument("--train-size", type=int, default=0,
                         help="train on the first N/10 images of each class (0: all 60k)")
+    parser.add_argument("--test-size", type=int, default=0,
+                        help="test on this many test images, balanced over the classes (default: all 10000)")
     parser.add_argument("--lr", type=float, default=None, help=f"default --base-lr x batch / {BASE_BATCH}")
     parser.add_argument("--base-lr", type=float, default=0.1, help=f"learning rate at {BASE_BATCH} images per batch")
     parser.add_argument("--weight-decay", type=float, default=1e-4)
@@ -131,10 +134,16 @@ def parse_args(argv=None):
 
 
 def run_config(args) -> dict:
-    """What the run is, for config.json: the leaderboard reads task, model, norm and batch setting from it."""
-    return {"tool": "train_fashion_mnist", "task": "classification", "dataset": "Fashion-MNIST",
-            "model": "small ResNet", "norm": args.norm, "batch_setting": [1, args.batch_size],
+    """config.json: the tool and its arguments (a resumed run checks them)."""
+    return {"tool": "train_fashion_mnist",
             "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
+
+
+def record_run(args) -> None:
+    """What the run is, into the work folder's run record (tools/leaderboard.py reads it)."""
+    write_run_record(args.work_dir, tool="train_fashion_mnist", task="classification", dataset="Fashion-MNIST",
+                     model="small ResNet", norm=args.norm, gpus=1, images_per_gpu=args.batch_size, pretrained="",
+                     config=str(args.work_dir / "config.json"), commit=current_commit())
 
 
 def main(argv=None):
@@ -147,6 +156,7 @@ def main(argv=None):
     train_set = torchvision.datasets.FashionMNIST(root, train=True, transform=to_tensor, download=False)
     test_set = torchvision.datasets.FashionMNIST(root, train=False, transform=to_tensor, download=False)
     train_set = balanced_subset(train_set, args.train_size)
+    test_set = balanced_subset(test_set, args.test_size)
     # the shuffling generator is saved in last.pth, so a resumed run sees the same batches
     shuffle = torch.Generator().manual_seed(args.seed)
     train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, drop_last=True, generator=shuffle)
@@ -181,6 +191,7 @@ def main(argv=None):
             iteration = state["iteration"]
             print(f"resumed from {last} at iteration {iteration}")
         (work_dir / "config.json").write_text(json.dumps(run_config(args), indent=1))
+        record_run(args)
         writer = SummaryWriter(str(work_dir / "tb"))
     print(f"{args.norm} small ResNet, {sum(p.numel() for p in model.parameters())} parameters, "
           f"{total_iters} iterations of batch {args.batch_size}, lr {args.lr:g}")

@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -25,7 +26,8 @@ from detectron2.utils.logger import setup_logger
 
 from ..datasets.real_mini import write_coco
 from ..radius import reopen_selections
-from ..reproduction.runs import TEST_RESULTS
+from ..reproduction.record import current_commit, pretrain_setting, read_run_record, write_run_record
+from ..reproduction.runs import PARTIAL, TEST_RESULTS, Run, describe_detectron2_config, ran_fields
 from .config import add_ssn_config, merge_config_file
 from .datasets import register_real_mini
 from .hooks import recompute_detection_statistics, ssn_hooks, validate_ssn_config
@@ -129,7 +131,30 @@ def setup(args):
     cfg.freeze()
     default_setup(cfg, args)  # sets up detectron2's loggers; ours (re-opening, batch averages) beside them
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="ssn_plugins", abbrev_name="ssn")
+    if comm.is_main_process():
+        record_run(cfg, args.config_file, args.eval_only)
     return cfg
+
+
+def record_run(cfg, config_file: str, eval_only: bool = False) -> None:
+    """Write what this run is into ``OUTPUT_DIR``'s run record: the config's description with the process
+    group's real world size. A test (``--eval-only``) records the weights it tests, at the batch setting the
+    catalogue says they were trained at, and leaves a training run's record in the same folder alone."""
+    world_size = comm.get_world_size()
+    run = Run(Path(cfg.OUTPUT_DIR), "detectron2", PARTIAL)
+    describe_detectron2_config(cfg, run, world_size)
+    fields = dict(tool=Path(sys.argv[0]).stem or "detectron2", config=str(config_file), commit=current_commit(),
+                  **ran_fields(run))
+    if eval_only:
+        existing = read_run_record(cfg.OUTPUT_DIR) or {}
+        if existing.get("tool") and not existing.get("evaluated_only"):
+            return
+        trained = pretrain_setting(cfg.MODEL.WEIGHTS) or (None, None)
+        fields.update(evaluated_only=True, weights=cfg.MODEL.WEIGHTS, pretrained="", gpus=trained[0],
+                      images_per_gpu=trained[1])
+    else:
+        fields.update(gpus=world_size, images_per_gpu=int(cfg.SOLVER.IMS_PER_BATCH) // world_size)
+    write_run_record(cfg.OUTPUT_DIR, **fields)
 
 
 def evaluate(cfg, resume: bool = False):

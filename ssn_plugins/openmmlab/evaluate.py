@@ -23,7 +23,7 @@ import os.path as osp
 
 from ..reproduction.runs import TEST_RESULTS
 from .checkpoint import trusted_checkpoints
-from .runner import add_runner_arguments, build_runner, load_config, parse
+from .runner import add_runner_arguments, build_runner, load_config, parse, record_run
 
 
 def use_tta(cfg) -> None:
@@ -61,11 +61,12 @@ def main(argv=None):
     if args.moving_average:
         cfg.custom_hooks = [h for h in cfg.get("custom_hooks", []) if h.get("type") != "BatchAverageStatisticsHook"]
     runner = build_runner(cfg)
+    # a local file by its absolute path; a name (ssn://NAME, an URL) as it was given
+    checkpoint = args.checkpoint if "://" in args.checkpoint else osp.abspath(args.checkpoint)
+    record_run(runner, args.config, "mm_test", tested_weights=checkpoint)
     with trusted_checkpoints():
         metrics = runner.test()
     if runner.rank == 0:
-        # a local file by its absolute path; a name (ssn://NAME, an URL) as it was given
-        checkpoint = args.checkpoint if "://" in args.checkpoint else osp.abspath(args.checkpoint)
         record = {"checkpoint": checkpoint, "tta": args.tta, "clips": clips_per_video(cfg),
                   # the trained running averages, unless the config's hook recomputed batch averages before the test
                   "moving_average": not any(h.get("type") == "BatchAverageStatisticsHook"

@@ -32,7 +32,7 @@ from ..selection import count_selections, describe_selection
 from .channel_equilibrium import with_channel_equilibrium
 from .checkpoint import trusted_checkpoints
 from .hooks import BatchAverageStatisticsHook, unwrap
-from .runner import add_runner_arguments, build_runner, load_config, parse
+from .runner import add_runner_arguments, build_runner, load_config, parse, record_run
 
 TASKS = {
     # task: (config under configs/, dataset root the config reads, writer, file that shows the set exists,
@@ -98,6 +98,7 @@ def main(argv=None, configs: Path = Path("configs")):
         print(f"building the real {args.task} set in {data_root} ...")
         writer(Path(data_root))
     runner = build_runner(cfg)
+    record_run(runner, str(args.config or config), "openmmlab_real_mini")
     final_metrics = FinalMetrics()
     runner.register_hook(final_metrics, priority="LOWEST")
     unwrap(runner.model).init_weights()  # as runner.train() does; it skips the second call

@@ -2,6 +2,7 @@
 import argparse
 import os
 import os.path as osp
+from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
@@ -9,6 +10,9 @@ import torch.distributed as dist
 from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
+
+from ..reproduction.record import current_commit, pretrain_setting, read_run_record, write_run_record
+from ..reproduction.runs import PARTIAL, Run, describe_mmengine_config, ran_fields
 
 
 def add_runner_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -66,3 +70,24 @@ def parse(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None)
     args = parser.parse_args(argv)
     os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
     return args
+
+
+def record_run(runner: Runner, config_file: str, tool: str, tested_weights: Optional[str] = None) -> None:
+    """Write what this run is into the work directory's run record (rank 0): the config's description with the
+    runner's real world size. A test (``tested_weights``) records the weights it tests, at the batch setting the
+    catalogue says they were trained at, and leaves a training run's record in the same folder alone."""
+    if runner.rank != 0:
+        return
+    run = Run(Path(runner.work_dir), "mmengine", PARTIAL)
+    describe_mmengine_config(runner.cfg, run)
+    fields = dict(tool=tool, config=str(config_file), commit=current_commit(), **ran_fields(run))
+    if tested_weights is None:
+        fields.update(gpus=runner.world_size, images_per_gpu=run.batch[1])
+    else:
+        existing = read_run_record(runner.work_dir) or {}
+        if existing.get("tool") and not existing.get("evaluated_only"):
+            return
+        trained = pretrain_setting(tested_weights) or (None, None)
+        fields.update(evaluated_only=True, weights=tested_weights, pretrained="", gpus=trained[0],
+                      images_per_gpu=trained[1])
+    write_run_record(runner.work_dir, **fields)

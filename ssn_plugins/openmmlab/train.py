@@ -18,7 +18,7 @@ Checkpoints loaded for --resume and by ``load_from`` are read with full unpickli
 import argparse
 
 from .checkpoint import trusted_checkpoints
-from .runner import add_runner_arguments, build_runner, load_config, parse
+from .runner import add_runner_arguments, build_runner, load_config, parse, record_run
 
 
 def main(argv=None):
@@ -37,5 +37,6 @@ def main(argv=None):
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
     runner = build_runner(cfg)
+    record_run(runner, args.config, "mm_train")
     with trusted_checkpoints():
         runner.train()

@@ -27,6 +27,38 @@ class PaperFigure:
     extra: Dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
 
+#: norms without a published downstream figure, compared with the one the SSN paper reports them at or above
+REFERENCE_NORM = {"SSN": "SN", "SyncSSN": "SyncSN"}
+
+
+def figure_id(figure: PaperFigure) -> str:
+    """The name a run record gives the figure its run is compared with: ``TABLE: LABEL @ BATCH``."""
+    return f"{figure.table}: {figure.label} @ {format_batch(figure.batch)}"
+
+
+def figures_with_id(name: str) -> Dict[str, PaperFigure]:
+    """The figures (one per metric) that :func:`figure_id` calls ``name``; a ``KeyError`` for an unknown name."""
+    found = {f.metric: f for f in paper_figures() if figure_id(f) == name}
+    if not found:
+        raise KeyError(f"no paper figure {name!r} in {FIGURES_FILE.name}")
+    return found
+
+
+def suite_figure(suite: str, norm: str, batch: Tuple[Optional[int], Optional[int]]) -> Optional[PaperFigure]:
+    """The figure a run of ``suite`` (the tables' ``suite:`` key) with this norm (the papers' name) and intended
+    batch setting is compared with: its norm's, else its reference norm's; ``None`` when no table or no single
+    figure fits (a ``ValueError`` when several do)."""
+    tables = {t["id"] for t in load_tables() if t.get("suite") == suite}
+    for wanted in (norm, REFERENCE_NORM.get(norm)):
+        found = {figure_id(f) for f in paper_figures() if f.table in tables and f.norm == wanted
+                 and all(a is None or b is None or a == b for a, b in zip(f.batch, batch))}
+        if len(found) > 1:
+            raise ValueError(f"suite {suite!r}: {norm} at {format_batch(batch)} fits several figures: {sorted(found)}")
+        if found:
+            return next(iter(figures_with_id(found.pop()).values()))
+    return None
+
+
 def release_figure(weights: str, dataset: str, metric: str) -> Optional[PaperFigure]:
     """The release's own figure for a test of a released trained model (``weights`` = ``ssn://[LAYOUT/]NAME``)
     on the data set the release measured it on, or ``None``."""
@@ -90,6 +122,11 @@ def load_sources(path: Path = FIGURES_FILE) -> Dict[str, str]:
     return _load(str(path))["sources"]
 
 
+def source_url(source: str, path: Path = FIGURES_FILE) -> str:
+    """Where ``source`` (a key of the data file's ``sources``) can be read."""
+    return _load(str(path)).get("source_urls", {})[source]
+
+
 def paper_figures(path: Path = FIGURES_FILE) -> List[PaperFigure]:
     """Every figure of the data file, one row per (table, norm, batch, metric)."""
     rows = []
@@ -107,7 +144,7 @@ def paper_figures(path: Path = FIGURES_FILE) -> List[PaperFigure]:
     return rows
 
 
-def _value_text(value: float) -> str:
+def value_text(value: float) -> str:
     # as printed in the sources: one decimal for the papers, two for the releases
     return f"{value:.2f}" if round(value, 1) != value else f"{value:.1f}"
 
@@ -123,13 +160,13 @@ def table_markdown(table: dict) -> str:
         lines = ["| | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
         for row in rows:
             lines.append(f"| {row} | " + " | ".join(
-                _value_text(cells[(row, c)]) if (row, c) in cells else "–" for c in columns) + " |")
+                value_text(cells[(row, c)]) if (row, c) in cells else "–" for c in columns) + " |")
         return "\n".join(lines)
     extras = [k for k in ("md5",) if any(k in f for f in figures)]
     header = ["norm", "batch", *table["metrics"], "source", *extras]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for f in figures:
-        values = [_value_text(f[m]) + ("*" if m != table["metrics"][0] and "note" in f else "") if m in f else "–"
+        values = [value_text(f[m]) + ("*" if m != table["metrics"][0] and "note" in f else "") if m in f else "–"
                   for m in table["metrics"]]
         label = f.get("label", f["norm"])
         lines.append("| " + " | ".join([label, format_batch(f["batch"]), *values, f["source"],
@@ -146,7 +183,7 @@ def downstream_markdown(tables: List[dict]) -> str:
         if table["task"] == "classification":
             continue
         figures = ", ".join(
-            f"{f.get('label', f['norm'])} " + " / ".join(_value_text(f[m]) for m in table["metrics"] if m in f)
+            f"{f.get('label', f['norm'])} " + " / ".join(value_text(f[m]) for m in table["metrics"] if m in f)
             for f in table["figures"])
         lines.append(f"| {table['title']} | {figures} | {table.get('configs', '–')} |")
     return "\n".join(lines)

@@ -9,15 +9,19 @@ One reader per kind of run, each recognising its folder by the files its tool wr
 - our classification tools (``tools/pretrain_imagenet.py``, ``tools/train_fashion_mnist.py``):
   ``config.json`` with a ``tool`` entry, and ``metrics.json`` at the end.
 
-Each gives a :class:`Run`: what it is (task, dataset, model, norm, batch setting, from the run's own config),
-its evaluations, whether it finished, and its final checkpoint. A folder that looks like a run but cannot be
-read is a run with status ``unreadable`` and the reason; nothing is dropped silently.
+Each gives a :class:`Run`: what it is (task, dataset, model, norm, batch setting, pretrained weights), its
+evaluations, whether it finished, and its final checkpoint. What it is comes from the run record the project's
+tools write (:mod:`~ssn_plugins.reproduction.record`); a folder without one (another tool's run) is described
+from its config and says so (``described == "inferred"``). A folder that looks like a run but cannot be read is
+a run with status ``unreadable`` and the reason; nothing is dropped silently.
 """
 import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
+
+from .record import pretrain_setting, read_run_record
 
 #: run status values
 FINISHED, PARTIAL, UNREADABLE, MISSING = "finished", "partial", "unreadable", "missing"
@@ -51,6 +55,19 @@ class Run:
     scalars_files: List[Path] = field(default_factory=list)
     #: the weights a test run evaluated as it named them (a path, or ``ssn://NAME`` for a released model)
     tested_weights: str = ""
+    #: the weights training started from, as the config names them ("" from scratch)
+    pretrained: str = ""
+    #: "run record" (the tool wrote what ran) or "inferred" (read from the config after the fact)
+    described: str = "inferred"
+    #: the run record, when the folder has one
+    record: Optional[dict] = None
+    #: every (GPUs, images per GPU) the run ran with, from its record (more than one: resumed with another)
+    settings: List[Tuple[Optional[int], Optional[int]]] = field(default_factory=list)
+
+    @property
+    def pretrain_setting(self) -> Optional[Tuple[int, int]]:
+        """The batch setting the pretrained weights were trained at, where the catalogue knows it."""
+        return pretrain_setting(self.pretrained)
 
     def pick(self, how: str = "final", kind: Optional[str] = None) -> Optional[Evaluation]:
         """The last evaluation (``final``), or the one with the best first metric (``best``); of ``kind`` only
@@ -187,6 +204,7 @@ def describe_detectron2_config(cfg: dict, run: Run, world_size: Optional[int]) -
     run.task = "instance segmentation" if model.get("MASK_ON") else "detection"
     body = "FPN" if "fpn" in model.get("BACKBONE", {}).get("NAME", "fpn").lower() else "C4"
     run.model = f"{arch} R{resnets.get('DEPTH', 50)}-{body} {_schedule(int(solver['MAX_ITER']), ims)}"
+    run.pretrained = str(model.get("WEIGHTS", "") or "")
     tests = cfg.get("DATASETS", {}).get("TEST", [])
     run.dataset = _dataset_name(re.sub(r"_(val|test|train)$", "", tests[0])) if tests else "?"
 
@@ -328,6 +346,15 @@ def _mm_dataset_name(dataset: dict) -> str:
     return Path(ann_file).parent.name or str(dataset.get("type", "?"))
 
 
+def _mm_pretrained(model: dict, backbone: dict) -> str:
+    """The weights an mmengine model starts from: the backbone's ``init_cfg`` checkpoint, else ``pretrained``."""
+    init_cfgs = backbone.get("init_cfg") or []
+    for init in init_cfgs if isinstance(init_cfgs, (list, tuple)) else [init_cfgs]:
+        if isinstance(init, dict) and init.get("type") == "Pretrained" and init.get("checkpoint"):
+            return str(init["checkpoint"])
+    return str(model.get("pretrained") or backbone.get("pretrained") or "")
+
+
 def describe_mmengine_config(cfg, run: Run) -> None:
     """Task, dataset, model, norm and images per GPU of an mmseg / mmdet / mmaction2 config."""
     model = cfg.model
@@ -338,7 +365,8 @@ def describe_mmengine_config(cfg, run: Run) -> None:
     norm = NORM_NAMES.get(norm_cfg.get("type", "?"), norm_cfg.get("type", "?"))
     if norm == "BN" and (not norm_cfg.get("requires_grad", True)) and backbone.get("norm_eval", False):
         norm = "BN frozen"
-    run.norm = norm
+    run.norm = norm + ("+CE" if str(backbone.get("type", "")).endswith("CE") else "")  # ResNetCE, ResNet3dCE
+    run.pretrained = _mm_pretrained(model, backbone)
     depth = backbone.get("depth", "?")
     kind = model.get("type", "?")
     train_loader = cfg.get("train_dataloader") or {}
@@ -370,8 +398,10 @@ def describe_mmengine_config(cfg, run: Run) -> None:
 def read_own_tool(folder: Path) -> Run:
     try:
         config = json.loads((folder / "config.json").read_text())
-        run = Run(folder, config["tool"], PARTIAL, task=config["task"], dataset=_dataset_name(config["dataset"]),
-                  model=config["model"], norm=config["norm"], batch=tuple(config["batch_setting"]))
+        # what the run is comes from its run record; a folder written before there were records has it here
+        run = Run(folder, config["tool"], PARTIAL, task=config.get("task", "?"),
+                  dataset=_dataset_name(config.get("dataset", "?")), model=config.get("model", "?"),
+                  norm=config.get("norm", "?"), batch=tuple(config.get("batch_setting", (None, None))))
     except (OSError, KeyError, TypeError, ValueError) as e:
         return _unreadable(Run(folder, "?", PARTIAL), f"config.json: {e}")
     metrics_file = folder / "metrics.json"
@@ -402,7 +432,23 @@ def _unreadable(run: Run, why: str) -> Run:
 
 # ---------------------------------------------------------------------------------------------- discovery
 def read_run(folder: Path) -> Optional[Run]:
-    """The run in ``folder``, or ``None`` when the folder is not a run of any known tool."""
+    """The run in ``folder``, or ``None`` when the folder is not a run of any known tool.
+
+    What the run is comes from its run record where it has one; a folder with a record and nothing else (a
+    launched run whose tool wrote nothing yet) is a partial run."""
+    try:
+        record = read_run_record(folder)
+    except ValueError as e:
+        return _unreadable(Run(folder, "?", PARTIAL), str(e))
+    run = _read_tool_output(folder)
+    if run is None and record is not None:
+        run = Run(folder, record.get("tool", "?"), PARTIAL, problem="the tool wrote nothing yet" + _last_error(folder))
+    if run is not None and record is not None and run.status != UNREADABLE:
+        apply_record(run, record)
+    return run
+
+
+def _read_tool_output(folder: Path) -> Optional[Run]:
     if (folder / "config.json").exists():
         return read_own_tool(folder)
     written = ("metrics.json", "log.txt", TEST_RESULTS)
@@ -411,6 +457,23 @@ def read_run(folder: Path) -> Optional[Run]:
     if is_mmengine_run(folder):
         return read_mmengine(folder)
     return None
+
+
+def apply_record(run: Run, record: dict) -> None:
+    """What the run is, from its record (over what its config suggested)."""
+    run.record, run.described = record, "run record"
+    for key in ("task", "dataset", "model", "norm", "pretrained"):
+        if record.get(key) is not None:
+            setattr(run, key, record[key])
+    if "gpus" in record or "images_per_gpu" in record:
+        run.batch = (record.get("gpus"), record.get("images_per_gpu"))
+    run.settings = [tuple(s) for s in record.get("settings", [])]
+
+
+def ran_fields(run: Run) -> dict:
+    """The record fields of a run a tool has just described from the config it runs."""
+    return {"task": run.task, "dataset": run.dataset, "model": run.model, "norm": run.norm,
+            "pretrained": run.pretrained}
 
 
 def _natural(path: Path):

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
-from .runs import FINISHED, Run, read_run
+from .figures import PaperFigure, suite_figure
+from .runs import FINISHED, NORM_NAMES, Run, read_run
 
 
 @dataclass
@@ -31,6 +32,16 @@ class SuiteRun:
     norm: str
     gpus: int
     steps: List[Step]
+    images_per_gpu: Optional[int] = None   # where the suite's table has figures at several batch settings
+
+    def figure(self, suite: str) -> Optional[PaperFigure]:
+        """The paper figure this run of ``suite`` is compared with (its run record names it), or ``None``."""
+        norm = PAPER_NORMS.get(self.norm.lower(), self.norm)
+        return suite_figure(suite, norm, (self.gpus, self.images_per_gpu))
+
+
+#: the suites' norm keys (framework names, lower-case) as the papers write them
+PAPER_NORMS = {**{key.lower(): value for key, value in NORM_NAMES.items()}, "frozenbn": "BN frozen"}
 
 
 @dataclass
@@ -61,6 +72,7 @@ def fashion_mnist_batch_sizes(ci: bool = False) -> Suite:
     for norm in FASHION_NORMS:
         for batch in FASHION_BATCHES:
             args = ["--norm", norm, "--batch-size", str(batch), "--train-size", str(size), "--epochs", str(epochs),
+                    *(["--test-size", "2000"] if ci else []),
                     "--stat-batch-size", "32", "--stat-batches", "10" if ci else "100", "--work-dir", "WORK"]
             runs.append(SuiteRun(f"{norm.lower()}_1x{batch}", norm, 1,
                                  [Step("train_fashion_mnist", args, ["--resume"], distributed="none")]))
@@ -90,11 +102,22 @@ def real_mini(ci: bool = False) -> Suite:
     return Suite("real-mini", "detectron2 Mask R-CNN R50-FPN on the real mini set, frozen BN / GN / SN / SSN", runs)
 
 
+#: ``--ci`` of the GPU suites: the same data roots and launch, a few iterations and a slice of the evaluation set, to
+#: check a cluster's path in minutes (the leaderboard calls such a run not comparable: another schedule)
+DETECTRON2_CI = ["SOLVER.MAX_ITER", "20", "SOLVER.STEPS", "(15,)", "SOLVER.WARMUP_ITERS", "5",
+                 "SOLVER.CHECKPOINT_PERIOD", "20", "MODEL.SSN.BATCH_AVERAGE_ITERS", "5",
+                 "DATASETS.TEST", "('coco_2017_val_100',)"]
+MMENGINE_CI = ["train_cfg.max_iters=20", "train_cfg.val_interval=20", "default_hooks.checkpoint.interval=20",
+               "val_dataloader.dataset.indices=20", "test_dataloader.dataset.indices=20"]
+MMENGINE_VIDEO_CI = ["train_cfg.max_epochs=1", "train_dataloader.dataset.indices=64",
+                     "val_dataloader.dataset.indices=16", "test_dataloader.dataset.indices=16"]
+
+
 def _detectron2(name: str, configs: Dict[str, str]) -> Callable[[bool], Suite]:
     def suite(ci: bool = False) -> Suite:
         runs = [SuiteRun(key, key, 8, [Step("train_net", ["--config-file", f"configs/detectron2/{config}",
-                                                         "OUTPUT_DIR", "WORK"], ["--resume"],
-                                            distributed="detectron2")])
+                                                         "OUTPUT_DIR", "WORK", *(DETECTRON2_CI if ci else [])],
+                                            ["--resume"], distributed="detectron2")])
                 for key, config in configs.items()]
         return Suite(name, f"detectron2, 8 GPUs x 2 images: {', '.join(configs)}", runs)
     return suite
@@ -145,15 +168,18 @@ def _mmengine(name: str, pattern: str, norms: Sequence[str], tta: bool = False,
               clip_test: bool = False) -> Callable[[bool], Suite]:
     def suite(ci: bool = False) -> Suite:
         runs = []
+        shrink = (MMENGINE_VIDEO_CI if clip_test else MMENGINE_CI) if ci else []
+        options = ["--cfg-options", *shrink] if shrink else []
         for norm in norms:
             config = pattern.format(norm=norm)
             # "--resume auto": mm_train's --resume takes an optional path, which would swallow the config
-            steps = [Step("mm_train", [config, "--work-dir", "WORK"], ["--resume", "auto"], distributed="mmengine")]
+            steps = [Step("mm_train", [config, "--work-dir", "WORK", *options], ["--resume", "auto"],
+                          distributed="mmengine")]
             if tta:  # the papers' multi-scale mIoU, from the last checkpoint
-                steps.append(Step("mm_test", [config, "WORK/CHECKPOINT", "--tta", "--work-dir", "WORK"],
+                steps.append(Step("mm_test", [config, "WORK/CHECKPOINT", "--tta", "--work-dir", "WORK", *options],
                                   done=_has_metric("mIoU (ms)"), distributed="mmengine"))
             if clip_test:  # the papers' 10-clip test (the configs' test pipeline); training validates on 1 clip
-                steps.append(Step("mm_test", [config, "WORK/CHECKPOINT", "--work-dir", "WORK"],
+                steps.append(Step("mm_test", [config, "WORK/CHECKPOINT", "--work-dir", "WORK", *options],
                                   done=_has_metric("top1 (10-clip)"), distributed="mmengine"))
             runs.append(SuiteRun(norm, norm, 8, steps))
         return Suite(name, f"{Path(pattern).parent.name}, 8 GPUs: {', '.join(norms)}", runs)
@@ -164,9 +190,12 @@ def imagenet_r50_batch_sizes(ci: bool = False) -> Suite:
     # the papers' settings; SN at one image per GPU mixes IN and LN only
     settings = [(norm, per_gpu, []) for norm in ("BN", "GN", "SN", "SSN") for per_gpu in (32, 16, 8, 4, 2)]
     settings.append(("SN", 1, ["--no-bn"]))
+    shrink = ["--epochs", "1", "--subset", "2000"] if ci else []
     runs = [SuiteRun(f"{norm.lower()}_8x{per_gpu}", norm, 8, [Step(
         "pretrain_imagenet", ["DATA", "-o", "WORK", "--depth", "50", "--norm", norm, *extra,
-                              "--batch-setting", f"8,{per_gpu}", "--dataset-name", "ImageNet"], ["--resume"])])
+                              "--batch-setting", f"8,{per_gpu}", "--dataset-name", "ImageNet", *shrink],
+        ["--resume"])],
+        images_per_gpu=per_gpu)
         for norm, per_gpu, extra in settings]
     return Suite("imagenet-r50-batch-sizes", "ImageNet ResNet-50, BN / GN / SN / SSN at (8,32) ... (8,2)", runs,
                  needs_data=True)
