@@ -52,7 +52,8 @@ def mim(*args, cwd):
 SMALL = ["model.data_preprocessor.size=(128,128)", "train_dataloader.dataset.pipeline.3.crop_size=(128,128)",
          "train_dataloader.num_workers=0", "train_dataloader.persistent_workers=False",
          "val_dataloader.num_workers=0", "val_dataloader.persistent_workers=False", "custom_hooks.1.num_iters=1",
-         "default_hooks.logger.interval=1", "default_hooks.checkpoint.interval=1"]
+         "default_hooks.logger.interval=1", "default_hooks.checkpoint.interval=1",
+         "val_dataloader.dataset.pipeline.1.scale=(256,192)"]  # validation at half its size
 
 
 @pytest.mark.slow
@@ -75,6 +76,7 @@ def test_mim_train_resume_and_test_run_the_plugin_from_custom_imports(seg_data):
     assert float(state["state_dict"]["backbone.layer1.0.bn1.radius"]) == pytest.approx(2 / 3)
 
     tested = mim("test", "mmseg", SEG_CONFIG, "--checkpoint", work / "iter_3.pth", "--work-dir", seg_data / "test",
-                 "--cfg-options", *SMALL[4:7], cwd=seg_data)
+                 "--cfg-options", *SMALL[4:7], "test_dataloader.dataset.pipeline.1.scale=(256,192)",
+                 "test_dataloader.num_workers=0", "test_dataloader.persistent_workers=False", cwd=seg_data)
     assert "Recomputing batch-average statistics over 1 training batches" in tested
     assert "mIoU:" in tested and "Testing finished successfully" in tested

@@ -22,6 +22,14 @@ def run_job(argv):
 
 #: the segmentation config at 128x128 crops instead of 256x256, for speed
 SMALL_CROPS = ["model.data_preprocessor.size=(128,128)", "train_dataloader.dataset.pipeline.3.crop_size=(128,128)"]
+#: data loading in the main process: forking workers and waiting for them to shut down cost more than the loading here
+NO_WORKERS = [f"{loader}_dataloader.{key}" for loader in ("train", "val", "test")
+              for key in ("num_workers=0", "persistent_workers=False")]
+#: its evaluations at half their size (256 x 192 instead of 512 x 384)
+SMALL_EVAL = ["val_dataloader.dataset.pipeline.1.scale=(256,192)", "test_dataloader.dataset.pipeline.1.scale=(256,192)"]
+#: its multi-scale flip test at a third of the image sizes (the same 6 scales x 2 flips, 0.25-0.5 instead of 0.5-1.75)
+SMALL_TTA = [f"tta_pipeline.1.transforms.0.{i}.scale_factor={r}"
+             for i, r in enumerate((0.25, 0.3, 0.35, 0.4, 0.45, 0.5))]
 
 
 @pytest.fixture
@@ -33,7 +41,7 @@ def in_tmp(tmp_path, monkeypatch):
 def test_deeplabv3_ssn_on_real_segmentation(in_tmp, capsys):
     summary = run_job([
         "seg", "--work-dir", str(in_tmp / "seg"), "--cfg-options", "train_cfg.max_iters=3", *SMALL_CROPS,
-        "custom_hooks.1.num_iters=2"])
+        *SMALL_EVAL, *NO_WORKERS, "custom_hooks.1.num_iters=2"])
     printed = capsys.readouterr().out  # the job's own report, read before anything here prints
     print(json.dumps(summary))
     assert (in_tmp / "datasets/real_mini_seg/ann_dir/val/voc.png").exists()
@@ -57,7 +65,7 @@ def test_real_segmentation_run_accepts_channel_equilibrium(in_tmp):
     """``--ce``: the same run with CE in the ResNet-18 backbone (stem and stages 1-3), which trains."""
     summary = run_job([
         "seg", "--ce", "--work-dir", str(in_tmp / "seg_ce"), "--cfg-options", "train_cfg.max_iters=2", *SMALL_CROPS,
-        "custom_hooks.1.num_iters=1"])
+        *SMALL_EVAL, *NO_WORKERS, "custom_hooks.1.num_iters=1"])
     assert summary["ce"] and summary["iterations"] == 2
     assert summary["after"]["mIoU"] is not None and 0.0 <= summary["after"]["mIoU"] <= 100.0
     import torch
@@ -69,7 +77,7 @@ def test_real_segmentation_run_accepts_channel_equilibrium(in_tmp):
 
 def test_mask_rcnn_ssn_on_real_instances(in_tmp, capsys):
     summary = run_job([
-        "det", "--work-dir", str(in_tmp / "det"), "--cfg-options", "train_cfg.max_epochs=1",
+        "det", "--work-dir", str(in_tmp / "det"), "--cfg-options", "train_cfg.max_epochs=1", *NO_WORKERS,
         "custom_hooks.1.num_iters=1"])
     printed = capsys.readouterr().out
     print(json.dumps(summary))
@@ -95,7 +103,7 @@ def test_mask_rcnn_ssn_on_real_instances(in_tmp, capsys):
 def test_i3d_ssn3d_on_real_clips(in_tmp):
     """Kinetics-style real clips, the radius schedule, batch averages and ratio scalars in video training."""
     summary = run_job([
-        "video", "--work-dir", str(in_tmp / "video"), "--cfg-options", "train_cfg.max_iters=4",
+        "video", "--work-dir", str(in_tmp / "video"), "--cfg-options", "train_cfg.max_iters=4", *NO_WORKERS,
         "custom_hooks.1.num_iters=2", "custom_hooks.3.interval=1", "default_hooks.logger.interval=1",
         "train_dataloader.dataset.pipeline.4.scale=(64,64)", "val_dataloader.dataset.pipeline.4.crop_size=64"])
     print(json.dumps(summary))
@@ -120,6 +128,8 @@ def test_i3d_ssn3d_on_real_clips(in_tmp):
     (found,) = find_runs(in_tmp / "video")
     assert found.status == FINISHED and (found.task, found.model, found.dataset, found.norm) == (
         "video classification", "I3D R50", "real_clips", "SSN")
+    assert found.described == "run record" and found.record["tool"] == "openmmlab_real_mini"
+    assert found.settings == [(1, found.batch[1])] and found.record["config"].endswith(".py")
     assert found.pick().metrics["top1"] == pytest.approx(100 * summary["after"]["acc/top1"], abs=0.01)
     (row,) = build_rows([found])
     assert row.run.checkpoint.name == "iter_4.pth" and sum(row.selection["var"].values()) == 53
@@ -133,7 +143,7 @@ def test_train_resume_and_test_tools(in_tmp):
 
     write_segmentation(in_tmp / "datasets/real_mini_seg")
     config = str(CONFIGS / real_mini.TASKS["seg"][0])
-    small = [*SMALL_CROPS, "custom_hooks.1.num_iters=1", "default_hooks.logger.interval=1",
+    small = [*SMALL_CROPS, *SMALL_EVAL, *NO_WORKERS, "custom_hooks.1.num_iters=1", "default_hooks.logger.interval=1",
              "default_hooks.checkpoint.interval=1"]
     work_dir = in_tmp / "tools"
     # mmengine keeps one visualizer per name in a process: a name per run keeps each run's scalars in its own dir
@@ -150,7 +160,7 @@ def test_train_resume_and_test_tools(in_tmp):
     assert 0.0 <= metrics["mIoU"] <= 100.0
     # mmseg's multi-scale flip test (6 scales x 2 flips), recorded beside the single-scale test
     tta = mm_test.main([config, str(work_dir / "iter_3.pth"), "--tta", "--work-dir", str(work_dir),
-                        "--cfg-options", "visualizer.name=tta", *small])
+                        "--cfg-options", "visualizer.name=tta", *small, *SMALL_TTA])
     assert 0.0 <= tta["mIoU"] <= 100.0
     from ssn_plugins.reproduction.leaderboard import build_rows
     from ssn_plugins.reproduction.runs import FINISHED, find_runs

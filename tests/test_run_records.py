@@ -123,3 +123,16 @@ def test_the_html_page_says_when_and_what_and_groups_rows_by_table(tmp_path):
         "COCO Faster R-CNN R50-FPN 2x, box AP (coco-faster-rcnn-2x)", "Runs without a paper figure"]
     assert all(s.count("<tr>") == 2 for s in sections)  # a header and its run
     assert all(f"<dt>{c}</dt>" in page for c in COLUMNS)
+
+
+def test_the_commit_is_the_checkouts():
+    import subprocess
+    from pathlib import Path
+
+    from ssn_plugins.reproduction.record import current_commit
+    repo = Path(__file__).resolve().parents[1]
+    head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode == 0:  # a clone (CI's is one)
+        assert current_commit() in (head.stdout.strip(), head.stdout.strip() + "+dirty")
+    else:
+        assert current_commit().startswith("ssn_plugins ")

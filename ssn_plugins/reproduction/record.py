@@ -70,9 +70,12 @@ def current_commit() -> str:
 
     root = Path(__file__).resolve().parents[2]
     try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=20)
-        if head.returncode == 0:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--show-toplevel", "HEAD"], capture_output=True,
+                              text=True, timeout=20)
+        lines = head.stdout.split()
+        # the checkout the package is in, not a repository that merely contains an installed copy
+        if head.returncode == 0 and len(lines) == 2 and Path(lines[0]).resolve() == root:
+            head.stdout = lines[1]
             status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
                                     capture_output=True, text=True, timeout=20)
             return head.stdout.strip() + ("+dirty" if status.stdout.strip() else "")

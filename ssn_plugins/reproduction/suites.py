@@ -96,7 +96,8 @@ def real_mini(ci: bool = False) -> Suite:
         if ci:
             args += ["SOLVER.MAX_ITER", "4", "SOLVER.STEPS", "(3,)", "SOLVER.WARMUP_ITERS", "1",
                      "MODEL.SSN.BATCH_AVERAGE_ITERS", "2", "INPUT.MIN_SIZE_TRAIN", "(160,)",
-                     "INPUT.MAX_SIZE_TRAIN", "224", "INPUT.MIN_SIZE_TEST", "160", "INPUT.MAX_SIZE_TEST", "224"]
+                     "INPUT.MAX_SIZE_TRAIN", "224", "INPUT.MIN_SIZE_TEST", "160", "INPUT.MAX_SIZE_TEST", "224",
+                     "DATALOADER.NUM_WORKERS", "0"]  # forking loader workers costs more than 4 iterations load
         runs.append(SuiteRun(name, backbone, 1, [Step("detectron2_real_mini", args, ["--resume"],
                                                       distributed="none")]))
     return Suite("real-mini", "detectron2 Mask R-CNN R50-FPN on the real mini set, frozen BN / GN / SN / SSN", runs)

@@ -1,12 +1,13 @@
 # The released ADE20K model's config on the real mini photos (datasets/real_mini_seg) in ADE20K's classes: the same
-# model, preprocessing and test resizing, for checking the path on CPU (tools/reproduce.py ade20k-released-segmenter
-# --ci). No figure exists for these photos.
+# model and preprocessing, the release's test resizing at half its sizes (the dilated R50 at stride 8 costs seconds
+# an image on CPU), for checking the path (tools/reproduce.py ade20k-released-segmenter --ci). No figure exists for
+# these photos.
 _base_ = ['../c1-deepsup_r50-d8_sn-8x2_ade20k.py']
 custom_imports = dict(imports=['ssn_plugins.openmmlab', 'ssn_plugins.openmmlab.seg_datasets'],
                       allow_failed_imports=False)
 test_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(1000, 450), keep_ratio=True),
+    dict(type='Resize', scale=(500, 225), keep_ratio=True),
     dict(type='ResizeToMultiple', size_divisor=8),
     dict(type='LoadAnnotations'),   # the dataset's label map gives ADE20K's 0-based indices
     dict(type='PackSegInputs'),
@@ -14,7 +15,7 @@ test_pipeline = [
 tta_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='TestTimeAug', transforms=[
-        [dict(type='Resize', scale=(1000, s), keep_ratio=True) for s in (300, 400, 500, 600)],
+        [dict(type='Resize', scale=(500, s), keep_ratio=True) for s in (150, 200, 250, 300)],
         [dict(type='ResizeToMultiple', size_divisor=8)],
         [dict(type='LoadAnnotations')],
         [dict(type='PackSegInputs')]]),
