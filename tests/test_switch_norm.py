@@ -237,6 +237,33 @@ def test_bf16_autocast_on_cpu():
     assert m.mean_weight.grad is not None and torch.isfinite(m.mean_weight.grad).all()
 
 
+@pytest.mark.parametrize("device", ["cpu", *(["cuda"] if torch.cuda.is_available() else [])])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("cls", [S.SwitchNorm2d, S.SparseSwitchNorm2d])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_autocast_keeps_statistics_and_their_mixing_in_float32(cls, dtype, training, device):
+    """A float32 layer under autocast gives what it gives without: autocast would run a matmul mixing the
+    candidates' statistics in bf16 / fp16 (0.01-0.13 off, 28 % off in the weight gradient at activations ~100),
+    where BatchNorm is exact."""
+    import copy
+    layer = randomize(cls(8)).train(training).to(device)
+    for shift in (10.0, 100.0):
+        x = (torch.randn(4, 8, 8, 8) + shift).relu().to(device)
+        outputs, grads = [], []
+        for autocast in (False, True):
+            m, xi = copy.deepcopy(layer), x.clone().requires_grad_()
+            with torch.autocast(device, dtype=dtype, enabled=autocast):
+                y = m(xi)
+            assert y.dtype == torch.float32
+            (y * torch.linspace(-1, 1, y.numel(), device=device).view_as(y)).sum().backward()
+            outputs.append(y.detach())
+            grads.append([xi.grad] + [p.grad for p in m.parameters() if p.grad is not None])
+        torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-6, atol=1e-6)
+        assert len(grads[1]) == len(grads[0]) >= 3
+        for with_autocast, without in zip(*reversed(grads)):
+            torch.testing.assert_close(with_autocast, without, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("cls", [S.SwitchNorm2d, S.SparseSwitchNorm2d])
 def test_channels_last(cls):
     m = randomize(cls(8))
