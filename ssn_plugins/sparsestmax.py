@@ -206,7 +206,11 @@ def sparsestmax(z: Tensor, radius: Union[float, Tensor], dim: int = -1) -> Tenso
     # lower precision than float64 (set to max_radius(K), rounded either way).
     tolerance = 8 * torch.finfo(radius.dtype if radius.dtype.is_floating_point else torch.float32).eps
     vertex = torch.zeros_like(p).scatter_(-1, v.argmax(dim=-1, keepdim=True), 1.0)
-    p = torch.where(r >= max_radius(k) - tolerance, vertex, p)
-    bad = invalid_radius | torch.isnan(v).any(dim=-1, keepdim=True)
+    at_vertex = r >= max_radius(k) - tolerance
+    p = torch.where(at_vertex, vertex, p)
+    # ±inf logits make inf - inf (NaN) in the projection, which a finite-looking point can hide: only a vertex
+    # radius, which needs no projection, has an answer for them
+    bad = invalid_radius | torch.isnan(v).any(dim=-1, keepdim=True) | (torch.isinf(v).any(dim=-1, keepdim=True)
+                                                                        & ~at_vertex)
     p = torch.where(bad, torch.full_like(p, torch.nan), p)
     return p.to(out_dtype).movedim(-1, dim)

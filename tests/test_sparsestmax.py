@@ -223,3 +223,19 @@ def test_exactly_uniform_is_the_only_fallback():
             z[1] = (torch.nextafter(z[1], torch.tensor(100.0, dtype=dtype)) if dtype != torch.bfloat16
                     else z[1] + 2 ** -6)
             assert sparsestmax(z, 0.3).argmax() == 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_infinite_logits_give_nan_unless_the_radius_selects_a_vertex(dtype):
+    """``inf - inf`` inside the projection used to surface as a finite, IN-heavy point ([0.578, 0.211, 0.211])."""
+    inf = float("inf")
+    for logits in ([0.0, 0.0, inf], [0.0, inf, 0.0], [-inf, 0.0, 0.0], [inf] * 3, [-inf] * 3):
+        z = torch.tensor(logits, dtype=dtype)
+        for radius in (0.0, 0.3):
+            assert torch.isnan(sparsestmax(z, radius)).all(), (logits, radius)
+        top = sparsestmax(z, max_radius(3))  # a vertex needs no projection: the largest logit's
+        assert torch.equal(top, torch.zeros(3, dtype=dtype).scatter_(0, z.argmax().view(1), 1.0)), logits
+    # one vector's infinity leaves the others in a batch alone
+    batch = torch.tensor([[0.0, 0.0, inf], [0.0, 1.0, 2.0]], dtype=dtype)
+    out = sparsestmax(batch, 0.3)
+    assert torch.isnan(out[0]).all() and torch.equal(out[1], sparsestmax(batch[1], 0.3))
