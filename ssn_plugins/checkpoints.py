@@ -12,11 +12,13 @@ mapping: no framework is imported here.
 """
 import os
 import pickle
+import pickletools
 import re
 import tempfile
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -134,6 +136,40 @@ def build_resnet(arch: dict, **overrides) -> ResNet:
                   num_classes=arch["num_classes"])
 
 
+def pickled_imports(path) -> Optional[List[str]]:
+    """The ``module.name`` globals the pickle in ``path`` (a ``torch.save`` zip's ``data.pkl``, else the file) would
+    import, read with :mod:`pickletools` without running anything; ``None`` when it is not a pickle at all."""
+    path = Path(path)
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                member = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+                if member is None:
+                    return None
+                data = archive.read(member)
+        else:
+            data = path.read_bytes()
+        # the values pushed, as far as they matter here: strings (a STACK_GLOBAL's module and name), else None
+        found, pushed, memo = [], [None], {}
+        for opcode, arg, _ in pickletools.genops(data):
+            name = opcode.name
+            if name == "GLOBAL":
+                found.append(str(arg).replace(" ", "."))
+            elif name == "STACK_GLOBAL" and len(pushed) >= 2 and None not in pushed[-2:]:
+                found.append(f"{pushed[-2]}.{pushed[-1]}")
+            if name == "MEMOIZE":
+                memo[len(memo)] = pushed[-1]
+            elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                memo[arg] = pushed[-1]
+            elif name in ("GET", "BINGET", "LONG_BINGET"):
+                pushed.append(memo.get(arg))
+            elif opcode.stack_after:
+                pushed.append(arg if isinstance(arg, str) and ("UNICODE" in name or "STRING" in name) else None)
+    except (ValueError, EOFError, OSError, zipfile.BadZipFile):  # not a pickle, or a damaged one
+        return None
+    return list(dict.fromkeys(found))
+
+
 def load_checkpoint_file(path, trust_pickle: bool = False):
     """``torch.load`` of ``path`` on CPU, with every failure turned into a :class:`ConversionError` naming the file.
 
@@ -150,11 +186,19 @@ def load_checkpoint_file(path, trust_pickle: bool = False):
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except pickle.UnpicklingError as e:
-        if not trust_pickle and "weights_only" in str(e).lower().replace(" ", "_"):
-            first = str(e).strip().splitlines()[0]
-            raise ConversionError(f"{path}: refused by weights-only loading ({first}); if you trust the file, "
-                                  f"pass trust_pickle=True (--trust-pickle)") from e
-        raise ConversionError(f"{path}: not a readable checkpoint ({e})") from e
+        # torch says "weights_only" for any input it cannot read; the advice only fits a real pickle that imports
+        # something: name what it imports, so that the user sees what full unpickling would run
+        imports = None if trust_pickle else pickled_imports(path)
+        if imports:
+            shown = ", ".join(imports[:6]) + (", ..." if len(imports) > 6 else "")
+            kind = "" if zipfile.is_zipfile(path) else "a plain pickle, not a torch.save file (a detectron2 .pkl?); "
+            raise ConversionError(f"{path}: refused by weights-only loading: {kind}it imports {shown}; only if you "
+                                  f"trust where the file came from, load it with trust_pickle=True "
+                                  f"(tools/convert_checkpoint.py --trust-pickle)") from e
+        if imports is None and not trust_pickle:  # torch's own text would advise weights_only=False here too
+            raise ConversionError(f"{path}: not a readable checkpoint (neither a torch.save file nor a pickle)") from e
+        first = str(e).strip().splitlines()[0]
+        raise ConversionError(f"{path}: not a readable checkpoint ({first})") from e
     except Exception as e:  # noqa: BLE001 - truncated zips, foreign formats, ...: all end as one message
         raise ConversionError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from e
 

@@ -229,6 +229,70 @@ def test_convert_checkpoint_tool(tmp_path):
     assert result.returncode != 0 and "conversion failed" in result.stderr
 
 
+def test_the_converter_never_writes_over_its_input(tmp_path):
+    """``-o`` naming the input's stem would replace the user's release file (whose checksum identifies it)."""
+    import sys
+
+    from ssn_plugins.checkpoints import ConversionError
+    tools = Path(__file__).resolve().parents[1] / "tools"
+    sys.path.insert(0, str(tools))
+    try:
+        import convert_checkpoint
+    finally:
+        sys.path.remove(str(tools))
+    source = tmp_path / "resnet18_ssn.pth"
+    torch.save(published_layout(trained_looking_resnet(18, "SSN")), source)
+    original = source.read_bytes()
+    with pytest.raises(ConversionError, match="resnet18_ssn.pth is the input file: .*give -o another name"):
+        convert_checkpoint.convert(source, tmp_path / "resnet18_ssn", ["torch", "detectron2"])
+    inflated_name = source.rename(tmp_path / "x_i3d.pth")  # the name --to i3d -o x would write
+    with pytest.raises(ConversionError, match="is the input file"):
+        convert_checkpoint.inflate_openmmlab(inflated_name, tmp_path / "x", "bn", 18)
+    assert inflated_name.read_bytes() == original
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x_i3d.pth"]  # nothing else was written
+
+
+class _RunsCode:
+    """An object whose unpickling would run code (here: make a folder)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+        return os.mkdir, (self.marker,)
+
+
+def test_the_trust_pickle_advice_only_for_a_pickle_and_naming_what_it_imports(tmp_path):
+    """torch says "weights_only" for any input it cannot read; advising full unpickling for random bytes cannot help,
+    and for a malicious file it invites harm (R12). The advice names what full unpickling would import."""
+    import pickle
+    import random
+
+    import numpy as np
+
+    from ssn_plugins.checkpoints import ConversionError, load_checkpoint_file
+    rng = random.Random(0)
+    (tmp_path / "random.pth").write_bytes(bytes(rng.getrandbits(8) for _ in range(4096)))
+    (tmp_path / "error_page.pth").write_bytes(b'{"error": "quota exceeded"}')  # a server's error body
+    for name in ("random.pth", "error_page.pth"):
+        with pytest.raises(ConversionError) as refused:
+            load_checkpoint_file(tmp_path / name)
+        assert str(refused.value) == (f"{tmp_path / name}: not a readable checkpoint (neither a torch.save file nor "
+                                      f"a pickle)")
+    marker = tmp_path / "ran"
+    torch.save({"state_dict": _RunsCode(marker)}, tmp_path / "malicious.pth")
+    with pytest.raises(ConversionError, match=r"refused by weights-only loading: it imports posix\.mkdir; only if you "
+                                              r"trust where the file came from, load it with trust_pickle=True"):
+        load_checkpoint_file(tmp_path / "malicious.pth")
+    assert not marker.exists()  # nothing of it ran
+    with open(tmp_path / "model_d2.pkl", "wb") as f:  # detectron2's format: a plain pickle of numpy arrays
+        pickle.dump({"model": {"w": np.zeros(3)}, "__author__": "ssn_plugins"}, f)
+    with pytest.raises(ConversionError, match=r"a plain pickle, not a torch\.save file \(a detectron2 \.pkl\?\); it "
+                                              r"imports numpy\.core\.multiarray\._reconstruct, numpy\.ndarray"):
+        load_checkpoint_file(tmp_path / "model_d2.pkl")
+
+
 def test_ce_backbone_gives_the_same_features_in_detectron2(tmp_path):
     from ssn_plugins.detectron2 import add_channel_equilibrium
 

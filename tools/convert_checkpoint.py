@@ -27,6 +27,7 @@ from ssn_plugins.checkpoints import inflate_openmmlab_resnet, load_checkpoint_fi
 def convert(source: Path, out: Path, targets, ceil_mode_pool=None, trust_pickle=False, conv1_t=5,
             inflate_style="3x1x1"):
     """Convert ``source`` to each of ``targets``; returns ``{target: written path}``."""
+    _refuse_overwriting(source, [out.with_name(out.name + TARGETS[t]) for t in targets])
     model = read_published(source, ceil_mode_pool=ceil_mode_pool, trust_pickle=trust_pickle)
     for line in model.report:
         print(line)
@@ -42,6 +43,13 @@ def convert(source: Path, out: Path, targets, ceil_mode_pool=None, trust_pickle=
     return written
 
 
+def _refuse_overwriting(source: Path, paths) -> None:
+    """The input is the user's copy of a release (its checksum identifies it): never write over it."""
+    for path in paths:
+        if path.exists() and path.resolve() == Path(source).resolve():
+            raise ConversionError(f"{path} is the input file: writing there would replace it; give -o another name")
+
+
 def _make_parent(out: Path) -> None:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -52,6 +60,7 @@ def _make_parent(out: Path) -> None:
 def inflate_openmmlab(source: Path, out: Path, norm: str, depth: int, trust_pickle=False, conv1_t=5,
                       inflate_style="3x1x1") -> Path:
     """Inflate a 2-D OpenMMLab ResNet checkpoint (norm attribute ``norm``) to ``<out>_i3d.pth``."""
+    _refuse_overwriting(source, [out.with_name(out.name + "_i3d.pth")])
     loaded = load_checkpoint_file(source, trust_pickle)
     state_dict = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else loaded
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
