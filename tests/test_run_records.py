@@ -136,3 +136,26 @@ def test_the_commit_is_the_checkouts():
         assert current_commit() in (head.stdout.strip(), head.stdout.strip() + "+dirty")
     else:
         assert current_commit().startswith("ssn_plugins ")
+
+
+def test_a_malformed_run_is_one_unreadable_row_and_links_list_a_run_once(tmp_path):
+    """One bad folder must not take the whole leaderboard down (R10), and symbolic links must not repeat runs."""
+    from ssn_plugins.reproduction.runs import find_runs
+    (tmp_path / "tool_is_a_number").mkdir()
+    (tmp_path / "tool_is_a_number" / "config.json").write_text(json.dumps({"tool": 5, "dataset": 7}))
+    (tmp_path / "tool_is_a_number" / "metrics.json").write_text(json.dumps({"top1": "high"}))
+    good = tmp_path / "good"
+    write_run_record(good, tool="train_fashion_mnist", task="classification", dataset="Fashion-MNIST",
+                     model="small ResNet", norm="SN", gpus=1, images_per_gpu=8)
+    (good / "config.json").write_text(json.dumps({"tool": "train_fashion_mnist"}))
+    (good / "metrics.json").write_text(json.dumps({"top1": 80.0, "iterations": 10}))
+    (tmp_path / "loop").mkdir()
+    (tmp_path / "loop" / "self").symlink_to(tmp_path / "loop")
+    (tmp_path / "loop" / "parent").symlink_to(tmp_path)
+    runs = find_runs(tmp_path)
+    by_name = {r.path.name: r for r in runs}
+    assert sorted(by_name) == ["good", "tool_is_a_number"] and len(runs) == 2
+    assert by_name["good"].status == FINISHED
+    bad = by_name["tool_is_a_number"]
+    assert bad.status == UNREADABLE and bad.problem.startswith(("AttributeError", "ValueError", "TypeError"))
+    assert len(table_records(build_rows(runs, with_selection=False))) == 2

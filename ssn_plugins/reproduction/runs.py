@@ -440,7 +440,10 @@ def read_run(folder: Path) -> Optional[Run]:
         record = read_run_record(folder)
     except ValueError as e:
         return _unreadable(Run(folder, "?", PARTIAL), str(e))
-    run = _read_tool_output(folder)
+    try:
+        run = _read_tool_output(folder)
+    except Exception as e:  # a file of an unexpected shape (a list for a record, text for a number): this run only
+        return _unreadable(Run(folder, (record or {}).get("tool", "?"), PARTIAL), f"{type(e).__name__}: {e}")
     if run is None and record is not None:
         run = Run(folder, record.get("tool", "?"), PARTIAL, problem="the tool wrote nothing yet" + _last_error(folder))
     if run is not None and record is not None and run.status != UNREADABLE:
@@ -482,16 +485,22 @@ def _natural(path: Path):
 
 
 def find_runs(root: Path, max_depth: int = 3) -> List[Run]:
-    """Every run in ``root`` or in its sub-folders (up to ``max_depth`` levels), in path order.
+    """Every run in ``root`` or in its sub-folders (up to ``max_depth`` levels), in path order, each folder once
+    (symbolic links to a folder already seen are skipped).
 
-    A ``root`` that does not exist, or holds no run, gives one run with status ``missing``.
+    A ``root`` that does not exist, or holds no run, gives one run with status ``missing``; a run whose files
+    cannot be read is one run with status ``unreadable``, not an error for the whole list.
     """
     root = Path(root)
     if not root.is_dir():
         return [Run(root, "?", MISSING, problem="no such folder")]
-    runs = []
+    runs, seen = [], set()
 
     def visit(folder: Path, depth: int):
+        real = folder.resolve()
+        if real in seen:  # a symbolic link to a folder already listed (or to an ancestor): once is enough
+            return
+        seen.add(real)
         run = read_run(folder)
         if run is not None:
             runs.append(run)
