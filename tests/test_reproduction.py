@@ -301,6 +301,28 @@ def test_analyze_selection_charts_from_a_run(fashion_suite, tmp_path):
     assert len(rows) == 9 and all(r["selection"][0] is not None for r in rows)
 
 
+def test_analyze_selection_says_in_one_line_why_a_checkpoint_cannot_be_read(tmp_path):
+    """A damaged, empty or foreign file is one line naming it and why, not a traceback (R16)."""
+    sys.path.insert(0, str(TOOLS))
+    try:
+        import analyze_selection
+    finally:
+        sys.path.remove(str(TOOLS))
+    torch.save({"state_dict": {"w": torch.zeros(1000)}}, tmp_path / "good.pth")
+    (tmp_path / "truncated.pth").write_bytes((tmp_path / "good.pth").read_bytes()[:300])
+    (tmp_path / "empty.pth").write_bytes(b"")
+    torch.save([1, 2, 3], tmp_path / "a_list.pth")
+    expected = {"truncated.pth": "not a checkpoint this tool can read (", "empty.pth": "EOFError",
+                "a_list.pth": "holds a list, not a state dict", "good.pth": "has no SN/SSN layers"}
+    for name, fragment in expected.items():
+        with pytest.raises(SystemExit) as stopped:
+            analyze_selection.main([str(tmp_path / name), "-o", str(tmp_path / "out")])
+        message = str(stopped.value)
+        assert message.startswith(f"analyze_selection: {tmp_path / name}") and fragment in message, message
+        assert "\n" not in message
+    assert not (tmp_path / "out").exists()
+
+
 def test_html_leaderboard_loads_in_headless_chromium(fashion_suite, tmp_path):
     from PIL import Image
 

@@ -24,10 +24,18 @@ from ssn_plugins.reproduction.scalars import read_scalars
 from ssn_plugins.selection import count_selections, format_selection
 
 
+class Unreadable(Exception):
+    """A checkpoint this tool cannot chart, with the reason in one line."""
+
+
 def analyze(checkpoint: Path, scalars_files, output: Path, title: str) -> list:
-    rows = checkpoint_selection_rows(checkpoint)
+    try:
+        rows = checkpoint_selection_rows(checkpoint)
+    except Exception as e:  # torch.load's many failures (truncated zip, empty file, ...) and non-state-dict files
+        raise Unreadable(f"{checkpoint}: not a checkpoint this tool can read ({type(e).__name__}: "
+                         f"{str(e).strip().splitlines()[0] if str(e).strip() else 'no detail'})") from None
     if not rows:
-        raise SystemExit(f"{checkpoint} has no SN/SSN layers (no mean_weight / var_weight logits)")
+        raise Unreadable(f"{checkpoint} has no SN/SSN layers (no mean_weight / var_weight logits)")
     print(f"{title}: {len(rows)} SN/SSN layers in {checkpoint}")
     print(format_selection(rows))
     print(f"selections (SSN mean / variance vectors): {count_selections(rows)}")
@@ -49,8 +57,11 @@ def main(argv=None):
                                                           "or SOURCE's folder/<name>_selection (a file)")
     args = parser.parse_args(argv)
     if args.source.is_file():
-        analyze(args.source, [], args.output or args.source.with_name(args.source.stem + "_selection"),
-                args.source.stem)
+        try:
+            analyze(args.source, [], args.output or args.source.with_name(args.source.stem + "_selection"),
+                    args.source.stem)
+        except Unreadable as e:
+            raise SystemExit(f"analyze_selection: {e}") from None
         return 0
     runs = [r for r in find_runs(args.source) if r.status != MISSING]
     if not runs:
@@ -62,7 +73,10 @@ def main(argv=None):
             failed.append(f"{run.path}: no checkpoint ({run.status}{', ' + run.problem if run.problem else ''})")
             continue
         where = output if len(runs) == 1 else output / run.path.relative_to(args.source)
-        analyze(run.checkpoint, run.scalars_files, where, run.path.name)
+        try:
+            analyze(run.checkpoint, run.scalars_files, where, run.path.name)
+        except Unreadable as e:  # one bad run does not stop the others
+            failed.append(str(e))
     for line in failed:
         print(f"skipped {line}", file=sys.stderr)
     return 1 if failed and len(failed) == len(runs) else 0

@@ -108,6 +108,9 @@ def checkpoint_selection_rows(checkpoint: Path) -> List[dict]:
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
             break
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+        raise ValueError(f"{checkpoint} holds a {type(state).__name__}, not a state dict (nor one under 'model' or "
+                         f"'state_dict')")
     return describe_state_dict(state)
 
 
