@@ -442,7 +442,21 @@ def _convert(entry: CatalogueEntry, sources: Dict[str, Path], layout: str) -> di
         norm = entry.architecture["norm"].lower()
         return checkpoints.inflate_openmmlab_resnet(state_dict, entry.architecture["depth"], norm)[0]
     model = checkpoints.read_published(source)
+    _check_architecture(entry, model, source)
     return checkpoints.convert(model, layout)[0]
+
+
+def _check_architecture(entry: CatalogueEntry, model: "checkpoints.PublishedModel", source: Path) -> None:
+    """The file's network (as read_published inferred it) is the one the catalogue names: most releases list no
+    checksum, so a file under the wrong name (a ResNet-18, the [IN, LN] 8x1 model as 8x32) would load silently."""
+    a = entry.architecture
+    expected = {"depth": a["depth"], "version": a.get("version", 1), "norm": a["norm"],
+                "candidates": tuple(a.get("candidates") or ()), "CE": bool(a.get("ce", False))}
+    found = {"depth": model.depth, "version": model.version, "norm": model.norm, "candidates": tuple(model.candidates),
+             "CE": model.ce}
+    wrong = [f"{key} {found[key]} (the catalogue's {value})" for key, value in expected.items() if found[key] != value]
+    if wrong:
+        raise checkpoints.ConversionError(f"{source} is not {SCHEME}{entry.name}'s network: {', '.join(wrong)}")
 
 
 def _check_layout(entry: CatalogueEntry, layout: str) -> None:

@@ -279,6 +279,27 @@ def test_a_file_placed_by_hand_is_used(published_files, tmp_path, monkeypatch):
     assert not truncated.exists() and truncated.with_name("resnet50_sn_8x32.pth.rejected").exists()
 
 
+def test_a_file_of_another_network_under_a_name_without_checksum_is_refused(published_files, tmp_path, monkeypatch):
+    """The SN releases list no checksum: the catalogue's architecture is what identifies the file (R11)."""
+    files, _ = published_files
+    monkeypatch.setenv("SSN_PLUGINS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("SSN_PLUGINS_MIRROR", "http://127.0.0.1:9/")
+    downloads = cached(tmp_path, "downloads")
+    downloads.mkdir(parents=True)
+    buffer = io.BytesIO()
+    torch.save(published_layout(trained_looking_resnet(18, "SN")), buffer)
+    (downloads / "resnet50_sn_8x4.pth").write_bytes(buffer.getvalue())   # a valid SN release file, but a ResNet-18
+    (downloads / "resnet50_sn_8x1.pth").write_bytes(files["resnet50_sn_8x32.pth"])  # [IN, LN, BN] as the [IN, LN] one
+    with pytest.raises(model_zoo.ModelZooError, match=r"is not ssn://resnet50_sn_8x4's network: depth 18 \(the "
+                                                      r"catalogue's 50\).*moved to"):
+        ResNet.from_pretrained("resnet50_sn_8x4", progress=False)
+    with pytest.raises(model_zoo.ModelZooError, match=r"candidates \('IN', 'LN', 'BN'\) \(the catalogue's "
+                                                      r"\('IN', 'LN'\)\)"):
+        model_zoo.local_path("ssn://detectron2/resnet50_sn_8x1")
+    assert not (downloads / "resnet50_sn_8x4.pth").exists() and (downloads / "resnet50_sn_8x4.pth.rejected").exists()
+    assert not list(cached(tmp_path, "converted").glob("*.p*"))
+
+
 def test_detectron2_loads_ssn_weights(server, published_files):
     """``MODEL.WEIGHTS: ssn://NAME`` through detectron2's own ``DetectionCheckpointer``."""
     import ssn_plugins.detectron2  # noqa: F401  (registers the ssn:// handler)
