@@ -314,10 +314,14 @@ def _record_batch_statistics(spec: _Statistics, batch_bn: Optional[tuple]) -> No
                         spec.momentum, spec.unbiased_running_var)
 
 
-def _mix(weights: Tensor, stacked: Tensor) -> Tensor:
-    """``weights @ stacked`` (``(K,)`` by ``(K, M)``) as a weighted sum: autocast runs a matmul in bf16 / fp16, and the
-    statistics must stay in their own dtype (float32) under it, as BatchNorm's do; K is at most a few candidates."""
-    return torch.mul(stacked, weights.unsqueeze(1)).sum(0)
+def _matmul_outside_autocast(a: Tensor, b: Tensor) -> Tensor:
+    """``a @ b`` in the operands' own dtype: autocast would run it in bf16 / fp16, and the statistics and their
+    mixing must stay in float32 under it, as BatchNorm's do. Without autocast, exactly the plain matmul."""
+    device = a.device.type
+    if device in ("cpu", "cuda") and torch.is_autocast_enabled(device):
+        with torch.autocast(device_type=device, enabled=False):
+            return torch.matmul(a, b)
+    return torch.matmul(a, b)
 
 
 def _scale_shift(moments, mean_ratios: Tensor, var_ratios: Tensor, weight: Optional[Tensor],
@@ -327,14 +331,15 @@ def _scale_shift(moments, mean_ratios: Tensor, var_ratios: Tensor, weight: Optio
     ``y = x * scale + shift`` with ``scale = weight * rstd`` and
     ``shift = bias - mean * scale``, ``mean = mean_ratios @ means`` and
     ``var = var_ratios @ variances``, where ``means`` / ``variances`` stack
-    the candidates' statistics as ``(K, N*C)``. All ``(N, C)``.
+    the candidates' statistics as ``(K, N*C)`` (one product mixes them all,
+    and gives the ratios' gradients in the backward). All ``(N, C)``.
     """
     sd = moments[0][0].dtype
     k = len(moments)
     means = torch.stack([m.expand(shape) for m, _ in moments]).view(k, -1)
     variances = torch.stack([v.expand(shape) for _, v in moments]).view(k, -1)
-    mean = _mix(_same_dtype(mean_ratios, sd), means).view(shape)
-    var = _mix(_same_dtype(var_ratios, sd), variances).view(shape)
+    mean = _matmul_outside_autocast(_same_dtype(mean_ratios, sd), means).view(shape)
+    var = _matmul_outside_autocast(_same_dtype(var_ratios, sd), variances).view(shape)
     rstd = torch.rsqrt(var + spec.eps)
     scale = rstd if weight is None else rstd * _same_dtype(weight, sd)
     if bias is None:
@@ -412,9 +417,9 @@ class _SwitchNormFunction(torch.autograd.Function):
         grad_var = torch.mul(grad_scale_total, rstd.pow(3)).mul_(-0.5)
         if weight is not None:
             grad_var.mul_(_same_dtype(weight, sd))
-        # mean = mean_ratios @ means, var = var_ratios @ variances (sums, not matmuls: see _mix)
-        grad_mean_ratios = torch.mul(means, grad_mean.view(1, -1)).sum(1)
-        grad_var_ratios = torch.mul(variances, grad_var.view(1, -1)).sum(1)
+        # mean = mean_ratios @ means, var = var_ratios @ variances
+        grad_mean_ratios = _matmul_outside_autocast(means, grad_mean.view(-1))
+        grad_var_ratios = _matmul_outside_autocast(variances, grad_var.view(-1))
         # Each candidate from the instance moments: IN itself; LN pools over channels (dim 1), BN over samples
         # (dim 0), GN over each group's channels (dim 2 of the (N, G, C/G) view), with mean_k = avg(mean_in) and
         # var_k = avg(var_in) + avg((mean_in - mean_k)²).

@@ -42,6 +42,10 @@ def test_pretrain_setting_comes_from_the_catalogue():
     assert pretrain_setting("ssn://resnet50_sn_8x2") == (8, 2)
     assert pretrain_setting("ssn://detectron2/resnet50_sn_8x32") == (8, 32)
     assert pretrain_setting("work_dirs/x/final.pth") is None and pretrain_setting("") is None
+    # a test records the training setting of a released trained model, never an ImageNet backbone's pretraining
+    from ssn_plugins.reproduction.record import trained_setting
+    assert trained_setting("ssn://mask_rcnn_R_50_FPN_2x_sn_8x1") == (8, 1)
+    assert trained_setting("ssn://resnet50_sn_8x32") == trained_setting("model_final.pth") == (None, None)
 
 
 def _run(tmp_path, metrics, record=None, **described):

@@ -26,7 +26,7 @@ from detectron2.utils.logger import setup_logger
 
 from ..datasets.real_mini import write_coco
 from ..radius import reopen_selections
-from ..reproduction.record import current_commit, pretrain_setting, read_run_record, write_run_record
+from ..reproduction.record import current_commit, read_run_record, trained_setting, write_run_record
 from ..reproduction.runs import PARTIAL, TEST_RESULTS, Run, describe_detectron2_config, ran_fields
 from .config import add_ssn_config, merge_config_file
 from .datasets import register_real_mini
@@ -149,7 +149,7 @@ def record_run(cfg, config_file: str, eval_only: bool = False) -> None:
         existing = read_run_record(cfg.OUTPUT_DIR) or {}
         if existing.get("tool") and not existing.get("evaluated_only"):
             return
-        trained = pretrain_setting(cfg.MODEL.WEIGHTS) or (None, None)
+        trained = trained_setting(cfg.MODEL.WEIGHTS)
         fields.update(evaluated_only=True, weights=cfg.MODEL.WEIGHTS, pretrained="", gpus=trained[0],
                       images_per_gpu=trained[1])
     else:

@@ -11,7 +11,7 @@ from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from ..reproduction.record import current_commit, pretrain_setting, read_run_record, write_run_record
+from ..reproduction.record import current_commit, read_run_record, trained_setting, write_run_record
 from ..reproduction.runs import PARTIAL, Run, describe_mmengine_config, ran_fields
 
 
@@ -87,7 +87,7 @@ def record_run(runner: Runner, config_file: str, tool: str, tested_weights: Opti
         existing = read_run_record(runner.work_dir) or {}
         if existing.get("tool") and not existing.get("evaluated_only"):
             return
-        trained = pretrain_setting(tested_weights) or (None, None)
+        trained = trained_setting(tested_weights)
         fields.update(evaluated_only=True, weights=tested_weights, pretrained="", gpus=trained[0],
                       images_per_gpu=trained[1])
     write_run_record(runner.work_dir, **fields)
