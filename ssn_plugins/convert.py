@@ -5,7 +5,7 @@ from typing import Callable, Dict, Optional, Type
 import torch
 from torch import nn
 
-from .layers import NORM_TYPES, SwitchNorm
+from .layers import NORM_TYPES, SparseSwitchNorm, SwitchNorm
 from .layers.switch_norm import _Synchronized
 
 __all__ = ["convert_norm", "convert_sync", "NORM_TYPES", "CONVERTIBLE", "is_plain_norm", "register_norm_converter",
@@ -145,6 +145,12 @@ def converted_layer(module: nn.Module, cls: Type[SwitchNorm], **kwargs) -> Switc
     own = list(module.parameters(recurse=False))
     if own and not any(p.requires_grad for p in own):
         new.requires_grad_(False)
+        # its ratios could never train: an SSN layer keeps computing the frozen BatchNorm, not a uniform mixture
+        # that a growing radius would fix on IN by a tie-break
+        if (isinstance(new, SparseSwitchNorm) and isinstance(module, nn.modules.batchnorm._BatchNorm)
+                and "BN" in new.candidates):
+            new.fix("mean", "BN")
+            new.fix("var", "BN")
     new.train(module.training)
     return new
 
@@ -156,7 +162,8 @@ def convert_norm(model: nn.Module, to: str = "SSN", layer_types: tuple = CONVERT
     (and its subclasses) becomes the matching ``…Nd`` class, SyncBatchNorm and
     GroupNorm the generic one. Carried over: γ/β, ``eps``, the training mode,
     frozen parameters (a layer none of whose parameters requires gradients
-    becomes a layer none of whose parameters, ratios included, does), sharing
+    becomes a layer none of whose parameters, ratios included, does; a frozen
+    BatchNorm becomes an SSN layer fixed on BN, as its ratios cannot train), sharing
     (one module used in two places stays one module), forward hooks and, from
     BatchNorm, ``momentum`` (``None`` too), ``track_running_stats``, the
     running statistics and ``num_batches_tracked``. ``kwargs`` go to the new

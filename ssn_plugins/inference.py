@@ -2,35 +2,41 @@
 
 :func:`for_inference` replaces every :class:`~ssn_plugins.SwitchNorm` layer
 (SN, SSN, their Sync variants) by what it computes in eval mode, and folds
-batch norms that directly follow a convolution into that convolution:
+batch norms that consume a convolution's output into that convolution:
 
 - a layer whose mean and variance both use one candidate (a fixed SSN
   layer, or a soft one whose SparsestMax ratios are one-hot) becomes the
-  native module: BN ``BatchNorm1d/2d/3d`` in eval with the running
-  statistics, IN ``InstanceNorm1d/2d/3d(affine=True)``, LN ``GroupNorm(1, C)``;
+  native module where one takes every input the layer takes: BN
+  ``BatchNorm1d/2d/3d`` in eval with the running statistics, LN
+  ``GroupNorm(1, C)``, GN ``GroupNorm(G, C)`` with more than one channel a
+  group. IN becomes a one-candidate :class:`~ssn_plugins.FrozenSwitchNorm`:
+  ``InstanceNorm`` refuses 1x1 maps and empty batches, on which the trained
+  layer outputs ``beta`` and an empty tensor;
 - any other layer becomes a :class:`~ssn_plugins.FrozenSwitchNorm`: ratios
   and BN statistics frozen into buffers, only the candidates with a nonzero
   ratio computed, plain tensor operations;
 - a BN (ours turned native, ``torch.nn``'s, ``FrozenBatchNorm2d``) that
-  directly follows a convolution is folded into the convolution's weight
-  and bias and becomes ``nn.Identity``. "Directly follows" is read from the
-  module structure: detectron2's ``Conv2d(norm=...)``, mmcv's ``ConvModule``
-  with ``'norm'`` right after ``'conv'`` in its ``order``, consecutive
-  children of an ``nn.Sequential``, and sibling children named ``convK`` and
-  ``bnK`` / ``normK`` / ``snK`` (torchvision's and OpenMMLab's ResNet blocks,
-  ours); pass ``fold=False`` for a model where such names mean something else.
+  consumes a convolution's output, and is its only consumer, is folded into
+  the convolution's weight and bias and becomes ``nn.Identity``. The data
+  flow decides, not the names: detectron2's ``Conv2d(norm=...)``, mmcv's
+  ``ConvModule`` with ``'norm'`` right after ``'conv'`` in its ``order`` and
+  consecutive children of a plain ``nn.Sequential`` show it by their
+  structure; any other module's forward is traced with ``torch.fx`` (its
+  children as leaves), so a pre-activation block's ``bn -> relu -> conv``
+  never folds, and a module that does not trace folds nothing.
 
 The result equals the original eval model up to float rounding (the tests
 check 1e-5 relative on real images for ResNets, detectron2, mmseg and
 mmaction2 models) and traces, exports and compiles.
 """
 import copy
-import re
-from collections import OrderedDict
+import warnings
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Iterator, List, Optional, Tuple
 
 import torch
+import torch.fx
 from torch import nn
 
 from .convert import _replace_children, is_plain_norm, take_place
@@ -44,8 +50,6 @@ __all__ = ["for_inference", "InferenceReport", "fold_conv_norm"]
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _NATIVE_BN = {SwitchNorm1d: nn.BatchNorm1d, SwitchNorm2d: nn.BatchNorm2d, SwitchNorm3d: nn.BatchNorm3d}
-_NATIVE_IN = {SwitchNorm1d: nn.InstanceNorm1d, SwitchNorm2d: nn.InstanceNorm2d, SwitchNorm3d: nn.InstanceNorm3d}
-_PAIRED_NAME = re.compile(r"(?:bn|norm|sn)(\d+)")
 
 
 @dataclass
@@ -54,7 +58,8 @@ class InferenceReport:
 
     ``replaced``: SN/SSN layers and what they became; ``folded``: norms
     folded into the convolution named in ``after``; ``kept``: normalization
-    layers left as they are (e.g. Channel Equilibrium, a BN not after a convolution).
+    layers left as they are (e.g. Channel Equilibrium, a BN that does not
+    consume a convolution's output, or whose module does not trace).
     """
     replaced: List[Tuple[str, str, str]] = field(default_factory=list)
     folded: List[Tuple[str, str, str]] = field(default_factory=list)
@@ -83,8 +88,8 @@ def for_inference(model: nn.Module, fold: bool = True, inplace: bool = False) ->
     Args:
         model: a trained model (any mode; the result is in eval mode, and
             equals ``model.eval()``).
-        fold: fold batch norms that directly follow a convolution into it
-            (see the module docstring for how "directly" is read).
+        fold: fold batch norms that consume a convolution's output into it
+            (see the module docstring for how the data flow is read).
         inplace: change ``model`` itself instead of a deep copy.
 
     Returns:
@@ -108,9 +113,11 @@ def for_inference(model: nn.Module, fold: bool = True, inplace: bool = False) ->
     model = _replace_children(model, replace)
     if fold:
         folded_convs = set()
+        registered = Counter(id(m) for _, m in model.named_modules(remove_duplicate=False))
         for conv_name, conv, parent, attr in _conv_norm_pairs(model):
             norm = getattr(parent, attr)
-            if id(conv) not in folded_convs and _foldable(norm, conv):
+            # a convolution registered twice runs twice: folding one norm into it would change the other use
+            if id(conv) not in folded_convs and registered[id(conv)] == 1 and _foldable(norm, conv):
                 fold_conv_norm(conv, norm)
                 folded_convs.add(id(conv))
                 setattr(parent, attr, take_place(norm, nn.Identity()))
@@ -166,10 +173,11 @@ def _native_layer(layer: SwitchNorm, candidate: str) -> Optional[nn.Module]:
     """``torch.nn``'s module for ``candidate`` under ``layer``'s settings, or ``None`` where none matches."""
     rank_class = next((c for c in _NATIVE_BN if isinstance(layer, c)), None)
     factory = {"device": layer.mean_weight.device, "dtype": layer.mean_weight.dtype}
-    if (candidate == "LN" or group_count(candidate)) and not layer.official_compat:
-        native = nn.GroupNorm(group_count(candidate) or 1, layer.num_features, layer.eps, layer.affine, **factory)
-    elif candidate == "IN" and not layer.official_compat and rank_class is not None:
-        native = _NATIVE_IN[rank_class](layer.num_features, layer.eps, affine=layer.affine, **factory)
+    groups = 1 if candidate == "LN" else group_count(candidate)
+    # IN, and GN with one channel a group, stay FrozenSwitchNorm: torch's InstanceNorm and GroupNorm refuse
+    # 1x1 maps (and InstanceNorm empty batches), which the trained layer takes (IN's part is then 0: beta)
+    if groups and layer.num_features // groups > 1 and not layer.official_compat:
+        native = nn.GroupNorm(groups, layer.num_features, layer.eps, layer.affine, **factory)
     elif candidate == "BN" and rank_class is not None:
         # The authors' math changes BN's training statistics only; eval reads the running buffers either way.
         tracked = layer.running_mean is not None
@@ -207,11 +215,20 @@ def _foldable(norm: nn.Module, conv: nn.Module) -> bool:
 
 
 def _conv_norm_pairs(model: nn.Module) -> Iterator[Tuple[str, nn.Module, nn.Module, str]]:
-    """``(conv name, conv, parent, norm attribute)`` for every norm that directly follows a convolution."""
+    """``(conv name, conv, owner, norm attribute)`` for every norm that consumes a convolution's output, and only it.
+
+    detectron2's ``Conv2d(norm=...)``, mmcv's ``ConvModule`` and a plain
+    ``nn.Sequential`` say so by their structure. Any other module's forward is
+    traced with ``torch.fx``, its children as leaves: a convolution whose one
+    user is a norm called on nothing else is a pair, whatever the names (a
+    pre-activation block's ``bn1 -> relu -> conv1`` is not). A module that does
+    not trace folds nothing.
+    """
     for name, parent in list(model.named_modules()):
         prefix = f"{name}." if name else ""
-        if isinstance(parent, _CONVS) and isinstance(getattr(parent, "norm", None), nn.Module):
-            yield name, parent, parent, "norm"  # detectron2's Conv2d(norm=...): conv, then norm
+        if isinstance(parent, _CONVS):
+            if isinstance(getattr(parent, "norm", None), nn.Module):
+                yield name, parent, parent, "norm"  # detectron2's Conv2d(norm=...): conv, then norm
             continue
         if isinstance(getattr(parent, "norm_name", None), str) and isinstance(getattr(parent, "conv", None), _CONVS):
             order = list(getattr(parent, "order", ("conv", "norm", "act")))
@@ -219,17 +236,47 @@ def _conv_norm_pairs(model: nn.Module) -> Iterator[Tuple[str, nn.Module, nn.Modu
                 yield prefix + "conv", parent.conv, parent, parent.norm_name  # mmcv's ConvModule
             continue
         children = list(parent.named_children())
-        if isinstance(parent, nn.Sequential):
+        if type(parent).forward is nn.Sequential.forward:
             for (conv_name, conv), (norm_name, _) in zip(children, children[1:]):
                 if isinstance(conv, _CONVS):
                     yield prefix + conv_name, conv, parent, norm_name
             continue
-        by_name = dict(children)
-        for norm_name in by_name:
-            match = _PAIRED_NAME.fullmatch(norm_name)
-            conv = by_name.get(f"conv{match.group(1)}") if match else None
-            if isinstance(conv, _CONVS):
-                yield f"{prefix}conv{match.group(1)}", conv, parent, norm_name
+        if any(isinstance(c, _CONVS) for _, c in children) and any(_may_fold(c) for _, c in children):
+            for conv_path, norm_path in _traced_pairs(parent):
+                owner_path, _, attr = norm_path.rpartition(".")
+                yield prefix + conv_path, parent.get_submodule(conv_path), parent.get_submodule(owner_path), attr
+
+
+def _may_fold(module: nn.Module) -> bool:
+    return _is_frozen_bn(module) or isinstance(module, nn.modules.batchnorm._BatchNorm)
+
+
+class _ChildrenAsLeaves(torch.fx.Tracer):
+    """Traces one module's own forward: every submodule it calls is one node."""
+
+    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
+        return True
+
+
+def _traced_pairs(parent: nn.Module) -> List[Tuple[str, str]]:
+    """``(conv path, norm path)`` in ``parent`` where the norm is the one consumer of the conv's output."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            graph = _ChildrenAsLeaves().trace(parent)
+    except Exception:  # control flow on tensors, non-tensor inputs, ...: the data flow is unknown, nothing folds
+        return []
+    calls = Counter(node.target for node in graph.nodes if node.op == "call_module")
+    read = {str(node.target).rpartition(".")[0] for node in graph.nodes if node.op == "get_attr"}
+    pairs = []
+    for node in graph.nodes:
+        if node.op != "call_module" or calls[node.target] != 1 or node.target in read \
+                or not isinstance(parent.get_submodule(node.target), _CONVS) or len(node.users) != 1:
+            continue
+        (user,) = node.users
+        if user.op == "call_module" and calls[user.target] == 1 and user.args == (node,) and not user.kwargs:
+            pairs.append((node.target, user.target))
+    return pairs
 
 
 @torch.no_grad()

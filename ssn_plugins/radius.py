@@ -1,5 +1,6 @@
 """The SparsestMax radius schedule, usable from any training loop."""
 import math
+import warnings
 from typing import Dict, List, Optional
 
 import torch
@@ -51,22 +52,41 @@ def set_radius(model: nn.Module, radius: float) -> Dict[str, int]:
         model: any module; layers other than :class:`SparseSwitchNorm` are ignored.
         radius: a finite number ``>= 0``.
 
+    Layers with an open selection whose ratio logits do not require
+    gradients (frozen stages) are left as they are, radius included, with a
+    warning: their logits never move, so the schedule could only select by a
+    tie-break. :func:`~ssn_plugins.convert_norm` fixes a frozen BatchNorm's
+    replacement on BN, so converted frozen stages keep their pretrained BN.
+
     Returns:
         ``{"layers": number of SSN layers, "fixed": fixed ratio vectors,
-        "newly_fixed": vectors fixed by this call}`` (two vectors per layer).
+        "newly_fixed": vectors fixed by this call, "frozen_open": layers left
+        out as frozen}`` (two vectors per layer).
 
     Raises:
         ValueError: on a bad radius, or when an open layer's ratio logits are
             not finite (a diverged run), naming the layer.
     """
     radius = check_radius(float(radius), "set_radius")
-    layers = sparse_layers(model)
+    all_layers = sparse_layers(model)
     with torch.no_grad():
-        read_selection_flags(layers)
+        read_selection_flags(all_layers)
+    # Logits that cannot train never move, so a growing radius would decide their selection by its tie-break
+    # (uniform logits go to IN), not by training: such layers keep the ratios they were loaded with.
+    frozen = [layer for layer in all_layers if layer.open_vectors() and not _trainable_logits(layer)]
+    frozen_ids = {id(layer) for layer in frozen}
+    layers = [layer for layer in all_layers if id(layer) not in frozen_ids]
+    if frozen:
+        warnings.warn(f"set_radius: {len(frozen)} SSN layers have an open selection but ratio logits that do not "
+                      f"train (a frozen stage: FREEZE_AT, frozen_stages, requires_grad=False); they keep their "
+                      f"loaded ratios and radius. Load weights with fixed selections, or fix them "
+                      f"(layer.fix('mean', 'BN'); layer.fix('var', 'BN')) to keep a pretrained BN", stacklevel=2)
+    with torch.no_grad():
+        for layer in all_layers:
+            layer.mark_scheduled()
         for layer in layers:
             layer.radius.fill_(radius)
             layer.snap_fixed_logits()
-            layer.mark_scheduled()
     projected = precompute_ratios(layers)  # with gradients when enabled: the next forward's ratios
     entries = list(projected.items())
     newly_fixed = 0
@@ -99,8 +119,12 @@ def set_radius(model: nn.Module, radius: float) -> Dict[str, int]:
                     for (layer_id, _), _ in group:
                         layer_of[layer_id].forget_ratios()
                 newly_fixed += fixed_here
-    fixed = sum(2 - len(layer.open_vectors()) for layer in layers)
-    return {"layers": len(layers), "fixed": fixed, "newly_fixed": newly_fixed}
+    fixed = sum(2 - len(layer.open_vectors()) for layer in all_layers)
+    return {"layers": len(all_layers), "fixed": fixed, "newly_fixed": newly_fixed, "frozen_open": len(frozen)}
+
+
+def _trainable_logits(layer: SparseSwitchNorm) -> bool:
+    return any(layer.ratio_logits(v).requires_grad for v in layer.open_vectors())
 
 
 def _precompute_hook(model: nn.Module, args) -> None:

@@ -46,6 +46,10 @@ def _run_tool(capsys, *argv):
     errors = [float(line.split("relative error ")[1].split()[0])
               for line in out.splitlines() if "relative error" in line]
     assert len(errors) == 2 and max(errors) < 1e-4, out  # the inference model, then the exported file
+    (probes,) = [line for line in out.splitlines() if line.startswith("inference model vs original on other")]
+    probe_errors = [float(part.rsplit(": ", 1)[1]) for part in probes.split("inputs: ", 1)[1].split(", ")]
+    # batch 1 at two odd sizes and a batch of two, unlike the export input
+    assert len(probe_errors) == 3 and max(probe_errors) < 1e-4 and "batch 2 at" in probes, out
     return out
 
 
@@ -108,7 +112,7 @@ def test_deploy_tool_detectron2_whole_model_and_backbone(mask_rcnn, tmp_path, ca
 
 
 # ------------------------------------------------------------------------------------------------ OpenMMLab
-def _mm_checkpoint(tmp_path_factory, config: Path, cfg_options=None):
+def _mm_checkpoint(tmp_path_factory, config: Path, cfg_options=None, trained=None):
     from ssn_plugins.openmmlab import deploy
     from mmengine.config import Config
     from mmengine.model import revert_sync_batchnorm
@@ -119,6 +123,8 @@ def _mm_checkpoint(tmp_path_factory, config: Path, cfg_options=None):
     torch.manual_seed(0)
     with DefaultScope.overwrite_default_scope(cfg.get("default_scope")):
         model = trained_looking_norms(revert_sync_batchnorm(MODELS.build(cfg.model)))
+    if trained is not None:
+        trained(model)
     checkpoint = tmp_path_factory.mktemp(config.stem) / "latest.pth"
     torch.save({"state_dict": model.state_dict(), "meta": {}}, checkpoint)
     loaded, _ = deploy.load_model(str(config), str(checkpoint), cfg_options)
@@ -141,13 +147,21 @@ DEEPLAB = CONFIGS / "mmseg" / "deeplabv3" / "deeplabv3_r50-d8_ssn_8xb2-80k_citys
 DEEPLAB_OPTIONS = {"model.backbone.init_cfg": None}  # no ImageNet download
 
 
+def _image_pool_on_in(model):
+    # the ASPP image-pool norm always sees a 1x1 map; training may fix it on IN, whose output there is beta
+    (layer,) = [m for m in model.decode_head.image_pool.modules() if isinstance(m, S.SparseSwitchNorm)]
+    layer.fix("mean", "IN")
+    layer.fix("var", "IN")
+
+
 def test_mmseg_deeplabv3_with_ssn(tmp_path_factory, tmp_path, photo, capsys):
     from ssn_plugins.openmmlab import deploy
-    model, checkpoint = _mm_checkpoint(tmp_path_factory, DEEPLAB, DEEPLAB_OPTIONS)
+    model, checkpoint = _mm_checkpoint(tmp_path_factory, DEEPLAB, DEEPLAB_OPTIONS, trained=_image_pool_on_in)
     x = deploy.preprocessed_inputs(model, photo)
     assert x.shape == (1, 3, 240, 320)
     report = _check_mm_model(model, x)
     assert len(report.replaced) == sum(isinstance(m, S.SwitchNorm) for m in model.modules()) >= 60
+    assert [after for name, _, after in report.replaced if "image_pool" in name] == ["FrozenSwitchNorm(IN)"]
     _run_tool(capsys, DEEPLAB, checkpoint, "-o", tmp_path / "deeplabv3.onnx", "--format", "onnx", "--max-size", 160,
               "--cfg-options", "model.backbone.init_cfg=None")
 

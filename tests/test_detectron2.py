@@ -179,6 +179,17 @@ def test_freeze_at_freezes_switchable_norms():
     assert torch.equal(stem.running_mean, before)
 
 
+def test_freeze_at_stages_with_ssn_keep_their_ratios_under_the_schedule():
+    cfg = load_cfg(REPO / "configs" / "detectron2" / "mask_rcnn_R_50_FPN_1x_ssn.yaml", "MODEL.BACKBONE.FREEZE_AT", "2",
+                   "MODEL.WEIGHTS", "")
+    model = build_model(cfg)
+    with pytest.warns(UserWarning, match="11 SSN layers have an open selection"):
+        S.set_radius(model, 1.0)
+    frozen = [m for m in S.sparse_layers(model) if m.frozen]
+    assert len(frozen) == 11 and all(m.selection == (None, None) for m in frozen)  # never fixed on IN by a tie
+    assert all(None not in m.selection for m in S.sparse_layers(model) if not m.frozen)
+
+
 def test_radius_hook_follows_the_iteration_and_resumes():
     from detectron2.engine import SimpleTrainer
 

@@ -140,7 +140,7 @@ def test_our_resnet_from_a_published_layout_checkpoint(tmp_path):
     reference.check(torch.from_numpy(out))
 
 
-@pytest.mark.parametrize("selection,native", [(("BN", "BN"), nn.BatchNorm2d), (("IN", "IN"), nn.InstanceNorm2d),
+@pytest.mark.parametrize("selection,native", [(("BN", "BN"), nn.BatchNorm2d), (("IN", "IN"), S.FrozenSwitchNorm),
                                               (("LN", "LN"), nn.GroupNorm), (("BN", "LN"), S.FrozenSwitchNorm)])
 def test_each_fixed_selection_becomes_its_native_module(selection, native):
     layer = S.SparseSwitchNorm2d(6)
@@ -152,18 +152,114 @@ def test_each_fixed_selection_becomes_its_native_module(selection, native):
     inference, report = S.for_inference(model)
     assert type(inference[2]) is native and not report.folded
     if native is S.FrozenSwitchNorm:
-        assert inference[2].candidates == ("LN", "BN")  # only what the selection uses
+        # only what the selection uses; IN stays ours, as torch's InstanceNorm refuses 1x1 maps
+        assert inference[2].candidates == tuple(dict.fromkeys(c for c in ("IN", "LN", "BN") if c in selection))
     with torch.no_grad():
         Reference(model, x).check(inference(x))
 
 
+@pytest.mark.parametrize("candidate", ["IN", "LN", "BN", "GN4", "GN8"])
+def test_inference_layer_takes_1x1_maps_and_empty_batches_as_the_trained_layer_does(candidate):
+    groups = [c for c in ("GN4", "GN8") if c == candidate] or ["GN4"]
+    layer = S.SparseSwitchNorm2d(8, candidates=("IN", "LN", "BN", *groups))
+    layer.fix("mean", candidate)
+    layer.fix("var", candidate)
+    with torch.no_grad():
+        layer.weight.uniform_(0.5, 1.5)
+        layer.bias.uniform_(-0.2, 0.2)
+    model = _fill_running_statistics(nn.Sequential(nn.ReLU(), layer), 4, 8, 5, 5)
+    inference, report = S.for_inference(model)
+    # GN8 on 8 channels is one channel a group, which GroupNorm refuses on 1x1 maps as InstanceNorm does
+    assert type(inference[1]) is {"BN": nn.BatchNorm2d, "LN": nn.GroupNorm, "GN4": nn.GroupNorm}.get(
+        candidate, S.FrozenSwitchNorm), report
+    for x in (torch.randn(1, 8, 1, 1), torch.randn(3, 8, 1, 1), torch.randn(0, 8, 4, 4), torch.randn(2, 8, 5, 3)):
+        with torch.no_grad():
+            expected, out = model(x), inference(x)
+        # (on 1x1 maps IN's part is 0 up to the rounding of x * scale + shift, scale = gamma / sqrt(eps))
+        assert out.shape == expected.shape and torch.allclose(out, expected, atol=1e-3), (candidate, x.shape)
+
+
+def _fill_running_statistics(model: nn.Module, *shape) -> nn.Module:
+    model.train()
+    with torch.no_grad():
+        for seed in range(2):
+            model(torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) * 2 + 1)
+    return model.eval()
+
+
+def _relative_errors(model: nn.Module, inference: nn.Module, *shapes):
+    with torch.no_grad():
+        return [relative_error(inference(x), model(x)) for x in (torch.randn(s) for s in shapes)]
+
+
+def test_pre_activation_norms_never_fold_into_the_following_convolution():
+    class PreAct(nn.Module):  # norm -> ReLU -> conv, with names that read as pairs
+        def __init__(self):
+            super().__init__()
+            self.bn1, self.conv1 = nn.BatchNorm2d(8), nn.Conv2d(8, 8, 3, padding=1)
+
+        def forward(self, x):
+            return self.conv1(torch.relu(self.bn1(x)))
+
+    model = _fill_running_statistics(PreAct(), 16, 8, 6, 6)
+    inference, report = S.for_inference(model)
+    assert not report.folded and isinstance(inference.bn1, nn.BatchNorm2d)
+    # the SN zoo's pre-activation ResNet (BN, and SSN fixed on BN) and torchvision's DenseNet (norm1 -> relu ->
+    # conv1): only the norms that consume a convolution's output fold, on batch 1 and odd sizes alike
+    from ssn_plugins.models import ResNet
+    ssn_v2 = S.convert_norm(ResNet(18, "BN", version=2), to="SSN")
+    for layer in S.sparse_layers(ssn_v2):
+        layer.fix("mean", "BN")
+        layer.fix("var", "BN")
+    torch.manual_seed(0)
+    for model in (ResNet(18, "BN", version=2), ssn_v2, torchvision.models.densenet121()):
+        model = _fill_running_statistics(model, 4, 3, 64, 64)
+        inference, report = S.for_inference(model)
+        assert report.folded
+        for name, _, after in report.folded:  # e.g. "layer1.0.bn2: folded into layer1.0.conv1", never conv2
+            if "." in name and name.rsplit(".", 1)[1][-1].isdigit() and "layer" in name:
+                assert int(after.rsplit(".", 1)[1][-1]) == int(name.rsplit(".", 1)[1][-1]) - 1, (name, after)
+        errors = _relative_errors(model, inference, (1, 3, 64, 64), (3, 3, 37, 53), (2, 3, 32, 32))
+        assert max(errors) < 1e-5, (type(model).__name__, errors, report)
+
+
+def test_folding_follows_the_data_flow_not_the_structure():
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.bn1 = nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4)  # conv output used twice
+            self.conv2, self.bn2 = nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4)  # a pair by data flow, whatever the order
+            self.shared = nn.Conv2d(4, 4, 1)  # called twice: folding one of its norms would change the other
+            self.bn3, self.bn4 = nn.BatchNorm2d(4), nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            y = self.conv1(x)
+            z = self.bn1(y) + y
+            z = self.bn2(self.conv2(z))
+            return self.bn3(self.shared(z)) + self.bn4(self.shared(torch.relu(z)))
+
+    class Untraceable(nn.Module):  # control flow on a tensor: fx cannot trace it, so nothing folds
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            return self.bn(self.conv(x)) if x.sum() > -1e9 else x
+
+    model = _fill_running_statistics(nn.Sequential(Block(), Untraceable()), 8, 4, 6, 6)
+    inference, report = S.for_inference(model)
+    assert [(name, after) for name, _, after in report.folded] == [("0.bn2", "folded into 0.conv2")]
+    assert {name for name, _, _ in report.kept} == {"0.bn1", "0.bn3", "0.bn4", "1.bn"}
+    assert max(_relative_errors(model, inference, (1, 4, 6, 6), (3, 4, 5, 7))) < 1e-6
+
+
 def test_folding_rules_and_what_is_kept():
-    class Block(nn.Module):  # torchvision / OpenMMLab style: convK then bnK / normK / snK
+    class Block(nn.Module):  # torchvision / OpenMMLab style: convK then bnK / normK / snK, traced
         def __init__(self):
             super().__init__()
             self.conv1, self.sn1 = nn.Conv2d(3, 4, 3, padding=1), S.SparseSwitchNorm2d(4)
             self.conv2, self.norm2 = nn.Conv2d(4, 4, 1, bias=False), nn.BatchNorm2d(4)
-            self.conv3, self.bn4 = nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4)  # different numbers: not a pair
+            self.conv3, self.bn4 = nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4)  # other numbers: a pair by data flow
 
         def forward(self, x):
             return self.bn4(self.conv3(self.norm2(self.conv2(self.sn1(self.conv1(x))))))
@@ -182,11 +278,11 @@ def test_folding_rules_and_what_is_kept():
         reference.check(inference(x))
         unfolded, unfolded_report = S.for_inference(model, fold=False)
         reference.check(unfolded(x))
-    assert {name for name, _, _ in report.folded} == {"0.sn1", "0.norm2", "2"}
+    assert {name for name, _, _ in report.folded} == {"0.sn1", "0.norm2", "0.bn4", "2"}
     assert ("0.sn1", "BatchNorm2d", "folded into 0.conv1") in report.folded
     assert inference[0].conv2.bias is not None  # a bias-free convolution gains the folded bias
     kept = {name: before for name, before, _ in report.kept}
-    assert kept == {"0.bn4": "BatchNorm2d", "4": "BatchNorm2d", "5": "ChannelEquilibrium"}  # after a transposed conv
+    assert kept == {"4": "BatchNorm2d", "5": "ChannelEquilibrium"}  # after a transposed conv
     assert not unfolded_report.folded and isinstance(unfolded[0].sn1, nn.BatchNorm2d)
 
 

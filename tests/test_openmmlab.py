@@ -252,6 +252,48 @@ def test_mmengine_checkpoints_load_with_weights_only_and_nothing_beyond_them(tmp
     assert torch.load(tmp_path / "allowed.pth")["x"] is HistoryBuffer.mean
 
 
+class _RunsCommand:
+    """Pickles as a call to ``os.system``: what a malicious checkpoint holds."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+        return os.system, (f"touch {self.marker}",)
+
+
+class Marker:
+    """A harmless object beyond mmengine's own, which only full unpickling reads."""
+
+
+def test_local_checkpoints_are_read_weights_only_unless_that_very_file_is_trusted(tmp_path):
+    from mmseg.models.backbones import ResNet
+    reference = ResNet(depth=18).state_dict()
+    evil, harmless = tmp_path / "downloaded_backbone.pth", tmp_path / "own_backbone.pth"
+    marker = tmp_path / "PWNED"
+    torch.save({"state_dict": reference, "x": _RunsCommand(marker)}, evil)
+    torch.save({"state_dict": reference, "x": Marker()}, harmless)
+
+    def backbone(path):  # the most common OpenMMLab setup: a local pretrained backbone
+        with DefaultScope.overwrite_default_scope("mmseg"):
+            return ResNet(depth=18, init_cfg=dict(type="Pretrained", checkpoint=str(path)))
+
+    # what tools/mm_train.py (and mm_test.py, deploy.py) run the Runner in
+    with som.trusted_checkpoints([harmless]):
+        with pytest.raises(pickle.UnpicklingError, match=r"downloaded_backbone.pth: refused by weights-only loading"
+                                                         r".*posix.system.*--trust-checkpoint"):
+            backbone(evil).init_weights()
+        assert not marker.exists()
+        model = backbone(harmless)
+        model.init_weights()  # trusted by name: full unpickling for that file alone
+    assert torch.equal(model.conv1.weight, reference["conv1.weight"])
+    with som.trusted_checkpoints():
+        with pytest.raises(pickle.UnpicklingError, match="own_backbone.pth: refused"):
+            backbone(harmless).init_weights()
+    assert not marker.exists()
+
+
 def test_batch_average_statistics_before_validation(tmp_path):
     # the default: one pass over the training set (16 samples, 4 batches)
     runner = _runner(tmp_path / "v", max_iters=3, hooks=[dict(type="BatchAverageStatisticsHook"),

@@ -93,7 +93,7 @@ def test_set_radius_fixes_one_hot_vectors_and_stops_gradients():
         model[0].var_weight.copy_(torch.tensor([2.0, 0.0, 0.0]))
         model[2].mean_weight.copy_(torch.tensor([1.0, 1.1, 0.9]))
     counts = S.set_radius(model, 0.3)
-    assert counts == {"layers": 2, "fixed": 2, "newly_fixed": 2}
+    assert counts == {"layers": 2, "fixed": 2, "newly_fixed": 2, "frozen_open": 0}
     assert model[0].selection == ("LN", "IN") and model[2].selection == (None, None)
     assert model[0].mean_fixed.item() and model[0].var_fixed.item()
     assert torch.equal(model[0].mean_weight.detach(), torch.tensor([0.0, 1.0, 0.0]))
@@ -173,6 +173,27 @@ def test_reopen_selection():
     assert torch.equal(m.mean_weight.detach(), torch.zeros(3, dtype=torch.float64))
     with pytest.raises(ValueError, match="prior"):
         m.reopen_selection(prior=1.0)
+
+
+def test_layers_whose_logits_cannot_train_are_never_fixed_by_the_schedules_tie_break():
+    # a frozen pretrained BN converted to SSN keeps computing that BN
+    bn = nn.BatchNorm2d(4)
+    bn(torch.randn(8, 4, 5, 5) * 3 + 2)
+    bn.requires_grad_(False)
+    model = S.convert_norm(nn.Sequential(nn.Conv2d(3, 4, 3), bn), to="SSN")
+    assert model[1].selection == ("BN", "BN") and not model[1].mean_weight.requires_grad
+    # an open layer frozen by hand (requires_grad=False, as FREEZE_AT / frozen_stages do) is left out of the
+    # schedule with a warning: its uniform logits would go to IN at the maximum radius
+    frozen, trained = S.SparseSwitchNorm2d(4), S.SparseSwitchNorm2d(4)
+    frozen.requires_grad_(False)
+    scheduler = S.RadiusScheduler(nn.Sequential(frozen, trained), total_iters=10)
+    with pytest.warns(UserWarning, match="1 SSN layers have an open selection but ratio logits that do not train"):
+        state = scheduler.step(10)
+    assert state["frozen_open"] == 1 and state["layers"] == 2
+    assert frozen.selection == (None, None) and frozen.radius.item() == 0.0
+    torch.testing.assert_close(frozen.ratios()[0], torch.full((3,), 1 / 3))  # the mixture it was loaded with
+    assert None not in trained.selection  # a layer that trains is scheduled as before
+    assert frozen._radius_scheduled  # and no "no schedule" warning on top
 
 
 def test_loads_the_authors_ssn_layout():

@@ -13,6 +13,7 @@ from torch import nn
 
 import ssn_plugins as S
 import ssn_plugins.timm as st
+from helpers import relative_error
 
 ACTIVATIONS = (nn.ReLU, nn.SiLU, nn.Hardswish, nn.GELU)
 
@@ -111,5 +112,9 @@ def test_a_timm_model_trains_with_ssn_and_the_recipe_until_every_layer_selects()
     inference, report = S.for_inference(model)
     assert len(report.replaced) == 49 and activations(inference) == 49
     torch.testing.assert_close(inference(y), model(y), rtol=1e-4, atol=1e-4)
-    bf16 = S.for_inference(model.to(torch.bfloat16))[0]
-    torch.testing.assert_close(bf16(y.bfloat16()).float(), model(y.bfloat16()).float(), rtol=0.05, atol=0.05)
+    # bf16 keeps 8 bits: the bf16 inference model is about as close to the float32 model as the bf16 original
+    with torch.no_grad():
+        reference = model(y)
+        original = model.to(torch.bfloat16)(y.bfloat16()).float()
+        bf16 = S.for_inference(model)[0](y.bfloat16()).float()
+    assert relative_error(bf16, reference) < 1.25 * relative_error(original, reference) + 1e-3

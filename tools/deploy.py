@@ -11,7 +11,8 @@ The model is built and loaded, ``ssn_plugins.for_inference`` turns its SN/SSN la
 (fixed selections), FrozenSwitchNorm (mixtures) and folds batch norms into the convolutions before them
 (the report lists every change), and the result is exported, loaded back and run on a real image (the
 bundled VOC photo unless ``--input``); the tool prints the relative error ``||a - b|| / ||b||`` of every
-exported output against the original model and fails above ``--tolerance``.
+exported output against the original model, and of the inference model on crops unlike the export image
+(batch 1 at two odd sizes, a batch of two), and fails above ``--tolerance``.
 
 What is exported: detectron2 ``--part model`` (TorchScript only) is the whole detector through
 detectron2's TracingAdapter (boxes, scores, classes, mask logits), ``--part backbone`` the ResNet + FPN
@@ -44,33 +45,57 @@ def load_image(path, max_size):
     return np.array(image)  # writable, for torch.from_numpy
 
 
+def probe_images(image):
+    """``(description, images)`` unlike the export image: batch 1 at two odd sizes, and a batch of two."""
+    h, w = image.shape[:2]
+    odd = image[:(h * 3 // 4) | 1, :(w * 2 // 3) | 1]
+    small = image[h // 3:h // 3 + 33, w // 3:w // 3 + 45]
+    half = ((h // 2) | 1, (w // 2) | 1)
+    pair = [image[:half[0], :half[1]], image[h - half[0]:, w - half[1]:]]
+    return [(f"batch {len(images)} at {images[0].shape[0]}x{images[0].shape[1]}", images)
+            for images in ([odd], [small], pair)]
+
+
 def prepare(args, image):
-    """``(original model, inference model, report, exportable pair for each)`` for the config's framework."""
+    """``(original model, inference model, report, to_pair)``: ``to_pair(model, images)`` is what is compared.
+
+    ``to_pair(model, [image])`` is the exported module and its inputs. detectron2 probes of other images
+    compare the backbone (ResNet + FPN), where the image's size matters; the heads see fixed-size ROI features.
+    """
     if args.config.endswith((".yaml", ".yml")):
+        if args.trust_pickle:
+            raise SystemExit("--trust-pickle is for OpenMMLab checkpoints; detectron2's checkpointer decides how it "
+                             "reads its files (.pth weights-only, .pkl with pickle)")
         from ssn_plugins.detectron2 import deploy
         model, cfg = deploy.load_model(args.config, args.checkpoint, args.opts)
-        inputs = deploy.image_inputs(image, cfg)
         if args.part == "model" and args.format != "torchscript":
             raise SystemExit(f"--format {args.format} cannot follow detectron2's data-dependent padding and "
                              f"proposal selection through torch.export; use --format torchscript for the whole "
                              f"detector, or --part backbone for the ResNet + FPN features")
 
-        def wrap(m):
-            return deploy.exportable(m, inputs, args.part)
+        def to_pair(m, images):
+            inputs = [item for i in images for item in deploy.image_inputs(i, cfg)]
+            return deploy.exportable(m, inputs, args.part if len(images) == 1 and images[0] is image else "backbone")
     else:
         if args.part != "model":
             raise SystemExit("--part backbone is for detectron2 configs; OpenMMLab models export their tensor forward")
         if args.opts:
             raise SystemExit("OpenMMLab configs take --cfg-options key=value, not --opts")
         from ssn_plugins.openmmlab import deploy
-        model, cfg = deploy.load_model(args.config, args.checkpoint, args.cfg_options)
+        model, cfg = deploy.load_model(args.config, args.checkpoint, args.cfg_options, args.trust_pickle)
         video = cfg.get("default_scope") == "mmaction"
-        x = deploy.preprocessed_inputs(model, image, args.clip_length if video else None)
 
-        def wrap(m):
-            return deploy.TensorForward(m).eval(), (x,)
+        def to_pair(m, images):  # both models get the original's preprocessing
+            return deploy.TensorForward(m).eval(), (
+                deploy.preprocessed_inputs(model, images, args.clip_length if video else None),)
     inference, report = S.for_inference(model, fold=not args.no_fold)
-    return wrap(model), wrap(inference), report
+    return model, inference, report, to_pair
+
+
+def compare(original, inference, inputs):
+    """The relative errors of ``inference(*inputs)``'s outputs against ``original(*inputs)``'s."""
+    with torch.no_grad():
+        return relative_errors(flatten_tensors(inference(*inputs)), flatten_tensors(original(*inputs)))
 
 
 def main(argv=None):
@@ -88,6 +113,8 @@ def main(argv=None):
     parser.add_argument("--tolerance", type=float, default=1e-4,
                         help="largest relative error of an exported output against the original model")
     parser.add_argument("--verbose", action="store_true", help="list every replaced and folded layer")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="OpenMMLab: read the checkpoint with full unpickling (only for a file you trust)")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="detectron2 config overrides KEY VALUE")
     parser.add_argument("--cfg-options", nargs="+", default=None,
                         help="OpenMMLab config overrides key=value")
@@ -99,22 +126,31 @@ def main(argv=None):
         args.cfg_options = namespace.cfg_options
 
     image = load_image(args.input, args.max_size)
-    (original, inputs), (inference, _), report = prepare(args, image)
+    model, inference_model, report, to_pair = prepare(args, image)
+    (original, inputs), (inference, _) = to_pair(model, [image]), to_pair(inference_model, [image])
     print(report if args.verbose else report.summary())
     print("inputs: " + ", ".join(str(tuple(t.shape)) for t in inputs))
     with torch.no_grad():
         reference = flatten_tensors(original(*inputs))
-        unexported = relative_errors(flatten_tensors(inference(*inputs)), reference)
+    unexported = compare(original, inference, inputs)
     print(f"inference model vs original: relative error {max(unexported, default=0.0):.2e} "
           f"(largest of {len(reference)} outputs)")
+    # for_inference must hold on inputs unlike the export input: batch 1 at odd sizes, a batch of two
+    probes = {}
+    for description, images in probe_images(image):
+        (a, probe_inputs), (b, _) = to_pair(model, images), to_pair(inference_model, images)
+        probes[description] = max(compare(a, b, probe_inputs), default=0.0)
+    print("inference model vs original on other inputs: "
+          + ", ".join(f"{d}: {e:.2e}" for d, e in probes.items()))
     start = time.perf_counter()
     path = export_module(inference, inputs, args.format, args.output)
     print(f"wrote {path} ({args.format}, {path.stat().st_size / 2**20:.1f} MiB) in {time.perf_counter() - start:.0f} s")
     exported = run_exported(path, args.format, inputs)
     errors = relative_errors(exported, reference)
     print(f"exported file, run back: relative error {max(errors, default=0.0):.2e} against the original model")
-    if max(errors + unexported, default=0.0) > args.tolerance:
-        sys.exit(f"relative error above the tolerance {args.tolerance}: {errors}")
+    if max(errors + unexported + list(probes.values()), default=0.0) > args.tolerance:
+        sys.exit(f"relative error above the tolerance {args.tolerance}: exported {errors}, inference model "
+                 f"{unexported}, on other inputs {probes}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ from typing import Optional, Sequence
 
 from torch import Tensor, nn
 
-from ..functional import check_candidates, switch_norm
+from ..functional import check_candidates, native_kernel_takes, selected_norm, switch_norm
 
 __all__ = ["FrozenSwitchNorm"]
 
@@ -65,6 +65,12 @@ class FrozenSwitchNorm(nn.Module):
         if x.dim() < 2 or x.shape[1] != self.num_features:
             raise ValueError(f"FrozenSwitchNorm({self.num_features}) got input of shape {tuple(x.shape)}; "
                              f"expected (N, {self.num_features}, *S)")
+        if len(self.candidates) == 1 and not self.official_compat and native_kernel_takes(
+                x, (self.weight, self.bias, self.running_mean, self.running_var)):
+            # one candidate (IN, or GN of one channel a group, which torch's modules refuse on 1x1 maps): the
+            # fixed layer's own kernel, exact where the mixture's x * scale + shift would round beta on 1x1 maps
+            return selected_norm(x, self.candidates[0], running_mean=self.running_mean, running_var=self.running_var,
+                                 weight=self.weight, bias=self.bias, training=False, eps=self.eps)
         return switch_norm(x, self.mean_ratios, self.var_ratios, self.candidates, running_mean=self.running_mean,
                            running_var=self.running_var, weight=self.weight, bias=self.bias, training=False,
                            eps=self.eps, unbiased_in=self.official_compat)

@@ -5,7 +5,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from ..functional import selected_norm
+from ..functional import native_kernel_takes, selected_norm
 from ..recipe_checks import UNSCHEDULED_STEPS, warn_unscheduled
 from ..sparsestmax import check_radius, sparsestmax
 from .switch_norm import RATIO_PARAMETERS, SwitchNorm, SwitchNorm1d, SwitchNorm2d, SwitchNorm3d, _Synchronized
@@ -284,13 +284,10 @@ class SparseSwitchNorm(SwitchNorm):
 
     def _can_run_native(self, candidate: str, x: Tensor) -> bool:
         """Whether ``candidate`` alone matches a native kernel under this layer's settings and dtypes."""
-        # PyTorch's norm kernels take parameters of the input's dtype, or float32 ones for half/bf16 input;
-        # any other mix runs the general path, which accepts every combination the soft layer accepts.
         tensors = [self.weight, self.bias]
         if candidate == "BN":
             tensors += [self.running_mean, self.running_var]
-        allowed = (x.dtype, torch.float32) if x.dtype in (torch.float16, torch.bfloat16) else (x.dtype,)
-        if any(t is not None and t.dtype not in allowed for t in tensors):
+        if not native_kernel_takes(x, tensors):
             return False
         if candidate == "BN":
             # Synchronised statistics, and the authors' variance in training, need the general path.

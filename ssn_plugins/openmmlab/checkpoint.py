@@ -18,12 +18,15 @@ to the class's statistics methods), so resuming and testing a trained model
 allow-list (``torch.serialization.add_safe_globals``), ``getattr`` as a
 version that returns nothing but those statistics methods: mmengine's own
 checkpoints load, and nothing else that ``weights_only`` refused before does.
-:func:`trusted_checkpoints` reads local files with ``weights_only=False``, for
-files that hold other objects and that you trust.
+:func:`trusted_checkpoints` reads the local files it is given with
+``weights_only=False`` (files that hold other objects and that you trust), and
+every other one weights-only, refusing what holds more with the file's name.
 """
 import os.path as osp
 import pickle
+import re
 from contextlib import contextmanager
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -31,6 +34,7 @@ from mmengine.logging.history_buffer import HistoryBuffer
 from mmengine.runner.checkpoint import CheckpointLoader
 
 from .. import model_zoo
+from ..checkpoints import pickled_imports
 
 
 def load_from_model_zoo(filename, map_location=None):
@@ -62,24 +66,48 @@ def allow_mmengine_checkpoints() -> None:
         (np.core.multiarray.scalar, "numpy.core.multiarray.scalar")])
 
 
-def load_from_local_trusted(filename, map_location):
-    """mmengine's ``load_from_local`` with full unpickling (``weights_only=False``)."""
-    filename = osp.expanduser(filename)
-    if not osp.isfile(filename):
-        raise FileNotFoundError(f"{filename} can not be found.")
-    return torch.load(filename, map_location=map_location, weights_only=False)
+def _local_loader(trusted: Iterable[str]):
+    """mmengine's ``load_from_local``: full unpickling for the files in ``trusted``, weights-only for any other."""
+    trusted = {osp.realpath(osp.expanduser(str(path))) for path in trusted}
+
+    def load_from_local(filename, map_location):
+        filename = osp.expanduser(filename)
+        if not osp.isfile(filename):
+            raise FileNotFoundError(f"{filename} can not be found.")
+        if osp.realpath(filename) in trusted:
+            return torch.load(filename, map_location=map_location, weights_only=False)
+        try:
+            return torch.load(filename, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError as e:
+            imports = pickled_imports(filename)
+            if not imports:
+                raise
+            # torch names the first global it refused; else all that the file would import
+            refused = re.search(r"GLOBAL (\S+)", str(e))
+            shown = refused.group(1) if refused else ", ".join(imports[:6]) + (", ..." if len(imports) > 6 else "")
+            raise pickle.UnpicklingError(
+                f"{filename}: refused by weights-only loading: it holds objects beyond tensors and mmengine's own "
+                f"({shown}). Only if you trust where the file came from, allow full unpickling for it: "
+                f"tools/mm_train.py --trust-checkpoint {filename}, tools/mm_test.py / tools/deploy.py --trust-pickle, "
+                f"or ssn_plugins.openmmlab.trusted_checkpoints([{filename!r}])") from e
+
+    return load_from_local
 
 
 @contextmanager
-def trusted_checkpoints():
-    """Inside this block mmengine reads local checkpoint files with ``weights_only=False``.
+def trusted_checkpoints(trusted: Iterable[str] = ()):
+    """Inside this block mmengine reads the local files in ``trusted`` with full unpickling (``weights_only=False``).
 
-    Remote schemes (``http://``, ``open-mmlab://``, ...) are unchanged. The
-    previous loader is restored on exit, also after an error.
+    Every other local file is read weights-only, as torch >= 2.6 does by
+    default (mmengine's own checkpoints load: :func:`allow_mmengine_checkpoints`),
+    and a file that holds other objects is refused with its name, what it
+    imports and how to trust it. Remote schemes (``http://``,
+    ``open-mmlab://``, ...) are unchanged. The previous loader is restored on
+    exit, also after an error.
     """
     # _schemes is the loader table mmengine's register_scheme writes; the empty prefix is the local file system
     previous = CheckpointLoader._schemes.get("")
-    CheckpointLoader.register_scheme("", load_from_local_trusted, force=True)
+    CheckpointLoader.register_scheme("", _local_loader(trusted), force=True)
     try:
         yield
     finally:

@@ -4,7 +4,7 @@ The exported function is the model's ``mode="tensor"`` forward (mmseg: the
 decode head's logits; mmaction2: the class scores; mmdet: the heads' raw
 outputs) of the tensor its data preprocessor makes, as mmdeploy exports them.
 """
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -17,7 +17,8 @@ from .runner import load_config
 __all__ = ["load_model", "TensorForward", "preprocessed_inputs"]
 
 
-def load_model(config_file: str, checkpoint: str, cfg_options: Optional[dict] = None) -> Tuple[nn.Module, object]:
+def load_model(config_file: str, checkpoint: str, cfg_options: Optional[dict] = None,
+               trust_pickle: bool = False) -> Tuple[nn.Module, object]:
     """``(model in eval mode, cfg)``: the config's model, built in its scope, with the checkpoint's weights.
 
     SyncBN-style layers become their single-process versions, as mmengine's
@@ -31,26 +32,28 @@ def load_model(config_file: str, checkpoint: str, cfg_options: Optional[dict] = 
     with DefaultScope.overwrite_default_scope(cfg.get("default_scope")):
         model = MODELS.build(cfg.model)
     model = revert_sync_batchnorm(model)
-    with trusted_checkpoints():
+    with trusted_checkpoints([checkpoint] if trust_pickle else []):
         load_checkpoint(model, checkpoint, map_location="cpu", strict=True)
     return model.eval(), cfg
 
 
-def preprocessed_inputs(model: nn.Module, image: np.ndarray, clip_length: Optional[int] = None) -> Tensor:
-    """The model's data preprocessor applied to one ``(H, W, 3)`` uint8 RGB image.
+def preprocessed_inputs(model: nn.Module, images: Union[np.ndarray, Sequence[np.ndarray]],
+                        clip_length: Optional[int] = None) -> Tensor:
+    """The model's data preprocessor applied to ``(H, W, 3)`` uint8 RGB images (one, or a list of one size).
 
     For a video model (``clip_length`` frames), the clip is the image panned
     sideways one pixel per frame (a real photo in motion), shaped
-    ``(1, num_clips=1, C, T, H, W)`` as mmaction2's ``FormatShape('NCTHW')`` packs it.
+    ``(N, num_clips=1, C, T, H, W)`` as mmaction2's ``FormatShape('NCTHW')`` packs it.
     """
-    chw = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
-    if clip_length is None:
-        sample = chw
-    else:
-        width = chw.shape[2] - clip_length
-        sample = torch.stack([chw[:, :, t:t + width] for t in range(clip_length)], dim=1)[None]
+    samples = []
+    for image in [images] if isinstance(images, np.ndarray) else images:
+        chw = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+        if clip_length is not None:
+            width = chw.shape[2] - clip_length
+            chw = torch.stack([chw[:, :, t:t + width] for t in range(clip_length)], dim=1)[None]
+        samples.append(chw)
     with torch.no_grad():
-        return model.data_preprocessor({"inputs": [sample], "data_samples": None}, False)["inputs"]
+        return model.data_preprocessor({"inputs": samples, "data_samples": None}, False)["inputs"]
 
 
 class TensorForward(nn.Module):

@@ -4,7 +4,7 @@
 The plain route is OpenMMLab's own, e.g. ``mim test mmseg CONFIG --checkpoint CKPT`` (the config's
 custom_imports load the plugin, and its BatchAverageStatisticsHook recomputes the statistics). This wrapper
 adds: ``--tta`` that keeps the model's own data preprocessor for the batch averages, ``--moving-average``,
-full unpickling for checkpoints you trust, and the results file ``tools/leaderboard.py`` reads.
+``--trust-pickle`` for a checkpoint you trust, and the results file ``tools/leaderboard.py`` reads.
 
     python tools/mm_test.py CONFIG work_dirs/x/iter_80000.pth
     python tools/mm_test.py CONFIG CHECKPOINT --tta              # mmseg's multi-scale + flip test (the papers' "ms")
@@ -15,7 +15,8 @@ By default SN/SSN/BN statistics are first recomputed as averages over training b
 config's ``tta_pipeline`` (mmseg's dataset bases: scales 0.5-1.75 and flips) through its ``tta_model``
 (``SegTTAModel``), as mmseg's own ``tools/test.py --tta``. The metrics are appended, with the checkpoint
 and whether TTA was on, to ``WORK_DIR/test_results.json`` (one JSON object per line), which
-``tools/leaderboard.py`` reads. The checkpoint is read with full unpickling: use files you trust.
+``tools/leaderboard.py`` reads. The checkpoint is read weights-only (mmengine's own objects allow-listed): a
+file holding other objects is refused with its name, unless ``--trust-pickle`` (only for files you trust).
 """
 import argparse
 import json
@@ -51,6 +52,8 @@ def main(argv=None):
     parser.add_argument("config", help="test config file")
     parser.add_argument("checkpoint", help="checkpoint file")
     parser.add_argument("--tta", action="store_true", help="multi-scale and flip test (mmseg configs)")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="read the checkpoint with full unpickling (only for a file you trust)")
     parser.add_argument("--moving-average", action="store_true",
                         help="test with the checkpoint's running statistics, not batch averages")
     args = parse(add_runner_arguments(parser), argv)
@@ -64,7 +67,7 @@ def main(argv=None):
     # a local file by its absolute path; a name (ssn://NAME, an URL) as it was given
     checkpoint = args.checkpoint if "://" in args.checkpoint else osp.abspath(args.checkpoint)
     record_run(runner, args.config, "mm_test", tested_weights=checkpoint)
-    with trusted_checkpoints():
+    with trusted_checkpoints([args.checkpoint] if args.trust_pickle else []):
         metrics = runner.test()
     if runner.rank == 0:
         record = {"checkpoint": checkpoint, "tta": args.tta, "clips": clips_per_video(cfg),
