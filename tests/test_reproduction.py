@@ -280,11 +280,41 @@ def test_slurm_launcher_through_submitit_local_executor(tmp_path):
     assert first.returncode == 0, out[-2000:] + err[-3000:]
     job = json.loads(note.read_text())["job_id"]
     assert f"submitted {job}" in out
-    assert f"bn_1x2: job {job} (RUNNING) is still queued or running; not submitted again" in again
+    assert re.search(rf"bn_1x2: job {job} \((RUNNING|PENDING)\) is still queued or running; not submitted again",
+                     again), again
     assert "submitted" not in again.replace("not submitted again", "")
     (run,) = find_runs(tmp_path / "fashion-mnist-batch-sizes")
     assert run.status == FINISHED and run.norm == "BN" and run.batch == (1, 2)
     assert len(list((tmp_path / "fashion-mnist-batch-sizes" / "submitit").glob("*/*_result.pkl"))) == 1
+
+
+def test_sigterm_to_the_launcher_stops_its_training_and_a_second_launcher_never_trains_the_same_run(tmp_path):
+    import signal
+    import time
+
+    from ssn_plugins.reproduction.launch import LOCK_FILE, run_folder_busy
+    command = [sys.executable, str(TOOLS / "reproduce.py"), "fashion-mnist-batch-sizes", "--ci", "--norms", "bn_1x2",
+               "--work-dir", str(tmp_path)]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+    folder = tmp_path / "fashion-mnist-batch-sizes" / "bn_1x2"
+    deadline = time.time() + 120
+    while not (folder / "reproduce.log").exists() and first.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(2)  # the training process is up
+    assert first.poll() is None, first.communicate()
+    # a second launcher on the same work dir refuses the run the first one trains
+    second = tool(*command[1:], check=False)
+    assert second.returncode == 1 and re.search(r"bn_1x2 is in use by launcher pid \d+", second.stderr), second.stderr
+    first.send_signal(signal.SIGTERM)
+    out, err = first.communicate(timeout=120)
+    assert first.returncode == 128 + signal.SIGTERM, out + err
+    # the training got the signal and ended with its launcher: nothing holds the folder, nothing still writes to it
+    assert (folder / LOCK_FILE).exists() and run_folder_busy(folder) is None
+    log = (folder / "reproduce.log").read_text()
+    time.sleep(1)
+    assert (folder / "reproduce.log").read_text() == log
+    assert "finished" not in [r.status for r in find_runs(tmp_path / "fashion-mnist-batch-sizes")]
 
 
 def test_analyze_selection_charts_from_a_run(fashion_suite, tmp_path):

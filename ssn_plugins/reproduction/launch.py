@@ -1,7 +1,12 @@
 """Running a suite's runs: one after another here (``local`` / ``torchrun``), or as Slurm jobs through submitit."""
+import contextlib
+import fcntl
 import json
 import os
+import signal
+import socket
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
@@ -11,35 +16,117 @@ from .record import write_run_record
 from .suites import Planned, get_suite, plan, shell_line
 
 
+#: the lock a launcher holds on a run folder while it trains that run (its training process holds it too)
+LOCK_FILE = "run.lock"
+
+
+class RunFolderBusy(RuntimeError):
+    """Another launcher, or the training it started, is working in the run folder."""
+
+
+@contextlib.contextmanager
+def run_folder_lock(folder: Path):
+    """Hold ``folder``'s lock (``flock``, released when every process holding it ends, even when killed).
+
+    Yields the locked file's descriptor, for the training process to inherit: an orphaned training keeps the
+    folder locked after its launcher is gone. Raises :class:`RunFolderBusy` when someone holds it.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            raise RunFolderBusy(f"{folder} is in use by {holder}; it still trains (or its launcher runs): wait for "
+                                f"it, or stop it, before running this run again") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"launcher pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+        yield fd
+    finally:
+        os.close(fd)  # (the lock goes with the last descriptor: a training process may still hold its copy)
+
+
+def run_folder_busy(folder: Path) -> Optional[str]:
+    """Who holds ``folder``'s lock (the lock file's note), or ``None`` when nobody does."""
+    path = folder / LOCK_FILE
+    if not path.exists():
+        return None
+    try:
+        with run_folder_lock(folder):
+            return None
+    except RunFolderBusy:
+        return path.read_text(errors="replace").strip() or "another process"
+
+
+def _run_forwarding_signals(command: Sequence[str], cwd: Path, log, lock_fd: int) -> int:
+    """Run ``command`` to its end; SIGTERM / SIGINT to this process go to it, and this process waits for it.
+
+    The command runs in its own session, so a terminal's Ctrl-C reaches it once (forwarded from here), and it
+    inherits the run folder's lock. After a forwarded signal the launcher stops: ``KeyboardInterrupt`` for
+    SIGINT, ``SystemExit(128 + signal)`` for SIGTERM, once the training has ended.
+    """
+    child = subprocess.Popen(command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                             pass_fds=(lock_fd,))
+    received = []
+
+    def forward(signum, frame):
+        received.append(signum)
+        child.send_signal(signum)
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)} if main_thread else {}
+    try:
+        returncode = child.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if received:
+        if received[0] == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SystemExit(128 + received[0])
+    return returncode
+
+
 def run_one(suite_name: str, ci: bool, run_name: str, work_dir: str, repo: str, launcher: str,
             data: Optional[str] = None, echo: Callable[[str], None] = print) -> str:
     """Bring one run of a suite to its end: launch what its folder still needs, re-reading it after each step.
 
-    Returns the final state ("finished"); raises ``RuntimeError`` naming the command that failed. Module-level
-    so that submitit can pickle it for a Slurm job.
+    The run folder is locked for the whole run (:func:`run_folder_lock`), by this process and the training it
+    starts: a second launcher refuses it (:class:`RunFolderBusy`), also while an orphaned training still runs.
+    SIGTERM / SIGINT are forwarded to the training, which is waited for. Returns the final state ("finished");
+    raises ``RuntimeError`` naming the command that failed. Module-level so that submitit can pickle it for a
+    Slurm job.
     """
     suite = get_suite(suite_name, ci)
     work, root = Path(work_dir), Path(repo)
     attempted = set()
-    while True:
+
+    def planned_run():
         (planned,) = [p for p in plan(suite, work, root, launcher, Path(data) if data else None)
                       if p.run.name == run_name]
-        if not planned.commands:
-            return planned.state
-        command = planned.commands[0]
-        key = shell_line(command)
-        if key in attempted:  # it ran and its result is still missing: do not loop
-            raise RuntimeError(f"{run_name}: `{key}` ended without writing its result in {planned.folder}")
-        attempted.add(key)
-        echo(f"[{suite_name}] {run_name} ({planned.state}): {key}")
-        figure = planned.run.figure(suite.name)
-        write_run_record(planned.folder, suite=suite.name, run=run_name, table=figure.table if figure else None,
-                         figure=figure_id(figure) if figure else None)
-        with open(planned.folder / "reproduce.log", "a") as log:
-            result = subprocess.run(command, cwd=root, stdout=log, stderr=subprocess.STDOUT)
-        if result.returncode != 0:
-            raise RuntimeError(f"{run_name}: `{key}` failed with exit status {result.returncode}; "
-                               f"see {planned.folder / 'reproduce.log'}")
+        return planned
+
+    with run_folder_lock(planned_run().folder) as lock_fd:
+        while True:
+            planned = planned_run()  # re-read under the lock: what another launcher finished is not run again
+            if not planned.commands:
+                return planned.state
+            command = planned.commands[0]
+            key = shell_line(command)
+            if key in attempted:  # it ran and its result is still missing: do not loop
+                raise RuntimeError(f"{run_name}: `{key}` ended without writing its result in {planned.folder}")
+            attempted.add(key)
+            echo(f"[{suite_name}] {run_name} ({planned.state}): {key}")
+            figure = planned.run.figure(suite.name)
+            write_run_record(planned.folder, suite=suite.name, run=run_name, table=figure.table if figure else None,
+                             figure=figure_id(figure) if figure else None)
+            with open(planned.folder / "reproduce.log", "a") as log:
+                returncode = _run_forwarding_signals(command, root, log, lock_fd)
+            if returncode != 0:
+                raise RuntimeError(f"{run_name}: `{key}` failed with exit status {returncode}; "
+                                   f"see {planned.folder / 'reproduce.log'}")
 
 
 @dataclass
@@ -73,7 +160,8 @@ WAITING_OR_RUNNING = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEU
 
 def active_job(folder: Path) -> Optional[str]:
     """``"job ID (STATE)"`` when the job last submitted for the run in ``folder`` is still queued or running,
-    else ``None``: Slurm's state through submitit (sacct), the local executor's by its process."""
+    else ``None``: Slurm's state through submitit (sacct), the local executor's by the run folder's lock (and
+    by its process while it starts)."""
     note = folder / JOB_FILE
     if not note.exists():
         return None
@@ -81,10 +169,13 @@ def active_job(folder: Path) -> Optional[str]:
     if job["cluster"] == "slurm":
         import submitit
         state = submitit.SlurmJob(folder=job["folder"], job_id=job["job_id"]).state.split(" ")[0]
-    else:  # the local executor's job is a process on this machine
+    elif run_folder_busy(folder):  # the local executor's job, running the run (it holds the folder's lock)
+        state = "RUNNING"
+    else:  # or still starting: its process is alive and has written no result (a reused pid has no job folder)
+        results = list(Path(str(job["folder"]).replace("%j", str(job["job_id"]))).glob(f"{job['job_id']}_*_result.pkl"))
         try:
             os.kill(job["pid"], 0)
-            state = "RUNNING"
+            state = "ENDED" if results else "PENDING"
         except (OSError, TypeError):
             state = "ENDED"
     return f"job {job['job_id']} ({state})" if state in WAITING_OR_RUNNING else None
