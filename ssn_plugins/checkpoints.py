@@ -170,11 +170,23 @@ def pickled_imports(path) -> Optional[List[str]]:
     return list(dict.fromkeys(found))
 
 
-def load_checkpoint_file(path, trust_pickle: bool = False):
+def refused_import(error: Exception, imports: List[str]) -> str:
+    """What a weights-only load refused: the global torch names in ``error``, else the first of ``imports``."""
+    refused = re.search(r"GLOBAL (\S+)", str(error))
+    if refused:
+        return refused.group(1)
+    return ", ".join(imports[:6]) + (", ..." if len(imports) > 6 else "")
+
+
+#: how to allow full unpickling, as the converter offers it (other tools name their own flag)
+CONVERTER_TRUST = "load it with trust_pickle=True (tools/convert_checkpoint.py --trust-pickle)"
+
+
+def load_checkpoint_file(path, trust_pickle: bool = False, how_to_trust: str = CONVERTER_TRUST):
     """``torch.load`` of ``path`` on CPU, with every failure turned into a :class:`ConversionError` naming the file.
 
-    ``weights_only=True`` unless ``trust_pickle``; the advice to pass
-    ``--trust-pickle`` is given only when that is what refused the file.
+    ``weights_only=True`` unless ``trust_pickle``; the advice ``how_to_trust``
+    is given only when that is what refused the file.
     """
     path = Path(path)
     if not path.exists():
@@ -190,11 +202,10 @@ def load_checkpoint_file(path, trust_pickle: bool = False):
         # something: name what it imports, so that the user sees what full unpickling would run
         imports = None if trust_pickle else pickled_imports(path)
         if imports:
-            shown = ", ".join(imports[:6]) + (", ..." if len(imports) > 6 else "")
+            shown = refused_import(e, imports)
             kind = "" if zipfile.is_zipfile(path) else "a plain pickle, not a torch.save file (a detectron2 .pkl?); "
             raise ConversionError(f"{path}: refused by weights-only loading: {kind}it imports {shown}; only if you "
-                                  f"trust where the file came from, load it with trust_pickle=True "
-                                  f"(tools/convert_checkpoint.py --trust-pickle)") from e
+                                  f"trust where the file came from, {how_to_trust}") from e
         if imports is None and not trust_pickle:  # torch's own text would advise weights_only=False here too
             raise ConversionError(f"{path}: not a readable checkpoint (neither a torch.save file nor a pickle)") from e
         first = str(e).strip().splitlines()[0]

@@ -342,7 +342,7 @@ def test_analyze_selection_says_in_one_line_why_a_checkpoint_cannot_be_read(tmp_
     (tmp_path / "truncated.pth").write_bytes((tmp_path / "good.pth").read_bytes()[:300])
     (tmp_path / "empty.pth").write_bytes(b"")
     torch.save([1, 2, 3], tmp_path / "a_list.pth")
-    expected = {"truncated.pth": "not a checkpoint this tool can read (", "empty.pth": "EOFError",
+    expected = {"truncated.pth": "not a readable checkpoint (", "empty.pth": "the file is empty",
                 "a_list.pth": "holds a list, not a state dict", "good.pth": "has no SN/SSN layers"}
     for name, fragment in expected.items():
         with pytest.raises(SystemExit) as stopped:
@@ -351,6 +351,40 @@ def test_analyze_selection_says_in_one_line_why_a_checkpoint_cannot_be_read(tmp_
         assert message.startswith(f"analyze_selection: {tmp_path / name}") and fragment in message, message
         assert "\n" not in message
     assert not (tmp_path / "out").exists()
+
+
+class _RunsCommand:
+    """Pickles as a call to ``os.system``: what a malicious checkpoint in a shared run folder holds."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_readers_of_run_folders_read_checkpoints_weights_only_unless_told_to_trust_them(fashion_suite, tmp_path):
+    import datetime
+    import shutil
+    _, suite_dir, _ = fashion_suite
+    shutil.copytree(suite_dir / "ssn_1x2", tmp_path / "shared" / "ssn_1x2")
+    (run,) = find_runs(tmp_path / "shared")
+    state = torch.load(run.checkpoint, weights_only=True)
+    marker = tmp_path / "PWNED"
+    torch.save({**state, "extra": _RunsCommand(marker)}, run.checkpoint)
+    board = tool(TOOLS / "leaderboard.py", tmp_path / "shared").stdout
+    assert "refused by weights-only loading" in board and "posix.system" in board and "--trust-pickle" in board
+    refused = tool(TOOLS / "analyze_selection.py", run.checkpoint, "-o", tmp_path / "charts", check=False)
+    assert refused.returncode == 1 and "pass --trust-pickle (tools/leaderboard.py, tools/analyze_selection.py)" \
+        in refused.stderr and "Traceback" not in refused.stderr
+    assert not marker.exists()
+    # a file holding a harmless object beyond tensors: read when trusted, and only then
+    torch.save({**state, "extra": datetime.date(2026, 12, 2)}, run.checkpoint)
+    board = tool(TOOLS / "leaderboard.py", tmp_path / "shared").stdout
+    assert "refused by weights-only loading: it imports datetime.date" in board
+    assert "mean: BN" in tool(TOOLS / "leaderboard.py", tmp_path / "shared", "--trust-pickle").stdout
+    trusted = tool(TOOLS / "analyze_selection.py", run.checkpoint, "-o", tmp_path / "charts", "--trust-pickle").stdout
+    assert "9 SN/SSN layers" in trusted
 
 
 def test_html_leaderboard_loads_in_headless_chromium(fashion_suite, tmp_path):

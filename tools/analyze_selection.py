@@ -9,14 +9,16 @@ per-layer figures), `selection_per_stage.png` (the share of each normalizer per 
 that logged them (detectron2 metrics.json, mmengine scalars.json, TensorBoard events),
 `ratio_trajectories.png` (the ratios averaged over layers and the number of one-hot vectors over the
 iterations); also `selection.json` (the per-layer rows) and the table on standard output.
-A folder with several runs gets one sub-folder of charts per run. Checkpoints are read with full
-unpickling: use it on files you trust.
+A folder with several runs gets one sub-folder of charts per run. Checkpoints are read weights-only
+(mmengine's objects allow-listed); ``--trust-pickle`` reads files that hold other objects with full
+unpickling (only for files you trust).
 """
 import argparse
 import json
 import sys
 from pathlib import Path
 
+from ssn_plugins.checkpoints import ConversionError
 from ssn_plugins.reproduction.charts import selection_charts
 from ssn_plugins.reproduction.leaderboard import checkpoint_selection_rows
 from ssn_plugins.reproduction.runs import MISSING, find_runs
@@ -28,9 +30,11 @@ class Unreadable(Exception):
     """A checkpoint this tool cannot chart, with the reason in one line."""
 
 
-def analyze(checkpoint: Path, scalars_files, output: Path, title: str) -> list:
+def analyze(checkpoint: Path, scalars_files, output: Path, title: str, trust_pickle: bool = False) -> list:
     try:
-        rows = checkpoint_selection_rows(checkpoint)
+        rows = checkpoint_selection_rows(checkpoint, trust_pickle)
+    except ConversionError as e:  # (it names the file, and how to trust it where that would help)
+        raise Unreadable(str(e)) from None
     except Exception as e:  # torch.load's many failures (truncated zip, empty file, ...) and non-state-dict files
         raise Unreadable(f"{checkpoint}: not a checkpoint this tool can read ({type(e).__name__}: "
                          f"{str(e).strip().splitlines()[0] if str(e).strip() else 'no detail'})") from None
@@ -55,11 +59,13 @@ def main(argv=None):
     parser.add_argument("source", type=Path, help="a checkpoint file, or a run / suite folder")
     parser.add_argument("-o", "--output", type=Path, help="default: SOURCE/selection_charts (a folder), "
                                                           "or SOURCE's folder/<name>_selection (a file)")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="read checkpoints with full unpickling (only for files you trust; default weights-only)")
     args = parser.parse_args(argv)
     if args.source.is_file():
         try:
             analyze(args.source, [], args.output or args.source.with_name(args.source.stem + "_selection"),
-                    args.source.stem)
+                    args.source.stem, args.trust_pickle)
         except Unreadable as e:
             raise SystemExit(f"analyze_selection: {e}") from None
         return 0
@@ -74,7 +80,7 @@ def main(argv=None):
             continue
         where = output if len(runs) == 1 else output / run.path.relative_to(args.source)
         try:
-            analyze(run.checkpoint, run.scalars_files, where, run.path.name)
+            analyze(run.checkpoint, run.scalars_files, where, run.path.name, args.trust_pickle)
         except Unreadable as e:  # one bad run does not stop the others
             failed.append(str(e))
     for line in failed:

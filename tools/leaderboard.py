@@ -13,7 +13,8 @@ matching paper figure with the difference and whether it is within `--tolerance`
 verify_results rule), plus how many SSN vectors of the run's last checkpoint chose IN / LN / BN.
 Missing, unfinished and unreadable runs are listed with the reason. `--format html` writes one
 self-contained page with the table and charts; `--screenshot PNG` photographs it with headless
-Chromium. Checkpoints are read with full unpickling: use it on runs you trust.
+Chromium. Checkpoints are read weights-only (mmengine's objects allow-listed): one that holds other objects
+shows why on its row, and ``--trust-pickle`` reads such files with full unpickling (only for runs you trust).
 """
 import argparse
 import re
@@ -51,10 +52,11 @@ def html_charts(rows):
     return out
 
 
-def collect_rows(work_dirs: Sequence[Path], pick: str = "final", with_selection: bool = True):
-    """The rows of every run in ``work_dirs`` (each checkpoint read once)."""
+def collect_rows(work_dirs: Sequence[Path], pick: str = "final", with_selection: bool = True,
+                 trust_pickle: bool = False):
+    """The rows of every run in ``work_dirs`` (each checkpoint read once, weights-only unless ``trust_pickle``)."""
     runs = [run for folder in work_dirs for run in find_runs(Path(folder))]
-    return build_rows(runs, pick, with_selection=with_selection)
+    return build_rows(runs, pick, with_selection=with_selection, trust_pickle=trust_pickle)
 
 
 def render(rows, work_dirs: Sequence[Path], fmt: str = "md", tolerance: float = DEFAULT_TOLERANCE,
@@ -100,6 +102,8 @@ def main(argv=None):
                         help="which evaluation of each run (best: highest first metric)")
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE)
     parser.add_argument("--no-selection", action="store_true", help="do not read the runs' checkpoints")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="read checkpoints with full unpickling (only for runs you trust; default weights-only)")
     parser.add_argument("--screenshot", type=Path, help="with --format html: photograph the page (headless Chromium)")
     parser.add_argument("--charts", type=Path, help="also write the HTML page's charts as PNG files into this folder")
     args = parser.parse_args(argv)
@@ -117,7 +121,7 @@ def main(argv=None):
         parser.error("give WORK_DIR(s), or --paper")
     if args.screenshot and (args.format != "html" or args.output is None):
         parser.error("--screenshot needs --format html and -o FILE")
-    rows = collect_rows(args.work_dirs, args.pick, not args.no_selection)
+    rows = collect_rows(args.work_dirs, args.pick, not args.no_selection, args.trust_pickle)
     text = render(rows, args.work_dirs, args.format, args.tolerance, args.output)
     if args.output is None:
         print(text, end="")

@@ -24,7 +24,6 @@ every other one weights-only, refusing what holds more with the file's name.
 """
 import os.path as osp
 import pickle
-import re
 from contextlib import contextmanager
 from typing import Iterable
 
@@ -34,7 +33,7 @@ from mmengine.logging.history_buffer import HistoryBuffer
 from mmengine.runner.checkpoint import CheckpointLoader
 
 from .. import model_zoo
-from ..checkpoints import pickled_imports
+from ..checkpoints import pickled_imports, refused_import
 
 
 def load_from_model_zoo(filename, map_location=None):
@@ -82,12 +81,10 @@ def _local_loader(trusted: Iterable[str]):
             imports = pickled_imports(filename)
             if not imports:
                 raise
-            # torch names the first global it refused; else all that the file would import
-            refused = re.search(r"GLOBAL (\S+)", str(e))
-            shown = refused.group(1) if refused else ", ".join(imports[:6]) + (", ..." if len(imports) > 6 else "")
             raise pickle.UnpicklingError(
                 f"{filename}: refused by weights-only loading: it holds objects beyond tensors and mmengine's own "
-                f"({shown}). Only if you trust where the file came from, allow full unpickling for it: "
+                f"({refused_import(e, imports)}). Only if you trust where the file came from, allow full unpickling "
+                f"for it: "
                 f"tools/mm_train.py --trust-checkpoint {filename}, tools/mm_test.py / tools/deploy.py --trust-pickle, "
                 f"or ssn_plugins.openmmlab.trusted_checkpoints([{filename!r}])") from e
 

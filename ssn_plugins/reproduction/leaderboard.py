@@ -97,13 +97,26 @@ def verdict(diff: Optional[float], tolerance: float, differences: Sequence[str] 
     return "yes" if abs(diff) <= tolerance else ("above" if diff > 0 else "below")
 
 
-def checkpoint_selection_rows(checkpoint: Path) -> List[dict]:
+#: the readers' way to full unpickling
+READER_TRUST = "pass --trust-pickle (tools/leaderboard.py, tools/analyze_selection.py)"
+
+
+def checkpoint_selection_rows(checkpoint: Path, trust_pickle: bool = False) -> List[dict]:
     """``describe_state_dict`` rows of a checkpoint of any of our tools (detectron2 ``model``, mmengine
-    ``state_dict``, a bare state dict)."""
-    import torch
+    ``state_dict``, a bare state dict).
+
+    Read weights-only (mmengine's own checkpoint objects allow-listed when mmengine is installed), as run folders
+    are often shared: a file that holds other objects raises a ``ConversionError`` naming what it imports and
+    the ``--trust-pickle`` flag, which ``trust_pickle`` is.
+    """
+    import importlib.util
+
+    from ..checkpoints import load_checkpoint_file
     from ..selection import describe_state_dict
-    # the run's own files, found in the user's work folders; mmengine's need full unpickling on torch >= 2.6
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    if not trust_pickle and importlib.util.find_spec("mmengine") is not None:
+        from ..openmmlab.checkpoint import allow_mmengine_checkpoints
+        allow_mmengine_checkpoints()
+    state = load_checkpoint_file(checkpoint, trust_pickle, READER_TRUST)
     for key in ("model", "state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -124,7 +137,7 @@ def selection_counts(rows: List[dict]) -> Dict[str, Dict[str, int]]:
 
 
 def build_rows(runs: Sequence[Run], pick: str = "final", figures: Optional[Sequence[PaperFigure]] = None,
-               with_selection: bool = True) -> List[Row]:
+               with_selection: bool = True, trust_pickle: bool = False) -> List[Row]:
     figures = paper_figures() if figures is None else figures
     rows = []
     for run in runs:
@@ -152,7 +165,7 @@ def build_rows(runs: Sequence[Run], pick: str = "final", figures: Optional[Seque
                     row.not_comparable[metric] = differences
         if with_selection and run.checkpoint is not None:
             try:
-                row.layers = checkpoint_selection_rows(run.checkpoint)
+                row.layers = checkpoint_selection_rows(run.checkpoint, trust_pickle)
             except Exception as e:  # an unreadable checkpoint is reported on its row, not raised
                 row.selection_problem = f"{run.checkpoint.name}: {type(e).__name__}: {e}"
         rows.append(row)
