@@ -1,7 +1,7 @@
 """Batch-average inference statistics (the SN paper's recommended inference mode)."""
 import itertools
 import logging
-from typing import Any, Callable, Iterable, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional
 
 import torch
 import torch.distributed as dist
@@ -39,6 +39,31 @@ def _saw_data(seen: dict, index: int):
     return hook
 
 
+_END = object()
+
+
+def _synchronised(module: nn.Module) -> bool:
+    return isinstance(module, nn.SyncBatchNorm) or getattr(module, "_process_group", lambda: None)() is not None
+
+
+def _batch_agreement(layers: List[nn.Module]) -> Callable[[bool], bool]:
+    """``agree(have_batch)``: whether every process has a batch, where synchronised layers need them all.
+
+    Their forwards are collectives: a process that ran one batch more would wait for (or, with gloo, garble)
+    the others'. Elsewhere each process goes on alone (``agree`` is ``have_batch``).
+    """
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+            and any(_synchronised(m) for m in layers)):
+        return lambda have_batch: have_batch
+    device = layers[0].running_mean.device
+
+    def agree(have_batch: bool) -> bool:
+        flag = torch.tensor([int(have_batch)], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return bool(flag.item())
+    return agree
+
+
 @torch.no_grad()
 def recompute_batch_statistics(
     model: nn.Module,
@@ -68,7 +93,11 @@ def recompute_batch_statistics(
 
     A batch in which a layer sees no sample (``N = 0``, as detectron2's mask
     head can) does not count for that layer; a layer that sees none at all
-    keeps its statistics, with a warning. If the loader or a forward fails
+    keeps its statistics, with a warning, and adds nothing to the pooling
+    (processes are weighted by the batches each layer counted). With
+    synchronised layers every process runs as many batches as the one with
+    the fewest (a warning says so where that cuts a loader short), as their
+    forwards are collectives. If the loader or a forward fails
     midway, every statistic is put back as it was.
 
     Frozen normalization keeps its statistics and normalizes with them: the
@@ -115,8 +144,16 @@ def recompute_batch_statistics(
         for m in layers:
             # With momentum 1 the running buffers hold exactly the last batch's statistics.
             m.momentum = 1.0
-        iterator = batches if num_batches is None else itertools.islice(batches, num_batches)
-        for batch in iterator:
+        iterator = iter(batches if num_batches is None else itertools.islice(batches, num_batches))
+        agree = _batch_agreement(layers)
+        while True:
+            batch = next(iterator, _END)
+            if not agree(batch is not _END):
+                if batch is not _END:
+                    logger.warning("recompute_batch_statistics: another process ran out of batches after %d; the "
+                                   "synchronised layers need every process in each batch, so every process stops "
+                                   "there", used)
+                break
             seen.clear()
             forward(model, batch)
             for i, ((mean_sum, second_moment_sum), m) in enumerate(zip(sums, layers)):
@@ -155,31 +192,41 @@ def recompute_batch_statistics(
             m.running_mean.copy_(mean)
             m.running_var.copy_(torch.clamp(second_moment_sum / count - mean ** 2, min=0))
     if pool_across_processes:
-        average_statistics_across_processes(model)
+        average_statistics_across_processes(model, {id(m): count for m, count in zip(layers, counts)})
     return used
 
 
 @torch.no_grad()
-def average_statistics_across_processes(model: nn.Module) -> int:
+def average_statistics_across_processes(model: nn.Module, batch_counts: Optional[Dict[int, int]] = None) -> int:
     """Give every process the running statistics of all processes pooled (after :func:`recompute_batch_statistics`).
 
     Each process computed its statistics from its own batches; this sets
     ``running_mean`` to the mean over processes and ``running_var`` to the
     pooled variance ``mean_p(var_p + mean_p²) − running_mean²``, so evaluation
-    sees one model everywhere. A no-op (returning 1) outside a process group;
-    otherwise a collective that every process must call. Returns the number of processes.
+    sees one model everywhere. ``batch_counts`` (``{id(layer): batches}``, as
+    :func:`recompute_batch_statistics` passes it) weights each process by the
+    batches its layer averaged: a process whose layer saw no sample adds
+    nothing, and a layer no process saw keeps each process's statistics. A
+    layer missing from it weighs 1 on every process. A no-op (returning 1)
+    outside a process group; otherwise a collective that every process must
+    call. Returns the number of processes.
     """
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return 1
     layers = layers_with_batch_statistics(model)
     if layers:
         # one row per process, every layer's channels side by side: batch_moments pools rows across the
-        # group exactly so (float64 sums of mean and var + mean², one all-reduce)
+        # group exactly so (float64 sums of w * mean, w * (var + mean²) and w, one all-reduce)
+        counts = batch_counts or {}
         means = torch.cat([m.running_mean for m in layers])[None]
         variances = torch.cat([m.running_var for m in layers])[None]
-        mean, var, _ = batch_moments(means, variances, process_group=dist.group.WORLD)
-        for m, layer_mean, layer_var in zip(layers, mean.split([m.num_features for m in layers]),
-                                            var.split([m.num_features for m in layers])):
-            m.running_mean.copy_(layer_mean)
-            m.running_var.copy_(layer_var)
+        weights = torch.cat([torch.full_like(m.running_mean, float(counts.get(id(m), 1)), dtype=torch.float64)
+                             for m in layers])[None]
+        mean, var, total = batch_moments(means, variances, process_group=dist.group.WORLD, weights=weights)
+        sizes = [m.num_features for m in layers]
+        seen = torch.stack([t[0] for t in total.split(sizes)]).gt(0).tolist()  # (one host sync)
+        for m, layer_mean, layer_var, layer_seen in zip(layers, mean.split(sizes), var.split(sizes), seen):
+            if layer_seen:
+                m.running_mean.copy_(layer_mean)
+                m.running_var.copy_(layer_var)
     return dist.get_world_size()

@@ -179,14 +179,16 @@ def refused_import(error: Exception, imports: List[str]) -> str:
 
 
 #: how to allow full unpickling, as the converter offers it (other tools name their own flag)
-CONVERTER_TRUST = "load it with trust_pickle=True (tools/convert_checkpoint.py --trust-pickle)"
+CONVERTER_TRUST = ("only if you trust where the file came from, load it with trust_pickle=True "
+                   "(tools/convert_checkpoint.py --trust-pickle)")
 
 
 def load_checkpoint_file(path, trust_pickle: bool = False, how_to_trust: str = CONVERTER_TRUST):
     """``torch.load`` of ``path`` on CPU, with every failure turned into a :class:`ConversionError` naming the file.
 
     ``weights_only=True`` unless ``trust_pickle``; the advice ``how_to_trust``
-    is given only when that is what refused the file.
+    (the caller's way to full unpickling, or why there is none) is given only
+    when that is what refused the file.
     """
     path = Path(path)
     if not path.exists():
@@ -204,8 +206,8 @@ def load_checkpoint_file(path, trust_pickle: bool = False, how_to_trust: str = C
         if imports:
             shown = refused_import(e, imports)
             kind = "" if zipfile.is_zipfile(path) else "a plain pickle, not a torch.save file (a detectron2 .pkl?); "
-            raise ConversionError(f"{path}: refused by weights-only loading: {kind}it imports {shown}; only if you "
-                                  f"trust where the file came from, {how_to_trust}") from e
+            raise ConversionError(f"{path}: refused by weights-only loading: {kind}it imports {shown}; "
+                                  f"{how_to_trust}") from e
         if imports is None and not trust_pickle:  # torch's own text would advise weights_only=False here too
             raise ConversionError(f"{path}: not a readable checkpoint (neither a torch.save file nor a pickle)") from e
         first = str(e).strip().splitlines()[0]

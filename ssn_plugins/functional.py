@@ -84,13 +84,18 @@ def _group_moments(mean_in: Tensor, var_in: Tensor, groups: int) -> Tuple[Tensor
     return mean.expand(grouped).reshape(n, c), var.expand(grouped).reshape(n, c)
 
 
-def batch_moments(mean_in: Tensor, var_in: Tensor, process_group=None) -> Tuple[Tensor, Tensor, Tensor]:
+def batch_moments(mean_in: Tensor, var_in: Tensor, process_group=None,
+                  weights: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
     """BN statistics per channel from per-``(n, c)`` moments.
 
     Args:
         mean_in, var_in: ``(N, C)`` instance means and variances.
         process_group: if given, the sums are all-reduced over it
             (synchronised BN statistics).
+        weights: with ``process_group``, an ``(N, C)`` weight of each row
+            (e.g. how many batches a process's statistics average); the
+            count returned is then their ``(C,)`` sum, and a channel of
+            total weight 0 gets zeros.
 
     Returns:
         ``(mean, var, count)``: ``(C,)`` tensors and the number of samples
@@ -103,10 +108,15 @@ def batch_moments(mean_in: Tensor, var_in: Tensor, process_group=None) -> Tuple[
         return _pooled_moments(mean_in, var_in, 0, keepdim=False) + (mean_in.shape[0],)
     m = mean_in.double()
     q = var_in.double() + m * m
-    count = torch.tensor([float(m.shape[0])], dtype=torch.float64, device=m.device)
-    sums = _differentiable_all_reduce(torch.cat([m.sum(0), q.sum(0), count]), process_group)
     c = mean_in.shape[1]
-    total = sums[-1]
+    if weights is not None:
+        w = weights.double()
+        sums = _differentiable_all_reduce(torch.cat([(m * w).sum(0), (q * w).sum(0), w.sum(0)]), process_group)
+        total = sums[2 * c:]
+    else:
+        count = torch.tensor([float(m.shape[0])], dtype=torch.float64, device=m.device)
+        sums = _differentiable_all_reduce(torch.cat([m.sum(0), q.sum(0), count]), process_group)
+        total = sums[-1]
     safe_total = torch.where(total > 0, total, torch.ones_like(total))
     mean = sums[:c] / safe_total
     var = torch.clamp(sums[c:2 * c] / safe_total - mean * mean, min=0)

@@ -4,10 +4,11 @@ import warnings
 from typing import Dict, List, Optional
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from .layers.sparse_switch_norm import RATIO_VECTORS, SparseSwitchNorm, precompute_ratios, read_selection_flags
-from .layers.switch_norm import RATIO_PARAMETERS
+from .layers.switch_norm import RATIO_PARAMETERS, _Synchronized
 from .sparsestmax import check_radius
 
 __all__ = ["set_radius", "RadiusScheduler", "check_schedule", "sparse_layers", "precompute_ratios",
@@ -119,8 +120,33 @@ def set_radius(model: nn.Module, radius: float) -> Dict[str, int]:
                     for (layer_id, _), _ in group:
                         layer_of[layer_id].forget_ratios()
                 newly_fixed += fixed_here
+    _check_selections_agree(model, all_layers)
     fixed = sum(2 - len(layer.open_vectors()) for layer in all_layers)
     return {"layers": len(all_layers), "fixed": fixed, "newly_fixed": newly_fixed, "frozen_open": len(frozen)}
+
+
+def _check_selections_agree(model: nn.Module, layers: List[SparseSwitchNorm]) -> None:
+    """Raise when synchronised layers select differently across processes (their collectives would not match).
+
+    Under DDP the ratio logits stay identical everywhere, and so do the selections; logits that diverged (no
+    DDP, a checkpoint loaded on one process only) would leave one process waiting in an all-reduce the other
+    never makes. One all-reduce, only in a distributed run with synchronised layers.
+    """
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+            and any(isinstance(layer, _Synchronized) for layer in layers)):
+        return
+    codes = torch.tensor([-1 if index is None else index for layer in layers for index in layer._selected],
+                         dtype=torch.long, device=layers[0].radius.device)
+    extremes = torch.stack([codes, -codes])
+    dist.all_reduce(extremes, op=dist.ReduceOp.MAX)
+    differ = (extremes[0] != -extremes[1]).reshape(-1, 2).any(-1).tolist()
+    if any(differ):
+        names = {id(m): name for name, m in model.named_modules()}
+        shown = [f"{names.get(id(layer), '?')} {layer.selection} here" for layer, d in zip(layers, differ) if d]
+        raise RuntimeError(f"set_radius: {sum(differ)} SSN layers select differently across processes "
+                           f"({'; '.join(shown[:3])}{', ...' if len(shown) > 3 else ''}); their synchronised "
+                           f"statistics would stop matching. Train under DDP (it keeps the ratio logits identical) "
+                           f"and load checkpoints on every process (or broadcast them before the first forward)")
 
 
 def _trainable_logits(layer: SparseSwitchNorm) -> bool:

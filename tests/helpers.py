@@ -14,7 +14,7 @@ from ssn_plugins.models import ResNet
 
 
 @contextlib.contextmanager
-def gloo_worker(rank: int, world: int, init_file: str):
+def gloo_worker(rank: int, world: int, init_file: str, timeout_s: float = 1800):
     """The gloo process group of an ``mp.spawn`` test worker.
 
     After a clean run the worker waits for the others, destroys the group and
@@ -25,7 +25,9 @@ def gloo_worker(rank: int, world: int, init_file: str):
     that ``mp.spawn`` reports).
     """
     import torch.distributed as dist
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    import datetime
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=timeout_s))  # a collective that never matches fails
     try:
         yield
         dist.barrier()  # neither process tears gloo down while the other still talks to it

@@ -441,6 +441,54 @@ def test_eval_imagenet_tool_reports_accuracy_beside_the_published_figure(server,
     assert refused.returncode != 0 and "has 3 class folders, the model 1000 outputs" in refused.stderr
 
 
+def test_eval_imagenet_says_in_one_line_why_it_cannot_evaluate(tmp_path):
+    """Converted OpenMMLab / detectron2 files, a damaged meta, an unreadable JPEG, a zero batch size: one line each,
+    naming the file and the way on, never a traceback (R14)."""
+    import pickle
+    import subprocess
+    import sys
+    from PIL import Image
+
+    from helpers import photo_path
+    from ssn_plugins.checkpoints import convert
+
+    def eval_imagenet(*argv):
+        return subprocess.run([sys.executable, str(REPO / "tools" / "eval_imagenet.py"), *map(str, argv),
+                               "--no-progress"], capture_output=True, text=True, timeout=600)
+
+    published = read_published(published_layout(trained_looking_resnet(18, "SSN")))
+    torch_file, mm_file, d2_file = tmp_path / "r18.pth", tmp_path / "r18_mm.pth", tmp_path / "r18_d2.pkl"
+    torch.save(convert(published, "torch")[0], torch_file)
+    torch.save(convert(published, "openmmlab")[0], mm_file)
+    with open(d2_file, "wb") as f:
+        pickle.dump({k: (v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in
+                     convert(published, "detectron2")[0].items()}, f)
+    state = convert(published, "torch")[0]["state_dict"]
+    torch.save({"state_dict": state, "meta": {"ssn_plugins": "resnet18"}}, tmp_path / "wrong_type.pth")
+    torch.save({"state_dict": state, "meta": {"ssn_plugins": {"depth": 18}}}, tmp_path / "missing_key.pth")
+    val = tmp_path / "val"
+    for label in range(1000):
+        (val / f"n{label:08d}").mkdir(parents=True)
+    Image.open(photo_path()).convert("RGB").save(val / "n00000000" / "good.jpg")
+    (val / "n00000001" / "broken.jpg").write_bytes(b"not a jpeg")
+    expected = {
+        (mm_file,): "a backbone without the classifier (tools/convert_checkpoint.py's _mm.pth",
+        (d2_file,): "a detectron2 .pkl is for MODEL.WEIGHTS",
+        (tmp_path / "wrong_type.pth",): "meta['ssn_plugins'] holds a str",
+        (tmp_path / "missing_key.pth",): "meta['ssn_plugins'] does not describe a network (KeyError",
+        (torch_file, "--workers", "2"): "broken.jpg: not a readable image (UnidentifiedImageError",
+        (torch_file, "--batch-size", "0"): "--batch-size: must be at least 1, got 0",
+    }
+    for args, fragment in expected.items():
+        result = eval_imagenet(args[0], val, *args[1:])
+        assert result.returncode != 0 and fragment in result.stderr and "Traceback" not in result.stderr, \
+            (args, result.stderr[-2000:])
+        assert "--trust-pickle" not in result.stderr
+    (val / "n00000001" / "broken.jpg").unlink()
+    done = eval_imagenet(torch_file, val, "--workers", "0")
+    assert done.returncode == 0 and "on 1 images" in done.stdout, done.stderr[-2000:]
+
+
 def test_a_file_that_fails_the_checksum_has_a_documented_route(tmp_path, monkeypatch, capsys):
     """A re-saved copy of a release file cannot match its MD5: ``tools/place_checkpoint.py --skip-checksum`` places
     it, every use says it is unchecked, and what was converted from an earlier copy is not reused."""

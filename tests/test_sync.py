@@ -142,3 +142,55 @@ def test_batch_averages_pooled_across_two_processes_equal_one_process(tmp_path):
             if "running" in name:
                 torch.testing.assert_close(own[name], value, msg=name)
         assert not torch.allclose(own["1.running_var"], expected["1.running_var"])
+
+
+def _uneven_worker(rank, world, init_file, out_dir):
+    from torch.nn.parallel import DistributedDataParallel
+    with gloo_worker(rank, world, init_file, timeout_s=60):
+        results = {}
+        # a layer that sees no sample on rank 1 adds nothing to the pooled statistics
+        g = torch.Generator().manual_seed(0)
+        plain = nn.Sequential(S.SwitchNorm2d(3))
+        batches = [torch.randn(4, 3, 5, 5, generator=g) + 5 for _ in range(2)] if rank == 0 else \
+            [torch.randn(0, 3, 5, 5)] * 2
+        S.recompute_batch_statistics(plain, batches)
+        results["pooled"] = (plain[0].running_mean.clone(), plain[0].running_var.clone())
+        # synchronised layers with a shorter loader on rank 1: every process stops after the shortest
+        sync = nn.Sequential(S.SyncSwitchNorm2d(3)).double()
+        data = [torch.randn(2, 3, 4, 4, dtype=torch.float64, generator=g) for _ in range(3 if rank == 0 else 2)]
+        results["used"] = S.recompute_batch_statistics(sync, data)
+        results["sync"] = sync[0].running_mean.clone()
+        # loading on rank 0 only, then DDP's broadcast: rank 1 runs rank 0's selection (native IN) too
+        torch.manual_seed(1)
+        model = nn.Sequential(nn.Conv2d(3, 4, 1), S.SyncSparseSwitchNorm2d(4))
+        if rank == 0:
+            model[1].fix("mean", "IN")
+            model[1].fix("var", "IN")
+        ddp = DistributedDataParallel(model)
+        ddp(torch.randn(2, 3, 4, 4)).sum().backward()
+        results["broadcast"] = model[1].selection
+        # selections that diverged (logits loaded on one process only): set_radius says so on every process
+        diverged = nn.Sequential(S.SyncSparseSwitchNorm2d(4))
+        with torch.no_grad():
+            diverged[0].mean_weight.copy_(torch.tensor([0.0, 5.0, 0.0] if rank == 1 else [0.1, 0.0, 0.0]))
+        try:
+            S.set_radius(diverged, 0.3)
+            results["diverged"] = "no error"
+        except RuntimeError as e:
+            results["diverged"] = str(e)
+        torch.save(results, os.path.join(out_dir, f"uneven{rank}.pt"))
+
+
+def test_uneven_processes_pool_by_what_each_saw_and_keep_their_collectives_matched(tmp_path):
+    mp.spawn(_uneven_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    got = [torch.load(tmp_path / f"uneven{rank}.pt", weights_only=True) for rank in range(2)]
+    g = torch.Generator().manual_seed(0)
+    alone = nn.Sequential(S.SwitchNorm2d(3))
+    S.recompute_batch_statistics(alone, [torch.randn(4, 3, 5, 5, generator=g) + 5 for _ in range(2)])
+    for rank in range(2):  # rank 0's statistics alone (mean ~5), not half of them
+        torch.testing.assert_close(got[rank]["pooled"][0], alone[0].running_mean)
+        torch.testing.assert_close(got[rank]["pooled"][1], alone[0].running_var)
+        assert got[rank]["used"] == 2
+        assert got[rank]["broadcast"] == ("IN", "IN")
+        assert "1 SSN layers select differently across processes" in got[rank]["diverged"], got[rank]["diverged"]
+    torch.testing.assert_close(got[0]["sync"], got[1]["sync"])

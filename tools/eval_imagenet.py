@@ -21,8 +21,42 @@ from torch.utils.data import DataLoader
 
 from ssn_plugins import model_zoo
 from ssn_plugins.checkpoints import ConversionError, build_resnet, load_checkpoint_file, read_published
-from ssn_plugins.datasets.imagenet import count_correct, eval_transform
+from ssn_plugins.datasets.imagenet import UnreadableImage, checked_image_loader, count_correct, eval_transform
 from ssn_plugins.models import ResNet
+
+
+#: why this tool offers no full unpickling: what it evaluates loads weights-only
+NO_TRUST = ("this tool reads the releases' files and tools/convert_checkpoint.py's --to torch files, which load "
+            "weights-only (a detectron2 .pkl is for MODEL.WEIGHTS)")
+
+
+def converted_model(path: Path, loaded: dict):
+    """The :class:`ResNet` of a ``tools/convert_checkpoint.py --to torch`` file, with its weights."""
+    arch, state = loaded["meta"]["ssn_plugins"], loaded.get("state_dict")
+    if not isinstance(arch, dict) or not isinstance(state, dict):
+        raise ConversionError(f"{path}: meta['ssn_plugins'] holds a {type(arch).__name__} and state_dict a "
+                              f"{type(state).__name__}, not what tools/convert_checkpoint.py writes (a damaged file?)")
+    if "fc.weight" not in state:
+        raise ConversionError(f"{path}: a backbone without the classifier (tools/convert_checkpoint.py's _mm.pth / "
+                              f"_i3d.pth files, for OpenMMLab); evaluate the release file or its --to torch file")
+    try:
+        model = build_resnet(arch)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConversionError(f"{path}: meta['ssn_plugins'] does not describe a network ({type(e).__name__}: "
+                              f"{e})") from None
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise ConversionError(f"{path}: its weights do not fit the network its meta describes ({first})") from None
+    return model
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def load_model(source: str, progress: bool = True):
@@ -33,10 +67,9 @@ def load_model(source: str, progress: bool = True):
     path = Path(source)
     if not path.is_file():
         raise ConversionError(f"{source}: neither a file nor a catalogue name ({', '.join(model_zoo.catalogue())})")
-    loaded = load_checkpoint_file(path)
+    loaded = load_checkpoint_file(path, how_to_trust=NO_TRUST)
     if isinstance(loaded, dict) and isinstance(loaded.get("meta"), dict) and "ssn_plugins" in loaded["meta"]:
-        model = build_resnet(loaded["meta"]["ssn_plugins"])  # a tools/convert_checkpoint.py --to torch file
-        model.load_state_dict(loaded["state_dict"])
+        model = converted_model(path, loaded)
     else:
         published = read_published(loaded)
         for line in published.report:
@@ -67,7 +100,7 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", help="a catalogue name (MODEL_ZOO.md), a release file or a converted .pth")
     parser.add_argument("val_dir", type=Path, help="ImageFolder of the validation images, one folder per class")
-    parser.add_argument("--batch-size", type=int, default=50)
+    parser.add_argument("--batch-size", type=positive_int, default=50)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--image-size", type=int, default=224, help="the centre crop (resized to size*256/224)")
     parser.add_argument("--json", type=Path, help="also write the result here")
@@ -80,7 +113,8 @@ def main(argv=None) -> dict:
     if not args.val_dir.is_dir():
         sys.exit(f"eval_imagenet: {args.val_dir} is not a folder")
     try:
-        dataset = torchvision.datasets.ImageFolder(args.val_dir, eval_transform(args.image_size), allow_empty=True)
+        dataset = torchvision.datasets.ImageFolder(args.val_dir, eval_transform(args.image_size),
+                                                   loader=checked_image_loader, allow_empty=True)
     except FileNotFoundError as e:
         sys.exit(f"eval_imagenet: {args.val_dir}: {e}")
     outputs = model.fc.out_features if hasattr(model, "fc") else None
@@ -90,7 +124,11 @@ def main(argv=None) -> dict:
     if not len(dataset):
         sys.exit(f"eval_imagenet: no images under {args.val_dir}")
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers)
-    top1, top5, images = evaluate(model, loader, progress=not args.no_progress)
+    try:
+        top1, top5, images = evaluate(model, loader, progress=not args.no_progress)
+    except UnreadableImage as e:  # (a worker's re-raise carries its traceback: keep our line)
+        lines = [line for line in str(e).splitlines() if "not a readable image" in line]
+        sys.exit(f"eval_imagenet: {lines[-1].split('UnreadableImage: ')[-1].strip() if lines else e}")
     result = {"checkpoint": args.checkpoint, "images": images, "top1": round(top1, 2), "top5": round(top5, 2),
               "published_top1": entry.top1 if entry else None, "published_top5": entry.top5 if entry else None}
     print(f"{args.checkpoint}: top-1 {top1:.2f} %, top-5 {top5:.2f} % on {images} images of {args.val_dir}")

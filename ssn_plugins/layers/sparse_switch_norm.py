@@ -52,10 +52,10 @@ class SparseSwitchNorm(SwitchNorm):
     resolution), ``mean_fixed``, ``var_fixed`` (0-d bool). The authors' layout
     (``(1,)`` shaped, ``long`` flags) loads too. Change a selection with
     :meth:`fix` and :meth:`reopen_selection`; flags written into the buffers
-    directly (``m.mean_fixed.fill_(True)``) take effect at the next
-    :func:`~ssn_plugins.set_radius` or ``load_state_dict`` (a set flag fixes the
-    vector on its largest logit, a cleared one re-opens it), and a state dict
-    always saves the selection the layer runs with.
+    directly (``m.mean_fixed.fill_(True)``, DDP's broadcast of rank 0's
+    buffers) take effect at the next forward (a set flag fixes the vector on
+    its largest logit, a cleared one re-opens it), and a state dict always
+    saves the selection the layer runs with.
 
     Shape:
         - Input: ``(N, C, *S)``, as for :class:`SwitchNorm`
@@ -81,8 +81,10 @@ class SparseSwitchNorm(SwitchNorm):
         self.register_buffer("mean_fixed", torch.tensor(False, device=device))
         self.register_buffer("var_fixed", torch.tensor(False, device=device))
         # Host-side copy of the fixed selections (candidate index or None), so forward picks its path
-        # without reading device memory; the flag buffers are read at loading and in set_radius.
+        # without reading device memory; the flag buffers are read again when their version counters say
+        # something wrote them (loading, DDP's broadcast from rank 0, a direct fill_).
         self._selected: List[Optional[int]] = [None, None]
+        self._flags_read = self._flags_version()
         # Ratios projected ahead of the forward (use_ratios), with the version counters of the tensors
         # they came from: valid while those are unchanged.
         self._precomputed: Optional[tuple] = None
@@ -96,6 +98,11 @@ class SparseSwitchNorm(SwitchNorm):
             self.var_fixed.fill_(False)
         self._selected = [None, None]
         self._precomputed = None
+        self._flags_read = self._flags_version()
+
+    def _flags_version(self) -> tuple:
+        return (self.mean_fixed.data_ptr(), self.mean_fixed._version, self.var_fixed.data_ptr(),
+                self.var_fixed._version)
 
     def __getstate__(self):
         # The precomputed ratios carry this forward's autograd graph, which neither pickles nor deep-copies.
@@ -244,6 +251,7 @@ class SparseSwitchNorm(SwitchNorm):
                 getattr(self, f"{RATIO_VECTORS[v]}_fixed").fill_(index is not None)
         self._selected = list(selected)
         self._precomputed = None
+        self._flags_read = self._flags_version()
 
     # ------------------------------------------------------------------- ratios
     def _ratio_inputs_version(self) -> tuple:
@@ -322,6 +330,10 @@ class SparseSwitchNorm(SwitchNorm):
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_input_dim(x)
+        if not torch.compiler.is_compiling() and getattr(self, "_flags_read", None) != self._flags_version():
+            # the flags were written behind the host-side selection: e.g. DDP broadcast rank 0's loaded
+            # selection, which this process must run too (its collectives would not match otherwise)
+            read_selection_flags([self], keep_host_fixed=False)
         if self._is_training_step():
             self._note_training()
         mean_index, var_index = self._selected
@@ -379,11 +391,13 @@ class SparseSwitchNorm(SwitchNorm):
                                                                              device=self.radius.device)
 
 
-def read_selection_flags(layers: Sequence[SparseSwitchNorm]) -> None:
+def read_selection_flags(layers: Sequence[SparseSwitchNorm], keep_host_fixed: bool = True) -> None:
     """Take flags written into the buffers directly (``m.mean_fixed.fill_(True)``) as selections.
 
     One read per device for all ``layers``. A vector fixed on the host stays on
-    its candidate (its logits are one-hot; momentum may nudge them).
+    its candidate (its logits are one-hot; momentum may nudge them), unless
+    ``keep_host_fixed=False``: then a set flag fixes the vector on its largest
+    logit, as loading does (for flags and logits written together, e.g. by DDP's broadcast).
     """
     by_device = {}
     for layer in layers:
@@ -394,10 +408,12 @@ def read_selection_flags(layers: Sequence[SparseSwitchNorm]) -> None:
                                          layer.mean_weight.argmax(), layer.var_weight.argmax()]) for layer in group])
         for layer, (mean_flag, var_flag, mean_argmax, var_argmax) in zip(group, rows.tolist()):
             selected = [mean_argmax if mean_flag else None, var_argmax if var_flag else None]
-            selected = [old if old is not None and new is not None else new
-                        for old, new in zip(layer._selected, selected)]
+            if keep_host_fixed:
+                selected = [old if old is not None and new is not None else new
+                            for old, new in zip(layer._selected, selected)]
             if selected != layer._selected:
                 layer._apply_selection(selected)
+            layer._flags_read = layer._flags_version()
 
 
 def precompute_ratios(layers: Sequence[SparseSwitchNorm],

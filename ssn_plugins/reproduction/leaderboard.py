@@ -98,7 +98,8 @@ def verdict(diff: Optional[float], tolerance: float, differences: Sequence[str] 
 
 
 #: the readers' way to full unpickling
-READER_TRUST = "pass --trust-pickle (tools/leaderboard.py, tools/analyze_selection.py)"
+READER_TRUST = "only if you trust where the file came from, pass --trust-pickle (tools/leaderboard.py, " \
+               "tools/analyze_selection.py)"
 
 
 def checkpoint_selection_rows(checkpoint: Path, trust_pickle: bool = False) -> List[dict]:
