@@ -10,9 +10,11 @@ the authors' layout; the result is a canonical state dict (``(C,)``
 parameters, ``bool`` flags) that the ``to_*`` functions rename. Pure key
 mapping: no framework is imported here.
 """
+import errno
 import os
 import pickle
 import pickletools
+import shutil
 import re
 import tempfile
 import zipfile
@@ -429,7 +431,12 @@ def save_atomically(obj: dict, path, pickled: bool = False) -> None:
         os.chmod(tmp, _file_mode())  # mkstemp's 0600 would keep a group-shared cache from the group
         os.replace(tmp, path)
     except (OSError, RuntimeError) as e:  # torch.save reports an unwritable file as a RuntimeError
-        raise ConversionError(f"cannot write {path}: {getattr(e, 'strerror', None) or e}") from e
+        reason = getattr(e, "strerror", None) or str(e).strip().splitlines()[0]
+        if getattr(e, "errno", None) in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) or "unexpected pos" in str(e):
+            free = shutil.disk_usage(path.parent).free / 2**20
+            reason += (f" (the write stopped short: {free:.0f} MiB are free in {path.parent}; a full disk, a quota or "
+                       f"a file-size limit (ulimit -f) stops it so)")
+        raise ConversionError(f"cannot write {path}: {reason}") from e
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

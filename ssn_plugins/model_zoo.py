@@ -206,10 +206,16 @@ def _by_hand_advice(entry: CatalogueEntry, file: _ReleaseFile) -> str:
 @contextmanager
 def _locked(path: Path):
     """An exclusive lock beside ``path``: ranks of one job starting together download and convert once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     locks = cache_root() / "locks"
-    locks.mkdir(parents=True, exist_ok=True)
-    with open(locks / f"{path.parent.name}-{path.stem}.lock", "w") as handle:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        locks.mkdir(parents=True, exist_ok=True)
+        handle = open(locks / f"{path.parent.name}-{path.stem}.lock", "w")
+    except OSError as e:
+        raise ModelZooError(f"the model zoo's cache {cache_root()} cannot be written ({e.strerror or e}: "
+                            f"{e.filename or path}), and {path.name} is not in it yet: set SSN_PLUGINS_WEIGHTS (or "
+                            f"SSN_PLUGINS_CACHE) to a writable folder, or have the cache's owner fetch it") from None
+    with handle:
         try:
             import fcntl
         except ImportError:  # not POSIX: no lock, each process downloads on its own
@@ -344,6 +350,8 @@ def download_parts(name: str, progress: bool = True) -> Dict[str, Path]:
 
 def _download_file(entry: CatalogueEntry, file: _ReleaseFile, progress: bool) -> Path:
     target = file.target
+    if target.exists() and not _unchecked_marker(target).exists() and _checksum_problem(entry, target) is None:
+        return target  # complete and checked: no lock needed (a read-only shared cache works)
     with _locked(target):
         unchecked = _unchecked_marker(target)
         if target.exists() and unchecked.exists():
@@ -475,6 +483,30 @@ def _check_layout(entry: CatalogueEntry, layout: str) -> None:
                             f"counterpart; use it as ssn://torch/{entry.name} (ssn_plugins.models.ResNet)")
 
 
+def _digest_file(target: Path) -> Path:
+    return target.with_name(target.name + ".sha256")
+
+
+def _record_digest(target: Path) -> None:
+    """Note the converted file's size and SHA-256 beside it, so that damage later is seen and repaired."""
+    note = _digest_file(target)
+    tmp = note.with_name(note.name + ".tmp")
+    tmp.write_text(f"{_digests(target)[1]} {target.stat().st_size}\n")
+    os.replace(tmp, note)
+
+
+def _intact(target: Path) -> bool:
+    """Whether a converted file still is what was written (files converted before digests were kept: yes)."""
+    note = _digest_file(target)
+    if not note.exists():
+        return True
+    try:
+        sha256, size = note.read_text().split()
+    except ValueError:
+        return False
+    return target.stat().st_size == int(size) and _digests(target)[1] == sha256
+
+
 def local_path(url: str, default_layout: str = "torch", progress: bool = True) -> Path:
     """A local file holding ``ssn://[LAYOUT/]NAME`` in its layout, downloaded and converted on first use."""
     name, layout = parse_url(url, default_layout)
@@ -483,12 +515,16 @@ def local_path(url: str, default_layout: str = "torch", progress: bool = True) -
     if entry.openmmlab_layout and layout == "openmmlab":
         return download(name, progress)
     target = cache_root() / "converted" / f"{name}{checkpoints.TARGETS[layout]}"
-    if target.exists():
+    if target.exists() and _intact(target):
         return target
     sources = download_parts(name, progress)
     with _locked(target):
-        if target.exists():  # converted by another process meanwhile
+        if target.exists() and _intact(target):  # converted by another process meanwhile
             return target
+        if target.exists():
+            print(f"[ssn_plugins] {target} no longer matches the digest recorded when it was converted (damaged "
+                  f"on disk?); converting {SCHEME}{name} again", file=sys.stderr)
+            target.unlink()
         try:
             converted = _convert(entry, sources, layout)
         except checkpoints.ConversionError as e:
@@ -500,6 +536,7 @@ def local_path(url: str, default_layout: str = "torch", progress: bool = True) -
             files = ", ".join(str(source) for source in sources.values())
             raise ModelZooError(f"{SCHEME}{name} ({files}) cannot be converted for {layout}: {e}{note}") from e
         checkpoints.save_atomically(converted, target, pickled=layout == "detectron2")
+        _record_digest(target)
         if progress:
             print(f"[ssn_plugins] {SCHEME}{name}: converted for {layout} into {target}", file=sys.stderr)
     return target

@@ -364,6 +364,84 @@ def test_the_openmmlab_gn_model_is_checked_by_its_sha256_and_inflated_for_i3d(se
         model_zoo.local_path("ssn://i3d/resnet50_gn")
 
 
+_READ_ONLY_USE = """
+import dataclasses, json, sys
+from ssn_plugins import model_zoo
+sums = json.loads(sys.argv[1])  # the served files' checksums, as the server fixture puts them in the catalogue
+entries = {n: dataclasses.replace(e, md5=sums[n][0] if n in sums and e.md5 else e.md5,
+                                  sha256_prefix=sums[n][1] if n in sums and e.sha256_prefix else e.sha256_prefix)
+           for n, e in model_zoo.catalogue().items()}
+model_zoo.catalogue = lambda: entries
+out = {"gn": str(model_zoo.local_path("ssn://resnet50_gn", "openmmlab")),
+       "sn": str(model_zoo.local_path("ssn://resnet50_sn_8x32"))}
+try:
+    model_zoo.local_path("ssn://detectron2/resnet50_sn_8x32")
+    out["d2"] = "no error"
+except model_zoo.ModelZooError as e:
+    out["d2"] = str(e)
+print(json.dumps(out))
+"""
+
+
+def test_the_cache_repairs_a_damaged_conversion_works_read_only_and_names_an_unusable_root(server, published_files,
+                                                                                          tmp_path, monkeypatch, capfd):
+    """R15: a converted file damaged later is converted again; a complete read-only cache serves what it holds and
+    says why it cannot convert the rest; a cache root that cannot be made is one ModelZooError."""
+    import shutil
+    import stat
+    import subprocess
+    import sys
+    converted = model_zoo.local_path("ssn://resnet50_sn_8x32")
+    intact = converted.read_bytes()
+    converted.write_bytes(intact[: len(intact) // 2])  # damaged on disk after the fact
+    capfd.readouterr()
+    assert model_zoo.local_path("ssn://resnet50_sn_8x32") == converted and converted.read_bytes() == intact
+    assert "no longer matches the digest recorded when it was converted" in capfd.readouterr().err
+    assert model_zoo.local_path("ssn://resnet50_gn", "openmmlab").exists()
+    assert len(server.requests) == 2
+    # the cache made read-only (a shared cluster cache), used by a process that file modes stop: as root,
+    # one without the capability to override them
+    files, _ = published_files
+    sums = {n[:-4]: (hashlib.md5(d).hexdigest(), hashlib.sha256(d).hexdigest()[:8]) for n, d in files.items()}
+    command = [sys.executable, "-c", _READ_ONLY_USE, json.dumps(sums)]
+    if os.geteuid() == 0:
+        assert shutil.which("setpriv"), "util-linux's setpriv is needed to drop root's file-mode override"
+        command = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--", *command]
+    root = cached(tmp_path)
+    folders = [root, *[p for p in root.rglob("*") if p.is_dir()]]
+    try:
+        for folder in folders:
+            folder.chmod(stat.S_IRUSR | stat.S_IXUSR)
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO,
+                                env={**os.environ, "PYTHONPATH": str(REPO), "SSN_PLUGINS_MIRROR": "http://127.0.0.1:9/"})
+    finally:
+        for folder in folders:
+            folder.chmod(stat.S_IRWXU)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.splitlines()[-1])
+    assert out["gn"].endswith("downloads/resnet50_gn.pth") and out["sn"] == str(converted)  # served as they are
+    assert re.search(r"cache .* cannot be written \(Permission denied.*SSN_PLUGINS_WEIGHTS", out["d2"]), out["d2"]
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    monkeypatch.setenv("SSN_PLUGINS_CACHE", str(blocker / "cache"))  # under a file: cannot be created
+    with pytest.raises(model_zoo.ModelZooError, match="cannot be written"):
+        model_zoo.local_path("ssn://resnet50_sn_8x32")
+
+
+def test_a_write_that_stops_short_says_the_disk_may_be_full(tmp_path):
+    import subprocess
+    import sys
+    script = (f"import resource, signal, torch; from ssn_plugins.checkpoints import save_atomically, ConversionError\n"
+              f"signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+              f"resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))\n"
+              f"try: save_atomically({{'w': torch.zeros(100000)}}, {str(tmp_path / 'x.pth')!r})\n"
+              f"except ConversionError as e: print(e)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}).stdout
+    assert "cannot write" in out and "the write stopped short" in out and "ulimit -f" in out, out
+    assert not list(tmp_path.iterdir())  # no temporary file left (the file-size limit is the child's alone)
+
+
 def test_shipped_configs_name_published_checkpoints_by_ssn_names():
     """Every config that starts from a published checkpoint names it ssn://NAME with a catalogue name."""
     names, found = set(model_zoo.catalogue()), []
