@@ -118,6 +118,14 @@ class CatalogueEntry:
     parts: dict = field(default_factory=dict, hash=False)
 
     @property
+    def batch_setting(self) -> Optional[Tuple[int, int]]:
+        """``batch`` as ``(GPUs, images per GPU)``: ``"(8,2)"`` -> ``(8, 2)``; ``None`` where the release gives none."""
+        if not self.batch:
+            return None
+        gpus, _, per_gpu = self.batch.strip("()").partition(",")
+        return int(gpus), int(per_gpu)
+
+    @property
     def input_convention(self) -> dict:
         """``{"format", "mean", "std"}`` of :data:`INPUT_CONVENTIONS` this network expects."""
         return INPUT_CONVENTIONS[self.input]
@@ -156,12 +164,25 @@ def get_entry(name: str) -> CatalogueEntry:
     return entries[name]
 
 
+def _split_url(url: str) -> Tuple[str, str]:
+    """``ssn://[LAYOUT/]NAME`` -> ``(LAYOUT or "", NAME)``, unchecked."""
+    layout, _, name = url[len(SCHEME):].strip("/").rpartition("/")
+    return layout, name
+
+
+def find_entry(weights) -> Optional[CatalogueEntry]:
+    """The catalogue entry that ``ssn://[LAYOUT/]NAME`` names; ``None`` for other weights (a path, a URL) and for
+    names the catalogue does not hold."""
+    if not isinstance(weights, str) or not weights.startswith(SCHEME):
+        return None
+    return catalogue().get(_split_url(weights)[1])
+
+
 def parse_url(url: str, default_layout: str) -> Tuple[str, str]:
     """``ssn://NAME`` -> ``(NAME, default_layout)``; ``ssn://LAYOUT/NAME`` -> ``(NAME, LAYOUT)``."""
     if not url.startswith(SCHEME):
         raise ModelZooError(f"{url!r} is not an {SCHEME} name")
-    rest = url[len(SCHEME):].strip("/")
-    layout, _, name = rest.rpartition("/")
+    layout, name = _split_url(url)
     layout = layout or default_layout
     if layout not in LAYOUTS:
         raise ModelZooError(f"{url}: unknown layout {layout!r}; write {SCHEME}NAME or {SCHEME}LAYOUT/NAME with LAYOUT "

@@ -59,23 +59,17 @@ def _paper(norm: str) -> dict:
     return {"Title": load_sources()[key], "URL": source_url(key)}
 
 
-def _catalogue_entry(name: str):
-    from ..model_zoo import SCHEME, catalogue
-    return catalogue().get(name[len(SCHEME):].rstrip("/").rpartition("/")[2]) if name.startswith(SCHEME) else None
-
-
 def config_entry(config_path: Path, repo: Path) -> dict:
     from mmengine.config import Config
 
-    from ..model_zoo import SCHEME, catalogue
+    from ..model_zoo import SCHEME, catalogue, find_entry
     cfg = Config.fromfile(str(config_path))
     run = Run(config_path, "mmengine", "config")
     describe_mmengine_config(cfg, run)
     relative = config_path.relative_to(repo).as_posix()
     released = next((e for e in catalogue().values() if e.config == relative), None)
     if released is not None:  # the release's own model: trained at the release's setting
-        gpus, _, per_gpu = released.batch.strip("()").partition(",")
-        run.batch = (int(gpus), int(per_gpu))
+        run.batch = released.batch_setting
     else:
         run.batch = (_gpus(cfg, config_path.name, run.batch[1]), run.batch[1])
     results: Dict[str, Dict[str, float]] = {}
@@ -101,7 +95,7 @@ def config_entry(config_path: Path, repo: Path) -> dict:
     metadata = {"Training Data": run.dataset, "Norm": run.norm, "Architecture": run.model,
                 "Batch Size": (run.batch[0] or 1) * (run.batch[1] or 0),
                 "Training Resources": f"{run.batch[0]}x GPUs" if run.batch[0] else "unstated"}
-    pretrained = _catalogue_entry(run.pretrained)
+    pretrained = find_entry(run.pretrained)
     if run.pretrained:
         metadata["Pretrained"] = run.pretrained
         if pretrained is not None:

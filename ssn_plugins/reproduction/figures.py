@@ -62,11 +62,9 @@ def suite_figure(suite: str, norm: str, batch: Tuple[Optional[int], Optional[int
 def release_figure(weights: str, dataset: str, metric: str) -> Optional[PaperFigure]:
     """The release's own figure for a test of a released trained model (``weights`` = ``ssn://[LAYOUT/]NAME``)
     on the data set the release measured it on, or ``None``."""
-    from ..model_zoo import SCHEME, catalogue
+    from ..model_zoo import SCHEME, find_entry
 
-    if not weights.startswith(SCHEME):
-        return None
-    entry = catalogue().get(weights[len(SCHEME):].rstrip("/").rpartition("/")[2])
+    entry = find_entry(weights)
     if entry is None or metric not in entry.results or entry.test.get("dataset", "").lower() != dataset.lower():
         return None
     a = entry.architecture

@@ -87,26 +87,17 @@ def current_commit() -> str:
 def pretrain_setting(weights: str) -> Optional[Tuple[int, int]]:
     """The batch setting (GPUs, images per GPU) that weights named ``ssn://[LAYOUT/]NAME`` were trained at, from
     the catalogue; ``None`` for other weights (a path says nothing about how it was trained)."""
-    entry = _catalogue_entry(weights)
-    if entry is None or not entry.batch:
-        return None
-    gpus, _, per_gpu = entry.batch.strip("()").partition(",")
-    return int(gpus), int(per_gpu)
+    from ..model_zoo import find_entry
+    entry = find_entry(weights)
+    return entry.batch_setting if entry is not None else None
 
 
 def trained_setting(weights: str) -> Tuple[Optional[int], Optional[int]]:
     """What a test of ``weights`` records as the tested model's training setting: the release's, for a trained
     downstream model of the catalogue; unknown otherwise (an ImageNet backbone's setting is its pretraining's,
     not that of the model under test)."""
-    entry = _catalogue_entry(weights)
+    from ..model_zoo import find_entry
+    entry = find_entry(weights)
     if entry is None or entry.task == "classification":
         return None, None
-    return pretrain_setting(weights) or (None, None)
-
-
-def _catalogue_entry(weights: str):
-    from ..model_zoo import SCHEME, catalogue
-
-    if not weights or not weights.startswith(SCHEME):
-        return None
-    return catalogue().get(weights[len(SCHEME):].rstrip("/").rpartition("/")[2])
+    return entry.batch_setting or (None, None)
