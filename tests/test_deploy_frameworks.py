@@ -196,6 +196,13 @@ def test_deploy_tool_options(tmp_path_factory, tmp_path, capsys):
     assert "norms folded into convolutions" in capsys.readouterr().out
 
 
+def test_deploy_tool_names_a_missing_checkpoint_or_config_in_one_line(tmp_path):
+    for config, checkpoint, message in ((DEEPLAB, tmp_path / "missing.pth", "missing.pth: no such checkpoint file"),
+                                        (tmp_path / "x.py", DEEPLAB, "x.py: no such config file")):
+        with pytest.raises(SystemExit, match=message):
+            _deploy_tool().main([str(config), str(checkpoint), "-o", str(tmp_path / "x.onnx")])
+
+
 def test_exported_outputs_are_flattened_and_compared_strictly():
     assert [t.shape for t in flatten_tensors({"b": torch.zeros(2), "a": (torch.ones(1), [torch.ones(3)])})] == [
         (1,), (3,), (2,)]

@@ -235,8 +235,16 @@ def test_leaderboard_lists_missing_partial_and_unreadable_runs(fashion_suite, tm
     assert status["partial"][1].endswith("stopped with FloatingPointError: Loss became infinite or NaN")
     assert status["broken"][0] == UNREADABLE and "config.json" in status["broken"][1]
     assert status["empty"][0] == MISSING and status["nowhere"] == (MISSING, "no such folder")
-    text = tool(TOOLS / "leaderboard.py", tmp_path, tmp_path / "nowhere").stdout
+    listed = tool(TOOLS / "leaderboard.py", tmp_path, tmp_path / "nowhere", check=False)
+    text = listed.stdout
     assert "unreadable (config.json" in text and "missing (no such folder)" in text and "partial (" in text
+    # a path that holds nothing fails the command (a CI job must notice), unless accepted
+    assert listed.returncode == 1 and f"{tmp_path / 'nowhere'}: no such folder" in listed.stderr
+    assert tool(TOOLS / "leaderboard.py", tmp_path / "empty", "--allow-missing").returncode == 0
+    typo = tool(TOOLS / "reproduce.py", "coco-mask-rcnn", "--dry-run", check=False)
+    assert typo.returncode == 2 and "no suite 'coco-mask-rcnn'; did you mean 'coco-mask-rcnn-2x'" in typo.stderr
+    refused = tool(TOOLS / "leaderboard.py", "--paper", "--format", "html", check=False)
+    assert refused.returncode == 2 and "--paper prints the papers' tables as Markdown" in refused.stderr
 
 
 def test_interrupted_run_resumes_to_the_uninterrupted_result(fashion_suite, tmp_path):

@@ -1,4 +1,4 @@
-"""Export a trained SN/SSN model as plain native layers: TorchScript, torch.export or ONNX, checked on a real image.
+r"""Export a trained SN/SSN model as plain native layers: TorchScript, torch.export or ONNX, checked on a real image.
 
     python tools/deploy.py configs/detectron2/mask_rcnn_R_50_FPN_1x_ssn.yaml model_final.pth -o out/mask_rcnn.ts
     python tools/deploy.py configs/detectron2/mask_rcnn_R_50_FPN_1x_ssn.yaml model_final.pth -o out/backbone.onnx \
@@ -23,6 +23,7 @@ panned one pixel per frame).
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -125,6 +126,10 @@ def main(argv=None):
         DictAction(option_strings=[], dest="cfg_options")(parser, namespace, args.cfg_options)
         args.cfg_options = namespace.cfg_options
 
+    if "://" not in args.checkpoint and not Path(args.checkpoint).is_file():
+        sys.exit(f"deploy: {args.checkpoint}: no such checkpoint file")
+    if not Path(args.config).is_file():
+        sys.exit(f"deploy: {args.config}: no such config file")
     image = load_image(args.input, args.max_size)
     model, inference_model, report, to_pair = prepare(args, image)
     (original, inputs), (inference, _) = to_pair(model, [image]), to_pair(inference_model, [image])

@@ -25,7 +25,7 @@ from typing import Optional, Sequence
 from ssn_plugins.reproduction import figures as F
 from ssn_plugins.reproduction.leaderboard import (DEFAULT_TOLERANCE, build_rows, table_records, to_csv, to_html,
                                                   to_markdown)
-from ssn_plugins.reproduction.runs import FINISHED, find_runs
+from ssn_plugins.reproduction.runs import FINISHED, MISSING, find_runs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -106,7 +106,11 @@ def main(argv=None):
                         help="read checkpoints with full unpickling (only for runs you trust; default weights-only)")
     parser.add_argument("--screenshot", type=Path, help="with --format html: photograph the page (headless Chromium)")
     parser.add_argument("--charts", type=Path, help="also write the HTML page's charts as PNG files into this folder")
+    parser.add_argument("--allow-missing", action="store_true",
+                        help="exit 0 even when a folder does not exist or holds no run (its row says so either way)")
     args = parser.parse_args(argv)
+    if args.paper and args.format != "md":
+        parser.error("--paper prints the papers' tables as Markdown; --format html / csv is for run folders")
     if args.paper:
         if args.update:
             for path in update_generated_files():
@@ -136,6 +140,11 @@ def main(argv=None):
     if args.screenshot:
         from ssn_plugins.reproduction.browser import screenshot
         print(f"wrote {screenshot(args.output, args.screenshot)}")
+    missing = [f"{row.run.path}: {row.run.problem}" for row in rows if row.run.status == MISSING]
+    if missing and not args.allow_missing:  # a wrong path in a CI job must not pass as an empty table
+        print("\n".join(["leaderboard: nothing to read in", *missing, "(--allow-missing to accept)"]),
+              file=sys.stderr)
+        return 1
     return 0
 
 

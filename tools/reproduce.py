@@ -28,6 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tools"))
 
+from ssn_plugins.names import choice_argument  # noqa: E402
 from ssn_plugins.reproduction.launch import SlurmOptions, run_one, submit_slurm  # noqa: E402
 from ssn_plugins.reproduction.preflight import missing_inputs  # noqa: E402
 from ssn_plugins.reproduction.suites import SUITES, get_suite, plan, shell_line  # noqa: E402
@@ -36,7 +37,8 @@ from leaderboard import collect_rows, render  # noqa: E402
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("suite", nargs="?", choices=sorted(SUITES))
+    parser.add_argument("suite", nargs="?", type=choice_argument(sorted(SUITES), "suite"),
+                        help=f"one of {', '.join(sorted(SUITES))}")
     parser.add_argument("--list", action="store_true", help="list the suites and their runs")
     parser.add_argument("--norms", nargs="+", help="only these runs (norm or run names)")
     parser.add_argument("--launcher", choices=("local", "torchrun", "slurm"), default="local")

@@ -1,5 +1,4 @@
-"""Evaluate a trained mmseg / mmdet / mmaction2 checkpoint with the SN/SSN plugin loaded (the job of
-``tools/mm_test.py``).
+"""Evaluate a trained mmseg / mmdet / mmaction2 checkpoint with the SN/SSN plugin loaded.
 
 The plain route is OpenMMLab's own, e.g. ``mim test mmseg CONFIG --checkpoint CKPT`` (the config's
 custom_imports load the plugin, and its BatchAverageStatisticsHook recomputes the statistics). This wrapper

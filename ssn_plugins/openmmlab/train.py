@@ -1,4 +1,4 @@
-"""Train an mmseg / mmdet / mmaction2 model with the SN/SSN plugin loaded (the job of ``tools/mm_train.py``).
+"""Train an mmseg / mmdet / mmaction2 model with the SN/SSN plugin loaded.
 
 The plain route needs none of this: a config that inherits configs/_base_/ssn_runtime.py (its custom_imports
 load the plugin) trains with OpenMMLab's own tools, e.g. ``mim train mmseg CONFIG`` (mmseg's
