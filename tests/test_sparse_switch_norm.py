@@ -196,6 +196,27 @@ def test_layers_whose_logits_cannot_train_are_never_fixed_by_the_schedules_tie_b
     assert frozen._radius_scheduled  # and no "no schedule" warning on top
 
 
+def test_flags_written_behind_the_layer_take_effect_at_the_next_forward_and_copies_keep_the_selection():
+    import copy
+    m = S.SparseSwitchNorm2d(4)
+    with torch.no_grad():
+        m.mean_weight.copy_(torch.tensor([0.0, 2.0, 0.0]))
+        m.mean_fixed.fill_(True)  # as DDP's broadcast of rank 0's buffers writes it
+    x = torch.randn(2, 4, 3, 3)
+    m(x)
+    assert m.selection == ("LN", None)
+    m.fix("var", "BN")
+    with torch.no_grad():
+        m.var_weight.copy_(torch.tensor([3.0, 0.0, 0.0]))  # logits a fixed vector no longer reads
+    for other in (copy.deepcopy(m), copy.deepcopy(m).double()):  # new buffers: the flags are read again
+        other(x.to(other.weight.dtype))
+        assert other.selection == ("LN", "BN")  # the host's selection, not the copied logits' argmax
+    with torch.no_grad():
+        m.mean_fixed.fill_(False)
+    m(x)
+    assert m.selection == (None, "BN")
+
+
 def test_loads_the_authors_ssn_layout():
     authors = {
         "weight": torch.randn(1, 4, 1, 1), "bias": torch.randn(1, 4, 1, 1),

@@ -333,7 +333,7 @@ class SparseSwitchNorm(SwitchNorm):
         if not torch.compiler.is_compiling() and getattr(self, "_flags_read", None) != self._flags_version():
             # the flags were written behind the host-side selection: e.g. DDP broadcast rank 0's loaded
             # selection, which this process must run too (its collectives would not match otherwise)
-            read_selection_flags([self], keep_host_fixed=False)
+            read_selection_flags([self])
         if self._is_training_step():
             self._note_training()
         mean_index, var_index = self._selected
@@ -391,13 +391,13 @@ class SparseSwitchNorm(SwitchNorm):
                                                                              device=self.radius.device)
 
 
-def read_selection_flags(layers: Sequence[SparseSwitchNorm], keep_host_fixed: bool = True) -> None:
-    """Take flags written into the buffers directly (``m.mean_fixed.fill_(True)``) as selections.
+def read_selection_flags(layers: Sequence[SparseSwitchNorm]) -> None:
+    """Take flags written into the buffers directly (``m.mean_fixed.fill_(True)``, DDP's broadcast) as selections.
 
-    One read per device for all ``layers``. A vector fixed on the host stays on
-    its candidate (its logits are one-hot; momentum may nudge them), unless
-    ``keep_host_fixed=False``: then a set flag fixes the vector on its largest
-    logit, as loading does (for flags and logits written together, e.g. by DDP's broadcast).
+    One read per device for all ``layers``. A set flag fixes an open vector on
+    its largest logit, a cleared one re-opens it; a vector fixed on the host
+    stays on its candidate (its logits are one-hot, but momentum may nudge them,
+    and a copy carries them as they were).
     """
     by_device = {}
     for layer in layers:
@@ -408,9 +408,8 @@ def read_selection_flags(layers: Sequence[SparseSwitchNorm], keep_host_fixed: bo
                                          layer.mean_weight.argmax(), layer.var_weight.argmax()]) for layer in group])
         for layer, (mean_flag, var_flag, mean_argmax, var_argmax) in zip(group, rows.tolist()):
             selected = [mean_argmax if mean_flag else None, var_argmax if var_flag else None]
-            if keep_host_fixed:
-                selected = [old if old is not None and new is not None else new
-                            for old, new in zip(layer._selected, selected)]
+            selected = [old if old is not None and new is not None else new
+                        for old, new in zip(layer._selected, selected)]
             if selected != layer._selected:
                 layer._apply_selection(selected)
             layer._flags_read = layer._flags_version()
