@@ -546,6 +546,7 @@ def local_path(url: str, default_layout: str = "torch", progress: bool = True) -
             print(f"[ssn_plugins] {target} no longer matches the digest recorded when it was converted (damaged "
                   f"on disk?); converting {SCHEME}{name} again", file=sys.stderr)
             target.unlink()
+        _digest_file(target).unlink(missing_ok=True)  # (a note never describes a file other than its own)
         try:
             converted = _convert(entry, sources, layout)
         except checkpoints.ConversionError as e:

@@ -45,7 +45,9 @@ def set_radius(model: nn.Module, radius: float) -> Dict[str, int]:
     that same projection in the next forward (until the logits change), so
     selection and forward agree in every dtype and SparsestMax runs once per
     iteration. Two host synchronisations per device in all (one reads the
-    flag buffers, :func:`read_selection_flags`; one the projections). Fixed
+    flag buffers, :func:`read_selection_flags`; one the projections), and in
+    a distributed run with synchronised layers one all-reduce that checks the
+    selections agree across processes (it raises naming the layers that differ). Fixed
     logits are reset to their exact one-hot values (an optimizer's momentum
     may have nudged them).
 
