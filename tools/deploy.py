@@ -57,11 +57,12 @@ def probe_images(image):
             for images in ([odd], [small], pair)]
 
 
-def prepare(args, image):
-    """``(original model, inference model, report, to_pair)``: ``to_pair(model, images)`` is what is compared.
+def prepare(args):
+    """``(original model, inference model, report, to_pair)``: ``to_pair(model, images, probe)`` is what is compared.
 
-    ``to_pair(model, [image])`` is the exported module and its inputs. detectron2 probes of other images
-    compare the backbone (ResNet + FPN), where the image's size matters; the heads see fixed-size ROI features.
+    ``to_pair(model, [image])`` is the exported module and its inputs. detectron2 probes (``probe=True``) of
+    other images compare the backbone (ResNet + FPN), where the image's size matters; the heads see fixed-size
+    ROI features.
     """
     if args.config.endswith((".yaml", ".yml")):
         if args.trust_pickle:
@@ -74,9 +75,9 @@ def prepare(args, image):
                              f"proposal selection through torch.export; use --format torchscript for the whole "
                              f"detector, or --part backbone for the ResNet + FPN features")
 
-        def to_pair(m, images):
+        def to_pair(m, images, probe=False):
             inputs = [item for i in images for item in deploy.image_inputs(i, cfg)]
-            return deploy.exportable(m, inputs, args.part if len(images) == 1 and images[0] is image else "backbone")
+            return deploy.exportable(m, inputs, "backbone" if probe else args.part)
     else:
         if args.part != "model":
             raise SystemExit("--part backbone is for detectron2 configs; OpenMMLab models export their tensor forward")
@@ -86,7 +87,7 @@ def prepare(args, image):
         model, cfg = deploy.load_model(args.config, args.checkpoint, args.cfg_options, args.trust_pickle)
         video = cfg.get("default_scope") == "mmaction"
 
-        def to_pair(m, images):  # both models get the original's preprocessing
+        def to_pair(m, images, probe=False):  # both models get the original's preprocessing
             return deploy.TensorForward(m).eval(), (
                 deploy.preprocessed_inputs(model, images, args.clip_length if video else None),)
     inference, report = S.for_inference(model, fold=not args.no_fold)
@@ -131,7 +132,7 @@ def main(argv=None):
     if not Path(args.config).is_file():
         sys.exit(f"deploy: {args.config}: no such config file")
     image = load_image(args.input, args.max_size)
-    model, inference_model, report, to_pair = prepare(args, image)
+    model, inference_model, report, to_pair = prepare(args)
     (original, inputs), (inference, _) = to_pair(model, [image]), to_pair(inference_model, [image])
     print(report if args.verbose else report.summary())
     print("inputs: " + ", ".join(str(tuple(t.shape)) for t in inputs))
@@ -143,7 +144,7 @@ def main(argv=None):
     # for_inference must hold on inputs unlike the export input: batch 1 at odd sizes, a batch of two
     probes = {}
     for description, images in probe_images(image):
-        (a, probe_inputs), (b, _) = to_pair(model, images), to_pair(inference_model, images)
+        (a, probe_inputs), (b, _) = to_pair(model, images, probe=True), to_pair(inference_model, images, probe=True)
         probes[description] = max(compare(a, b, probe_inputs), default=0.0)
     print("inference model vs original on other inputs: "
           + ", ".join(f"{d}: {e:.2e}" for d, e in probes.items()))
