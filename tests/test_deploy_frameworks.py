@@ -196,6 +196,23 @@ def test_deploy_tool_options(tmp_path_factory, tmp_path, capsys):
     assert "norms folded into convolutions" in capsys.readouterr().out
 
 
+def test_deploy_tool_reads_a_checkpoint_with_foreign_objects_only_with_trust_pickle(tmp_path_factory, tmp_path,
+                                                                                   capsys, mask_rcnn):
+    import datetime
+    import pickle
+    _, checkpoint = _mm_checkpoint(tmp_path_factory, I3D, I3D_OPTIONS)
+    foreign = tmp_path / "shared.pth"
+    torch.save({**torch.load(checkpoint, weights_only=True), "note": datetime.date(2026, 12, 2)}, foreign)
+    args = [I3D, foreign, "-o", tmp_path / "i3d.pt2", "--format", "export", "--max-size", 96, "--cfg-options",
+            "model.backbone.pretrained=None", "model.backbone.pretrained2d=False"]
+    with pytest.raises(pickle.UnpicklingError, match=r"shared.pth: refused by weights-only loading.*--trust-pickle"):
+        _deploy_tool().main([str(a) for a in args])
+    _run_tool(capsys, *args, "--trust-pickle")
+    config, d2_checkpoint, opts = mask_rcnn  # detectron2's checkpointer decides itself: the flag is refused
+    with pytest.raises(SystemExit, match="--trust-pickle is for OpenMMLab checkpoints"):
+        _deploy_tool().main([str(config), str(d2_checkpoint), "-o", str(tmp_path / "x.ts"), "--trust-pickle"])
+
+
 def test_deploy_tool_names_a_missing_checkpoint_or_config_in_one_line(tmp_path):
     for config, checkpoint, message in ((DEEPLAB, tmp_path / "missing.pth", "missing.pth: no such checkpoint file"),
                                         (tmp_path / "x.py", DEEPLAB, "x.py: no such config file")):

@@ -174,6 +174,40 @@ def test_train_resume_and_test_tools(in_tmp):
     assert row.run.checkpoint.name == "iter_3.pth" and sum(row.selection["mean"].values()) == 27
 
 
+def test_the_tools_read_a_checkpoint_with_foreign_objects_only_when_that_file_is_trusted(in_tmp):
+    """mm_train.py --trust-checkpoint FILE and mm_test.py --trust-pickle: without them a checkpoint holding an object
+    beyond tensors and mmengine's own is refused by name; with them that file (and only it) is read."""
+    import datetime
+    import pickle
+
+    import torch
+
+    from ssn_plugins.datasets.real_mini import write_segmentation
+    from ssn_plugins.openmmlab import evaluate as mm_test
+    from ssn_plugins.openmmlab import train as mm_train
+
+    write_segmentation(in_tmp / "datasets/real_mini_seg")
+    config = str(CONFIGS / real_mini.TASKS["seg"][0])
+    small = [*SMALL_CROPS, *SMALL_EVAL, *NO_WORKERS, "custom_hooks.1.num_iters=1", "train_cfg.val_interval=100",
+             "default_hooks.checkpoint.interval=1"]
+    work_dir = in_tmp / "own"
+    mm_train.main([config, "--work-dir", str(work_dir), "--cfg-options", "train_cfg.max_iters=1",
+                   "visualizer.name=own", *small])
+    foreign = in_tmp / "shared.pth"
+    torch.save({**torch.load(work_dir / "iter_1.pth", weights_only=True), "note": datetime.date(2026, 12, 2)},
+               foreign)
+    test = [config, str(foreign), "--work-dir", str(in_tmp / "test"), "--cfg-options", *small]
+    with pytest.raises(pickle.UnpicklingError, match=r"shared.pth: refused by weights-only loading.*datetime\.date"):
+        mm_test.main([*test, "visualizer.name=refused"])
+    assert 0.0 <= mm_test.main([*test, "visualizer.name=trusted", "--trust-pickle"])["mIoU"] <= 100.0
+    train = [config, "--work-dir", str(in_tmp / "finetune"), "--cfg-options", f"load_from={foreign}",
+             "train_cfg.max_iters=1", *small]
+    with pytest.raises(pickle.UnpicklingError, match="--trust-checkpoint"):
+        mm_train.main([*train, "visualizer.name=refused_train"])
+    mm_train.main([*train, "visualizer.name=trusted_train", "--trust-checkpoint", str(foreign)])
+    assert (in_tmp / "finetune" / "iter_1.pth").is_file()
+
+
 def test_tta_without_a_tta_pipeline_is_refused(in_tmp):
     from ssn_plugins.openmmlab import evaluate as mm_test
     config = str(CONFIGS / real_mini.TASKS["det"][0])
