@@ -5,6 +5,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import Tuple
 
 import torch
 from torch.func import functional_call
@@ -231,3 +232,22 @@ def markdown_table(text: str) -> list:
     lines = [line for line in text.splitlines() if line.startswith("|")]
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     return [dict(zip(header, (c.strip() for c in line.strip("|").split("|")))) for line in lines[2:]]
+
+
+def build_distributions(out: Path) -> Tuple[Path, Path]:
+    """The wheel and sdist built from a copy of the package's sources (pyproject.toml alone, as pip builds them; the
+    tree stays clean) into ``out``."""
+    import shutil
+    import subprocess
+    source = out / "source"
+    source.mkdir(parents=True)
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(REPO / name, source / name)
+    shutil.copytree(REPO / "ssn_plugins", source / "ssn_plugins", ignore=shutil.ignore_patterns("__pycache__"))
+    built = subprocess.run([sys.executable, "-c", "from setuptools import build_meta as b; "
+                            "w = b.build_wheel('../dist'); s = b.build_sdist('../dist'); print('BUILT', w, s)"],
+                           cwd=source, capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stderr[-3000:]
+    (line,) = [line for line in built.stdout.splitlines() if line.startswith("BUILT ")]
+    wheel, sdist = line.split()[1:]
+    return out / "dist" / wheel, out / "dist" / sdist

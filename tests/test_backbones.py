@@ -231,15 +231,9 @@ def test_convert_checkpoint_tool(tmp_path):
 
 def test_the_converter_never_writes_over_its_input(tmp_path):
     """``-o`` naming the input's stem would replace the user's release file (whose checksum identifies it)."""
-    import sys
 
     from ssn_plugins.checkpoints import ConversionError
-    tools = Path(__file__).resolve().parents[1] / "tools"
-    sys.path.insert(0, str(tools))
-    try:
-        import convert_checkpoint
-    finally:
-        sys.path.remove(str(tools))
+    from ssn_plugins.cli import convert_checkpoint
     source = tmp_path / "resnet18_ssn.pth"
     torch.save(published_layout(trained_looking_resnet(18, "SSN")), source)
     original = source.read_bytes()

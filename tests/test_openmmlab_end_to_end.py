@@ -17,7 +17,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 def run_job(argv):
     """tools/openmmlab_real_mini.py's job, in this process."""
-    return real_mini.main(argv, configs=CONFIGS)
+    return real_mini.run(argv)
 
 
 #: the segmentation config at 128x128 crops instead of 256x256, for speed
@@ -155,11 +155,11 @@ def test_train_resume_and_test_tools(in_tmp):
     steps = [[json.loads(line)["step"] for line in (run / "vis_data" / "scalars.json").read_text().splitlines()
               if "loss" in line] for run in runs]
     assert steps == [[1, 2], [3]]  # the second run went on from the checkpoint of iteration 2
-    metrics = mm_test.main([config, str(work_dir / "iter_3.pth"), "--work-dir", str(work_dir), "--cfg-options",
+    metrics = mm_test.run([config, str(work_dir / "iter_3.pth"), "--work-dir", str(work_dir), "--cfg-options",
                             "visualizer.name=test", *small])
     assert 0.0 <= metrics["mIoU"] <= 100.0
     # mmseg's multi-scale flip test (6 scales x 2 flips), recorded beside the single-scale test
-    tta = mm_test.main([config, str(work_dir / "iter_3.pth"), "--tta", "--work-dir", str(work_dir),
+    tta = mm_test.run([config, str(work_dir / "iter_3.pth"), "--tta", "--work-dir", str(work_dir),
                         "--cfg-options", "visualizer.name=tta", *small, *SMALL_TTA])
     assert 0.0 <= tta["mIoU"] <= 100.0
     from ssn_plugins.reproduction.leaderboard import build_rows
@@ -198,8 +198,8 @@ def test_the_tools_read_a_checkpoint_with_foreign_objects_only_when_that_file_is
                foreign)
     test = [config, str(foreign), "--work-dir", str(in_tmp / "test"), "--cfg-options", *small]
     with pytest.raises(pickle.UnpicklingError, match=r"shared.pth: refused by weights-only loading.*datetime\.date"):
-        mm_test.main([*test, "visualizer.name=refused"])
-    assert 0.0 <= mm_test.main([*test, "visualizer.name=trusted", "--trust-pickle"])["mIoU"] <= 100.0
+        mm_test.run([*test, "visualizer.name=refused"])
+    assert 0.0 <= mm_test.run([*test, "visualizer.name=trusted", "--trust-pickle"])["mIoU"] <= 100.0
     train = [config, "--work-dir", str(in_tmp / "finetune"), "--cfg-options", f"load_from={foreign}",
              "train_cfg.max_iters=1", *small]
     with pytest.raises(pickle.UnpicklingError, match="--trust-checkpoint"):
@@ -212,7 +212,7 @@ def test_tta_without_a_tta_pipeline_is_refused(in_tmp):
     from ssn_plugins.openmmlab import evaluate as mm_test
     config = str(CONFIGS / real_mini.TASKS["det"][0])
     with pytest.raises(SystemExit, match="--tta needs tta_pipeline"):
-        mm_test.main([config, "missing.pth", "--tta", "--work-dir", str(in_tmp)])
+        mm_test.run([config, "missing.pth", "--tta", "--work-dir", str(in_tmp)])
 
 
 def test_two_process_training_on_cpu(in_tmp):

@@ -2,6 +2,9 @@
 import subprocess
 import sys
 
+import pytest
+from helpers import REPO, build_distributions
+
 import ssn_plugins as S
 
 PUBLIC = [
@@ -32,34 +35,25 @@ def test_constructor_conventions():
         assert [n for n, _ in m.named_parameters()] == ["mean_weight", "var_weight", "weight", "bias"]
 
 
-def test_wheel_and_sdist_carry_the_metadata_and_extras_the_pinned_stack_satisfies(tmp_path):
-    """The wheel and sdist build from pyproject.toml alone (a copy of the sources, so the tree stays clean); their
-    version is the package's one, the licence ships, and every requirement of every extra holds for the installed
-    pinned stack (requirements/stack.txt)."""
+@pytest.fixture(scope="module")
+def distributions(tmp_path_factory):
+    return build_distributions(tmp_path_factory.mktemp("built"))
+
+
+def test_wheel_and_sdist_carry_the_metadata_and_extras_the_pinned_stack_satisfies(distributions):
+    """The wheel and sdist build from pyproject.toml alone; their version is the package's one, the licence ships,
+    and every requirement of every extra holds for the installed pinned stack (requirements/stack.txt)."""
     import email.parser
     import importlib.metadata
     import platform
-    import shutil
     import tarfile
     import zipfile
-    from pathlib import Path
 
     from packaging.requirements import Requirement
     from packaging.specifiers import SpecifierSet
 
-    repo = Path(__file__).resolve().parents[1]
-    source = tmp_path / "source"
-    source.mkdir()
-    for name in ("pyproject.toml", "README.md", "LICENSE"):
-        shutil.copy(repo / name, source / name)
-    shutil.copytree(repo / "ssn_plugins", source / "ssn_plugins", ignore=shutil.ignore_patterns("__pycache__"))
-    built = subprocess.run([sys.executable, "-c", "from setuptools import build_meta as b; "
-                            "w = b.build_wheel('../dist'); s = b.build_sdist('../dist'); print('BUILT', w, s)"],
-                           cwd=source, capture_output=True, text=True, timeout=600)
-    assert built.returncode == 0, built.stderr[-3000:]
-    (line,) = [line for line in built.stdout.splitlines() if line.startswith("BUILT ")]
-    wheel_name, sdist_name = line.split()[1:]
-    with zipfile.ZipFile(tmp_path / "dist" / wheel_name) as wheel:
+    wheel_path, sdist_path = distributions
+    with zipfile.ZipFile(wheel_path) as wheel:
         names = set(wheel.namelist())
         (metadata_file,) = [n for n in names if n.endswith(".dist-info/METADATA")]
         metadata = email.parser.Parser().parsestr(wheel.read(metadata_file).decode())
@@ -78,6 +72,35 @@ def test_wheel_and_sdist_carry_the_metadata_and_extras_the_pinned_stack_satisfie
         if not requirement.specifier.contains(installed, prereleases=True):
             unmet.append(f"{line}: installed {installed}")
     assert not unmet, unmet
-    with tarfile.open(tmp_path / "dist" / sdist_name) as sdist:
+    with tarfile.open(sdist_path) as sdist:
         members = {m.split("/", 1)[1] for m in sdist.getnames() if "/" in m}
     assert {"LICENSE", "pyproject.toml", "README.md", "ssn_plugins/model_zoo.json"} <= members
+
+
+def test_the_wheel_ships_every_config_and_a_console_script_per_tool(distributions):
+    """Every config of the clone's configs/ is in the wheel (and nothing of it as a module), and each console
+    script names a module's ``main`` that exists."""
+    import configparser
+    import importlib
+    import zipfile
+
+    from ssn_plugins.config_files import CONFIG_ROOT, shipped_configs
+
+    with zipfile.ZipFile(distributions[0]) as wheel:
+        names = set(wheel.namelist())
+        (entry_file,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+        entries = configparser.ConfigParser()
+        entries.read_string(wheel.read(entry_file).decode())
+    clone = sorted(p.relative_to(REPO / "configs").as_posix() for p in (REPO / "configs").rglob("*")
+                   if p.suffix in (".py", ".yaml") and "__pycache__" not in p.parts)
+    assert (REPO / "configs").resolve() == CONFIG_ROOT and shipped_configs() == clone and len(clone) > 60
+    assert {f"ssn_plugins/configs/{name}" for name in clone} <= names
+    assert {f"ssn_plugins/configs/{p}" for p in ("mmseg/deeplabv3/README.md", "mmdet/mask_rcnn/metafile.yaml")} <= names
+    scripts = dict(entries["console_scripts"])
+    assert {"ssn-train-net", "ssn-mm-train", "ssn-mm-test", "ssn-convert", "ssn-eval-imagenet", "ssn-leaderboard",
+            "ssn-reproduce", "ssn-analyze-selection", "ssn-deploy", "ssn-configs"} <= set(scripts)
+    for script, target in scripts.items():
+        module, function = target.split(":")
+        assert callable(getattr(importlib.import_module(module), function)), script
+        assert (REPO / "tools" / f"{module.rsplit('.', 1)[1]}.py").exists() or module.startswith(
+            ("ssn_plugins.openmmlab.", "ssn_plugins.config_files")), f"{script}: no tools/ wrapper in the clone"

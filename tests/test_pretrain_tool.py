@@ -99,11 +99,7 @@ def test_two_process_gloo_with_sync_ssn(tiny_folder, tmp_path):
 def test_subset_keeps_every_class(tiny_folder):
     """``--subset N`` (the ImageNet suite's ``--ci``): N images spread over the class-sorted list."""
     import torchvision
-    sys.path.insert(0, str(TOOLS))
-    try:
-        from pretrain_imagenet import _evenly_spaced
-    finally:
-        sys.path.remove(str(TOOLS))
+    from ssn_plugins.cli.pretrain_imagenet import _evenly_spaced
     split = _evenly_spaced(torchvision.datasets.ImageFolder(tiny_folder / "train"), 30)
     assert len(split) == len(split.targets) == 30 and sorted(set(split.targets)) == list(range(10))
     assert split[0][1] == split.targets[0]

@@ -52,3 +52,42 @@ def test_a_second_first_run_waits_for_the_lock(tmp_path):
         holder.wait()
     assert "another run is building" in second.stderr and waited > 2
     assert second.stderr.index("another run is building") < second.stderr.index("creating")
+
+
+def test_the_environment_key_follows_what_is_installed_not_the_comments(tmp_path):
+    """Rewording or adding a comment in the recipe, stack.txt or pyproject.toml reuses the environment; a changed
+    pin, recipe line or extra builds a new one (``--print-env`` names it without building anything)."""
+    import shutil
+    clone = tmp_path / "clone"
+    for name in ("tools/with_env.sh", "requirements/stack.txt", "pyproject.toml"):
+        (clone / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / name, clone / name)
+    python = fake_python(tmp_path, "3.11.7")
+
+    def key():
+        env = {**os.environ, "SSN_PLUGINS_PYTHON": str(python), "SSN_PLUGINS_CACHE": str(tmp_path / "cache")}
+        result = subprocess.run(["bash", str(clone / "tools/with_env.sh"), "--print-env"], env=env,
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        return Path(result.stdout.strip()).name
+
+    def edit(name, old, new):
+        path = clone / name
+        assert old in path.read_text(), (name, old)
+        path.write_text(path.read_text().replace(old, new, 1))
+
+    first = key()
+    assert first.startswith("venv-") and not (tmp_path / "cache").exists()  # nothing built, nothing created
+    edit("tools/with_env.sh", "# torch first: mmcv's build compiles against its headers",
+         "# torch goes first, since mmcv's build compiles against its headers\n  # (a second comment line)")
+    edit("tools/with_env.sh", 'MMCV_VERSION=2.1.0', 'MMCV_VERSION=2.1.0  # the last release for mmengine 0.10')
+    edit("requirements/stack.txt", "torchvision==0.29.1", "torchvision==0.29.1  # torch's twin\n# a note")
+    edit("pyproject.toml", "timm = [", "# the timm adapter\ntimm = [")
+    assert key() == first
+    for name, old, new in (("tools/with_env.sh", "MIM_VERSION=0.3.9", "MIM_VERSION=0.3.10"),
+                           ("requirements/stack.txt", "timm==1.0.31", "timm==1.0.32"),
+                           ("pyproject.toml", '"tifffile",', '"tifffile", "rich",')):
+        edit(name, old, new)
+        changed = key()
+        assert changed != first, (name, old)
+        first = changed

@@ -24,6 +24,7 @@ from detectron2.evaluation.testing import flatten_results_dict
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
+from ..config_files import resolve_config
 from ..datasets.real_mini import write_coco
 from ..radius import reopen_selections
 from ..reproduction.record import current_commit, read_run_record, trained_setting, write_run_record
@@ -105,10 +106,12 @@ class Trainer(DefaultTrainer):
 
 
 def load_config(config_file: str, opts=()):
-    """detectron2's config with ``add_ssn_config``, the file (detectron2's ``merge_from_file``) and ``opts``."""
+    """detectron2's config with ``add_ssn_config``, the file (detectron2's ``merge_from_file``; or a shipped
+    config's name: :func:`ssn_plugins.config_files.resolve_config`) and ``opts``."""
     cfg = get_cfg()
     add_ssn_config(cfg)
-    merge_config_file(cfg, config_file)  # merge_from_file, with an error naming the fix for a legacy base
+    # merge_from_file, with an error naming the fix for a legacy base
+    merge_config_file(cfg, resolve_config(config_file))
     cfg.merge_from_list(list(opts))
     return cfg
 
@@ -124,7 +127,9 @@ def prepare_real_mini(root: Path) -> None:
 
 
 def setup(args):
-    """The frozen config of ``args`` (detectron2's ``default_argument_parser``), with detectron2's and our loggers."""
+    """The frozen config of ``args`` (detectron2's ``default_argument_parser``), with detectron2's and our loggers.
+    A shipped config's name in ``args.config_file`` becomes its path (detectron2's ``default_setup`` reads it)."""
+    args.config_file = resolve_config(args.config_file)
     cfg = load_config(args.config_file, args.opts)
     if uses_real_mini(cfg):
         register_real_mini(real_mini_root())
@@ -143,7 +148,9 @@ def record_run(cfg, config_file: str, eval_only: bool = False) -> None:
     world_size = comm.get_world_size()
     run = Run(Path(cfg.OUTPUT_DIR), "detectron2", PARTIAL)
     describe_detectron2_config(cfg, run, world_size)
-    fields = dict(tool=Path(sys.argv[0]).stem or "detectron2", config=str(config_file), commit=current_commit(),
+    # the script's name: train_net for tools/train_net.py, python -m ssn_plugins.cli.train_net and ssn-train-net
+    tool = Path(sys.argv[0]).stem.removeprefix("ssn-").replace("-", "_") or "detectron2"
+    fields = dict(tool=tool, config=str(config_file), commit=current_commit(),
                   **ran_fields(run))
     if eval_only:
         existing = read_run_record(cfg.OUTPUT_DIR) or {}

@@ -17,10 +17,10 @@ and whether TTA was on, to ``WORK_DIR/test_results.json`` (one JSON object per l
 ``tools/leaderboard.py`` reads. The checkpoint is read weights-only (mmengine's own objects allow-listed): a
 file holding other objects is refused with its name, unless ``--trust-pickle`` (only for files you trust).
 """
-import argparse
 import json
 import os.path as osp
 
+from ..cli import tool_parser
 from ..reproduction.runs import TEST_RESULTS
 from .checkpoint import trusted_checkpoints
 from .runner import add_runner_arguments, build_runner, load_config, parse, record_run
@@ -46,8 +46,8 @@ def clips_per_video(cfg) -> int:
     return max((t.get("num_clips", 1) for t in pipeline if t.get("type") == "SampleFrames"), default=1)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def run(argv=None):
+    parser = tool_parser(__doc__, "mm_test")
     parser.add_argument("config", help="test config file")
     parser.add_argument("checkpoint", help="checkpoint file")
     parser.add_argument("--tta", action="store_true", help="multi-scale and flip test (mmseg configs)")
@@ -77,3 +77,12 @@ def main(argv=None):
         with open(osp.join(cfg.work_dir, TEST_RESULTS), "a") as f:
             f.write(json.dumps(record) + "\n")
     return metrics
+
+
+def main(argv=None) -> None:
+    """The command line: :func:`run`, which returns the metrics, with nothing returned (a console script exits 0)."""
+    run(argv)
+
+
+if __name__ == "__main__":
+    main()

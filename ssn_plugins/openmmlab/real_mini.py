@@ -1,5 +1,6 @@
 """OpenMMLab end to end on real annotated data, on CPU: mIoU (mmseg), COCO AP (mmdet) or top-1 (mmaction2)
-before and after. The logic of ``tools/openmmlab_real_mini.py``, which passes the repository's ``configs/``:
+before and after, with the shipped configs (``ssn-openmmlab-real-mini``, ``python -m ssn_plugins.openmmlab.real_mini``
+or the clone's ``tools/openmmlab_real_mini.py``):
 
     python tools/openmmlab_real_mini.py seg    # DeepLabV3 R18-D8 + SSN, mmseg's IoUMetric
     python tools/openmmlab_real_mini.py det    # Mask R-CNN R50-FPN + SSN, mmdet's CocoMetric (pycocotools)
@@ -16,7 +17,6 @@ training iteration (mmengine's IterTimerHook, first two iterations left out). A 
 not return is ``null`` there and reported as such (mmdet's CocoMetric returns none when nothing at all was
 detected), never a made-up 0.
 """
-import argparse
 import json
 import time
 from pathlib import Path
@@ -26,6 +26,7 @@ import torch
 
 from mmengine.hooks import Hook
 
+from ..cli import tool_parser
 from ..datasets.real_clips import write_kinetics_style
 from ..datasets.real_mini import write_coco, write_segmentation
 from ..selection import count_selections, describe_selection
@@ -35,7 +36,7 @@ from .hooks import BatchAverageStatisticsHook, unwrap
 from .runner import add_runner_arguments, build_runner, load_config, parse, record_run
 
 TASKS = {
-    # task: (config under configs/, dataset root the config reads, writer, file that shows the set exists,
+    # task: (shipped config's name, dataset root the config reads, writer, file that shows the set exists,
     #        reported metrics)
     "seg": ("mmseg/real_mini/deeplabv3_r18-d8_ssn_real-mini-256x256.py", "datasets/real_mini_seg",
             write_segmentation, "ann_dir/val", ("mIoU", "aAcc", "mAcc")),
@@ -81,16 +82,16 @@ def evaluate(runner, metric_names) -> dict:
     return reported(loop.evaluator.evaluate(len(loop.dataloader.dataset)), metric_names)
 
 
-def main(argv=None, configs: Path = Path("configs")):
-    """Run the job of ``argv`` with the task's config from the folder ``configs``; returns the summary."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def run(argv=None):
+    """Run the job of ``argv`` with the task's shipped config (or ``--config``); returns the summary."""
+    parser = tool_parser(__doc__, "openmmlab_real_mini")
     parser.add_argument("task", choices=sorted(TASKS))
     parser.add_argument("--config", help="another config for the same task")
     parser.add_argument("--ce", action="store_true",
                         help="add Channel Equilibrium to the backbone (type ResNetCE / ResNet3dCE over the config's)")
     args = parse(add_runner_arguments(parser), argv)
     config, data_root, writer, marker, metric_names = TASKS[args.task]
-    config = Path(configs) / config
+    config = f"configs/{config}"  # a file from the clone's root, else the shipped config of that name
     cfg = load_config(str(args.config or config), args.work_dir, args.cfg_options, args.launcher)
     if args.ce:
         cfg.model.backbone = with_channel_equilibrium(cfg.model.backbone)
@@ -129,3 +130,12 @@ def main(argv=None, configs: Path = Path("configs")):
     print(f"{per_iteration} s per training iteration on this machine; {seconds:.0f} s for training and the "
           f"final validation")
     return summary
+
+
+def main(argv=None) -> None:
+    """The command line: :func:`run`, which returns the summary, with nothing returned (a console script exits 0)."""
+    run(argv)
+
+
+if __name__ == "__main__":
+    main()

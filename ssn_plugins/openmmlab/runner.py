@@ -11,6 +11,7 @@ from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
+from ..config_files import resolve_config
 from ..reproduction.record import current_commit, read_run_record, trained_setting, write_run_record
 from ..reproduction.runs import PARTIAL, Run, describe_mmengine_config, ran_fields
 
@@ -28,13 +29,15 @@ def add_runner_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
 
 def load_config(path: str, work_dir: Optional[str] = None, cfg_options: Optional[dict] = None,
                 launcher: str = "none") -> Config:
-    """Read ``path`` and apply the command-line settings.
+    """Read ``path`` (a file, or a shipped config's name: :func:`ssn_plugins.config_files.resolve_config`) and
+    apply the command-line settings.
 
     Without CUDA the distributed backend becomes ``gloo`` (the upstream
     configs name ``nccl``, which needs GPUs) and the DDP wrapper gets no
     ``device_ids``, so multi-process runs work on CPU.
     """
     os.environ.setdefault("LOCAL_RANK", "0")
+    path = resolve_config(path)
     cfg = Config.fromfile(path)
     cfg.launcher = launcher
     if cfg_options:

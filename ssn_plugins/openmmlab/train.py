@@ -16,14 +16,14 @@ weights-only; mmengine's own checkpoint objects are allow-listed, so resuming ne
 holds other objects is refused with its name and what it imports; ``--trust-checkpoint FILE`` (repeatable)
 reads exactly that file with full unpickling: only for files you trust.
 """
-import argparse
 
+from ..cli import tool_parser
 from .checkpoint import trusted_checkpoints
 from .runner import add_runner_arguments, build_runner, load_config, parse, record_run
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = tool_parser(__doc__, "mm_train")
     parser.add_argument("config", help="train config file")
     parser.add_argument("--resume", nargs="?", const="auto",
                         help="resume from a checkpoint, or from the latest in the work dir when no path is given")
@@ -43,3 +43,7 @@ def main(argv=None):
     record_run(runner, args.config, "mm_train")
     with trusted_checkpoints(args.trust_checkpoint):
         runner.train()
+
+
+if __name__ == "__main__":
+    main()

@@ -14,7 +14,7 @@ def find_browser() -> str:
         if path:
             return path
     raise FileNotFoundError("no headless browser found (install Debian's chromium: apt-get install chromium; "
-                            "tools/with_env.sh does when it runs as root)")
+                            "or run the clone's tools/with_env.sh --with-browser as root)")
 
 
 def dump_dom(page: Path, timeout: float = 120) -> str:

@@ -10,6 +10,8 @@ build themselves (the real mini sets, Fashion-MNIST) and weights named by a sche
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from ..config_files import resolve_config
+
 __all__ = ["missing_inputs"]
 
 #: data the project's tools build when it is missing
@@ -30,6 +32,12 @@ def _weights_problem(weights: Optional[str], repo: Path, what: str) -> List[str]
     return [] if path.exists() else [f"{what}: {weights} (no such file)"]
 
 
+def _config_path(config: str, repo: Path) -> str:
+    """A step's config: the file below ``repo``, else the shipped config of that name (as the tools read it)."""
+    path = repo / config
+    return str(path) if path.is_file() else resolve_config(config)
+
+
 def _detectron2_inputs(args: Sequence[str], repo: Path) -> List[str]:
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
@@ -37,7 +45,7 @@ def _detectron2_inputs(args: Sequence[str], repo: Path) -> List[str]:
     config = args[args.index("--config-file") + 1]
     rest = [a for a in args[args.index("--config-file") + 2:] if not a.startswith("--")]
     opts = [a for i, a in enumerate(rest) if not (rest[i - 1:i] == ["OUTPUT_DIR"] or a == "OUTPUT_DIR")]
-    cfg = load_config(str(repo / config), opts)
+    cfg = load_config(_config_path(config, repo), opts)
     problems = []
     training = () if "--eval-only" in args else tuple(cfg.DATASETS.TRAIN)  # --eval-only reads the test sets only
     for name in dict.fromkeys(training + tuple(cfg.DATASETS.TEST)):
@@ -59,7 +67,7 @@ def _mmengine_inputs(tool: str, args: Sequence[str], repo: Path) -> List[str]:
     from mmengine.config import Config
 
     config = args[0]
-    cfg = Config.fromfile(str(repo / config))
+    cfg = Config.fromfile(_config_path(config, repo))
     problems = []
     loaders = ("test_dataloader",) if tool == "mm_test" else ("train_dataloader", "val_dataloader", "test_dataloader")
     for loader in loaders:

@@ -1,6 +1,7 @@
 """Named lists of runs that reproduce one table, and how each run is launched, skipped or resumed.
 
-A suite's runs are commands of the project's tools (paths relative to the repository root). A run whose
+A suite's runs are commands of the project's tools (``python -m``; relative paths start at the clone's root, or the
+working directory of an installed package: :func:`ssn_plugins.cli.jobs_root`). A run whose
 folder holds a finished result (:func:`~ssn_plugins.reproduction.runs.read_run`) is skipped; one with a
 partial result is started again with its tool's resume flag; steps after training (mmseg's multi-scale
 test) run when their own result is missing.
@@ -17,7 +18,7 @@ from .runs import FINISHED, NORM_NAMES, Run, read_run
 
 @dataclass
 class Step:
-    tool: str                       # tools/<name>.py
+    tool: str                       # a name of TOOL_MODULES (the clone's tools/<name>.py)
     args: List[str]                 # WORK is replaced by the run's folder
     resume: List[str] = field(default_factory=list)
     done: Optional[Callable[[Optional[Run]], bool]] = None   # default: the run is finished
@@ -254,6 +255,17 @@ def _checkpoint_name(folder: Path) -> str:
     return Path(pointer.read_text().strip()).name if pointer.exists() else "latest.pth"
 
 
+#: the module each step's tool runs as (``python -m``), so a suite launches from an installed package as from a clone
+TOOL_MODULES = {
+    "train_net": "ssn_plugins.cli.train_net",
+    "detectron2_real_mini": "ssn_plugins.cli.detectron2_real_mini",
+    "mm_train": "ssn_plugins.openmmlab.train",
+    "mm_test": "ssn_plugins.openmmlab.evaluate",
+    "pretrain_imagenet": "ssn_plugins.cli.pretrain_imagenet",
+    "train_fashion_mnist": "ssn_plugins.cli.train_fashion_mnist",
+}
+
+
 def command(step: Step, folder: Path, repo: Path, launcher: str, gpus: int, resume: bool,
             data: Optional[Path], python: str = sys.executable) -> List[str]:
     replace = {"WORK": str(folder), "DATA": str(data) if data else "DATA"}
@@ -262,13 +274,13 @@ def command(step: Step, folder: Path, repo: Path, launcher: str, gpus: int, resu
         if a == "WORK/CHECKPOINT":
             a = str(folder / _checkpoint_name(folder))
         args.append(replace.get(a, a))
-    tool = str(repo / "tools" / f"{step.tool}.py")
+    module = TOOL_MODULES[step.tool]
     if launcher == "local" or step.distributed == "none" or gpus == 1:
-        base = [python, tool]
+        base = [python, "-m", module]
     elif step.distributed == "detectron2":
-        base = [python, tool, "--num-gpus", str(gpus)]
+        base = [python, "-m", module, "--num-gpus", str(gpus)]
     else:
-        base = [python, "-m", "torch.distributed.run", f"--nproc_per_node={gpus}", tool]
+        base = [python, "-m", "torch.distributed.run", f"--nproc_per_node={gpus}", "-m", module]
         if step.distributed == "mmengine":
             args += ["--launcher", "pytorch"]
     return base + (step.resume if resume else []) + args
