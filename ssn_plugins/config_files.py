@@ -26,15 +26,20 @@ def shipped_configs(framework: Optional[str] = None) -> List[str]:
     if framework is not None and framework not in FRAMEWORKS:
         raise ValueError(f"no config folder {framework!r}{did_you_mean(framework, FRAMEWORKS)}")
     root = CONFIG_ROOT / framework if framework else CONFIG_ROOT
-    return sorted(path.relative_to(CONFIG_ROOT).as_posix() for path in root.rglob("*")
-                  if path.suffix in SUFFIXES and path.is_file() and "__pycache__" not in path.parts)
+    return sorted(path.relative_to(CONFIG_ROOT).as_posix() for path in root.rglob("*") if _is_config(path))
+
+
+def _is_config(path: Path) -> bool:
+    # the folders' metafile.yaml is OpenMMLab's model index of them, not a config
+    return (path.suffix in SUFFIXES and path.name != "metafile.yaml" and path.is_file()
+            and "__pycache__" not in path.parts)
 
 
 def config_file(name: str) -> str:
     """The path of the shipped config ``name``; ``FileNotFoundError`` with the nearest names when none has it."""
     relative = name[len(PREFIX):] if name.startswith(PREFIX) else name
     path = CONFIG_ROOT / relative
-    if relative and not relative.startswith(("/", "..")) and path.suffix in SUFFIXES and path.is_file():
+    if relative and not relative.startswith(("/", "..")) and _is_config(path):
         return str(path)
     known = shipped_configs()
     hint = did_you_mean(relative, known) or did_you_mean(Path(relative).name, [Path(k).name for k in known])
