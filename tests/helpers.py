@@ -251,3 +251,13 @@ def build_distributions(out: Path) -> Tuple[Path, Path]:
     (line,) = [line for line in built.stdout.splitlines() if line.startswith("BUILT ")]
     wheel, sdist = line.split()[1:]
     return out / "dist" / wheel, out / "dist" / sdist
+
+
+# the OpenMMLab real-mini jobs' --cfg-options for CPU test runs (the shipped configs at test size)
+#: the segmentation config at 128x128 crops instead of 256x256, for speed
+SMALL_CROPS = ["model.data_preprocessor.size=(128,128)", "train_dataloader.dataset.pipeline.3.crop_size=(128,128)"]
+#: data loading in the main process: forking workers and waiting for them to shut down cost more than the loading here
+NO_WORKERS = [f"{loader}_dataloader.{key}" for loader in ("train", "val", "test")
+              for key in ("num_workers=0", "persistent_workers=False")]
+#: the segmentation evaluations at half their size (256 x 192 instead of 512 x 384)
+SMALL_EVAL = ["val_dataloader.dataset.pipeline.1.scale=(256,192)", "test_dataloader.dataset.pipeline.1.scale=(256,192)"]

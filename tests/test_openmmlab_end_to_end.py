@@ -8,6 +8,8 @@ import pytest
 
 pytest.importorskip("mmengine")  # needs the full stack; a torch-only install runs the core tests
 
+from helpers import NO_WORKERS, SMALL_CROPS, SMALL_EVAL
+
 from ssn_plugins.openmmlab import real_mini
 
 pytestmark = pytest.mark.slow  # pytest -m "not slow" leaves it out; CI runs it
@@ -20,13 +22,6 @@ def run_job(argv):
     return real_mini.run(argv)
 
 
-#: the segmentation config at 128x128 crops instead of 256x256, for speed
-SMALL_CROPS = ["model.data_preprocessor.size=(128,128)", "train_dataloader.dataset.pipeline.3.crop_size=(128,128)"]
-#: data loading in the main process: forking workers and waiting for them to shut down cost more than the loading here
-NO_WORKERS = [f"{loader}_dataloader.{key}" for loader in ("train", "val", "test")
-              for key in ("num_workers=0", "persistent_workers=False")]
-#: its evaluations at half their size (256 x 192 instead of 512 x 384)
-SMALL_EVAL = ["val_dataloader.dataset.pipeline.1.scale=(256,192)", "test_dataloader.dataset.pipeline.1.scale=(256,192)"]
 #: its multi-scale flip test at a third of the image sizes (the same 6 scales x 2 flips, 0.25-0.5 instead of 0.5-1.75)
 SMALL_TTA = [f"tta_pipeline.1.transforms.0.{i}.scale_factor={r}"
              for i, r in enumerate((0.25, 0.3, 0.35, 0.4, 0.45, 0.5))]
