@@ -12,16 +12,14 @@ and that model exported to ONNX and run in onnxruntime.
     python benchmarks/bench_deploy.py --quick    # batch 1 only, fewer repeats
 """
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 import torchvision
 
 import ssn_plugins as S
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_norms import fix_half_bn, time_all  # noqa: E402
+# a script's own folder is on sys.path: the timing helpers are shared with bench_norms.py
+from bench_norms import fix_half_bn, time_all
 
 
 def models():

@@ -25,6 +25,7 @@ import torchvision
 from torch import nn
 
 import ssn_plugins as S
+from ssn_plugins.radius import batched_ratios
 
 # (channels, height, width) of the norm layers in ResNet-50 at 224x224
 RESNET50_SHAPES = [(64, 112, 112), (64, 56, 56), (256, 56, 56), (128, 28, 28), (512, 28, 28),
@@ -198,7 +199,7 @@ def resnet50_models():
             model = S.convert_norm(model, to="SN")
         elif norm != "BN":
             model = S.convert_norm(model, to="SSN", radius=0.3)
-            S.batched_ratios(model)  # as RadiusScheduler sets it up
+            batched_ratios(model)  # as RadiusScheduler sets it up
         if norm == "SSN sparse":
             fix_half_bn(model)
         models[norm] = model

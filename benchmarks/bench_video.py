@@ -9,16 +9,15 @@ mmaction2's I3D ResNet3d-50 (+ I3DHead) with SN3d / SSN3d against BN3d.
     python benchmarks/bench_video.py --quick
 """
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 from torch import nn
 
 import ssn_plugins as S
+from ssn_plugins.radius import batched_ratios
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_norms import fix_half_bn, layer_table, sgd_step, sparse, time_all  # noqa: E402  (as for 2-D layers)
+# a script's own folder is on sys.path: the timing helpers are shared with bench_norms.py
+from bench_norms import fix_half_bn, layer_table, sgd_step, sparse, time_all
 
 # (channels, frames, height, width) of I3D ResNet-50's norm layers for 32-frame clips at 224x224
 I3D_SHAPES = [(64, 16, 112, 112), (256, 8, 56, 56), (512, 8, 28, 28), (1024, 8, 14, 14), (2048, 8, 7, 7)]
@@ -55,7 +54,7 @@ def i3d_steps(batch: int, frames: int, size: int, rounds: int) -> dict:
         model = nn.Sequential(backbone, I3DHead(num_classes=400, in_channels=2048))
         if norm == "SSN3d soft":
             S.set_radius(model, 0.3)
-            S.batched_ratios(model)
+            batched_ratios(model)
         if norm == "SSN3d sparse":
             fix_half_bn(model)
         steps[norm] = sgd_step(model, x, y)

@@ -122,8 +122,9 @@ def converted_layer(module: nn.Module, cls: Type[SwitchNorm], **kwargs) -> Switc
         raise ValueError(f"convert_norm: {type(module).__name__} has not inferred its channel count yet; run one "
                          f"forward pass before converting")
     if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        # a tracking BatchNorm leaves it to the layer (tracked whenever BN is one of its candidates)
         options = {"eps": module.eps, "affine": module.affine, "momentum": module.momentum,
-                   "track_running_stats": module.track_running_stats}
+                   "track_running_stats": None if module.track_running_stats else False}
         channels = module.num_features
     else:
         options = {"eps": module.eps, "affine": module.affine}

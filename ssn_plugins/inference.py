@@ -40,7 +40,7 @@ import torch.fx
 from torch import nn
 
 from .convert import _replace_children, is_plain_norm, take_place
-from .functional import group_count
+from .functional import kind_of
 from .layers.channel_equilibrium import ChannelEquilibrium
 from .layers.frozen_switch_norm import FrozenSwitchNorm
 from .layers.norm_act import NormActivation
@@ -171,24 +171,22 @@ def _inference_layer(layer: SwitchNorm) -> nn.Module:
 
 def _native_layer(layer: SwitchNorm, candidate: str) -> Optional[nn.Module]:
     """``torch.nn``'s module for ``candidate`` under ``layer``'s settings, or ``None`` where none matches."""
+    kind = kind_of(candidate)
     rank_class = next((c for c in _NATIVE_BN if isinstance(layer, c)), None)
-    factory = {"device": layer.mean_weight.device, "dtype": layer.mean_weight.dtype}
-    groups = 1 if candidate == "LN" else group_count(candidate)
-    # IN, and GN with one channel a group, stay FrozenSwitchNorm: torch's InstanceNorm and GroupNorm refuse
-    # 1x1 maps (and InstanceNorm empty batches), which the trained layer takes (IN's part is then 0: beta)
-    if groups and layer.num_features // groups > 1 and not layer.official_compat:
-        native = nn.GroupNorm(groups, layer.num_features, layer.eps, layer.affine, **factory)
-    elif candidate == "BN" and rank_class is not None:
-        # The authors' math changes BN's training statistics only; eval reads the running buffers either way.
-        tracked = layer.running_mean is not None
-        native = _NATIVE_BN[rank_class](layer.num_features, layer.eps, affine=layer.affine,
-                                        track_running_stats=tracked, **factory)
-        if tracked:
-            native.running_mean.copy_(layer.running_mean)
-            native.running_var.copy_(layer.running_var)
-            native.num_batches_tracked.copy_(layer.num_batches_tracked)
-    else:
+    # The authors' math changes BN's training statistics only (eval reads the running buffers either way); the
+    # other candidates' unbiased IN variance has no native module.
+    if layer.official_compat and not kind.batch_statistics:
         return None
+    tracked = layer.running_mean is not None
+    native = kind.native_module(layer.num_features, layer.eps, layer.affine, tracked,
+                                batch_norm_class=_NATIVE_BN.get(rank_class), device=layer.mean_weight.device,
+                                dtype=layer.mean_weight.dtype)
+    if native is None:
+        return None  # (IN and one-channel groups stay FrozenSwitchNorm, which takes 1x1 maps: IN's part is beta)
+    if kind.batch_statistics and tracked:
+        native.running_mean.copy_(layer.running_mean)
+        native.running_var.copy_(layer.running_var)
+        native.num_batches_tracked.copy_(layer.num_batches_tracked)
     if layer.affine:
         with torch.no_grad():
             native.weight.copy_(layer.weight)

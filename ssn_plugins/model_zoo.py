@@ -6,7 +6,7 @@ turns ``ssn://NAME`` (or ``ssn://LAYOUT/NAME``) into a local file in a
 framework's layout: on first use it downloads the release's file into the
 cache (a progress bar; a partial file ``*.part`` that the next attempt
 resumes), checks the release's checksum, converts it with
-:func:`ssn_plugins.checkpoints.convert` (the code of
+:func:`ssn_plugins.checkpoints.to_layout` (the code of
 ``tools/convert_checkpoint.py``, I3D inflation included) and caches the
 result; later uses read the cache and need no network. Downloads are only
 ever read with ``torch.load(weights_only=True)``: no code from a download runs.
@@ -63,7 +63,7 @@ from typing import Dict, Optional, Tuple
 from . import cache, checkpoints, csail_segmentation, detectron_pytorch
 
 __all__ = ["SCHEME", "LAYOUTS", "INPUT_CONVENTIONS", "CatalogueEntry", "ModelZooError", "catalogue", "get_entry",
-           "parse_url", "local_path", "download", "download_parts", "place_file", "cache_root"]
+           "parse_url", "local_path", "download", "download_parts", "place_file"]
 
 SCHEME = "ssn://"
 LAYOUTS = tuple(checkpoints.TARGETS)
@@ -191,11 +191,6 @@ def parse_url(url: str, default_layout: str) -> Tuple[str, str]:
     return name, layout
 
 
-def cache_root() -> Path:
-    """``$SSN_PLUGINS_WEIGHTS``, else ``$SSN_PLUGINS_CACHE/checkpoints`` (default ``~/.cache/ssn_plugins``'s)."""
-    return cache.weights_root()
-
-
 @dataclass(frozen=True)
 class _ReleaseFile:
     """One file of a catalogue entry: where it is cached, where it is downloaded from, where to get it by hand."""
@@ -215,7 +210,7 @@ def _release_files(entry: CatalogueEntry) -> Dict[str, _ReleaseFile]:
         stem = f"{entry.name}.{part}" if part else entry.name
         urls = (f"{mirror.rstrip('/')}/{stem}.pth",) if mirror else tuple(spec["urls"])
         files[part] = _ReleaseFile(f"{SCHEME}{entry.name}" + (f" ({part})" if part else ""),
-                                   cache_root() / "downloads" / f"{stem}.pth", urls, tuple(spec["by_hand"]))
+                                   cache.weights_root() / "downloads" / f"{stem}.pth", urls, tuple(spec["by_hand"]))
     return files
 
 
@@ -227,13 +222,13 @@ def _by_hand_advice(entry: CatalogueEntry, file: _ReleaseFile) -> str:
 @contextmanager
 def _locked(path: Path):
     """An exclusive lock beside ``path``: ranks of one job starting together download and convert once."""
-    locks = cache_root() / "locks"
+    locks = cache.weights_root() / "locks"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         locks.mkdir(parents=True, exist_ok=True)
         handle = open(locks / f"{path.parent.name}-{path.stem}.lock", "w")
     except OSError as e:
-        raise ModelZooError(f"the model zoo's cache {cache_root()} cannot be written ({e.strerror or e}: "
+        raise ModelZooError(f"the model zoo's cache {cache.weights_root()} cannot be written ({e.strerror or e}: "
                             f"{e.filename or path}), and {path.name} is not in it yet: set SSN_PLUGINS_WEIGHTS (or "
                             f"SSN_PLUGINS_CACHE) to a writable folder, or have the cache's owner fetch it") from None
     with handle:
@@ -448,7 +443,7 @@ def place_file(name: str, source, part: str = "", skip_checksum: bool = False) -
         elif marker.exists():
             marker.unlink()
     for suffix in checkpoints.TARGETS.values():  # conversions of an earlier copy
-        stale = cache_root() / "converted" / f"{name}{suffix}"
+        stale = cache.weights_root() / "converted" / f"{name}{suffix}"
         if stale.exists():
             stale.unlink()
     return file.target
@@ -472,7 +467,7 @@ def _convert(entry: CatalogueEntry, sources: Dict[str, Path], layout: str) -> di
         return checkpoints.inflate_openmmlab_resnet(state_dict, entry.architecture["depth"], norm)[0]
     model = checkpoints.read_published(source)
     _check_architecture(entry, model, source)
-    return checkpoints.convert(model, layout)[0]
+    return checkpoints.to_layout(model, layout)[0]
 
 
 def _check_architecture(entry: CatalogueEntry, model: "checkpoints.PublishedModel", source: Path) -> None:
@@ -535,7 +530,7 @@ def local_path(url: str, default_layout: str = "torch", progress: bool = True) -
     _check_layout(entry, layout)
     if entry.openmmlab_layout and layout == "openmmlab":
         return download(name, progress)
-    target = cache_root() / "converted" / f"{name}{checkpoints.TARGETS[layout]}"
+    target = cache.weights_root() / "converted" / f"{name}{checkpoints.TARGETS[layout]}"
     if target.exists() and _intact(target):
         return target
     sources = download_parts(name, progress)

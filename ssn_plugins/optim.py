@@ -108,7 +108,8 @@ def check_ratio_clip(max_norm: Optional[float], name: str = "ratio clip") -> Opt
 
 
 def unwrapped(model: nn.Module) -> nn.Module:
-    """The model inside DistributedDataParallel and mmengine's wrappers (which keep it in ``.module``)."""
+    """The model inside DistributedDataParallel, mmengine's wrappers and test-time-augmentation models (all keep
+    it in ``.module``): the one unwrapping both adapters use."""
     while isinstance(getattr(model, "module", None), nn.Module):
         model = model.module
     return model

@@ -1,7 +1,7 @@
 """The SparsestMax radius schedule, usable from any training loop."""
 import math
 import warnings
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import torch
 import torch.distributed as dist
@@ -190,8 +190,10 @@ def check_schedule(start_iter: int, end_iter: int, max_radius: float) -> None:
 class RadiusScheduler:
     """Maps the global iteration to the SparsestMax radius and applies it.
 
-    ``radius(t) = max_radius * clamp((t - start_iter) / (end_iter - start_iter), 0, 1)``:
-    by default ``t / total_iters`` as in the paper, so with three candidates
+    ``radius(t) = max_radius * clamp((t - start_iter) / (total_iters - start_iter), 0, 1)``:
+    by default ``t / total_iters`` as in the paper (``total_iters`` is the
+    iteration at which the radius reaches ``max_radius``; the adapters' ``END_ITER`` /
+    ``end_iter`` settings pass it), so with three candidates
     every layer is one-hot after about 82 % of training. It also makes the
     model project all ratios in one batched call per forward
     (:func:`batched_ratios`). It holds no iteration counter of its own: a
@@ -207,14 +209,12 @@ class RadiusScheduler:
             ...train one iteration...
     """
 
-    def __init__(self, model: nn.Module, total_iters: int, start_iter: int = 0,
-                 end_iter: Optional[int] = None, max_radius: float = 1.0) -> None:
-        end_iter = total_iters if end_iter is None else end_iter
-        check_schedule(start_iter, end_iter, max_radius)
+    def __init__(self, model: nn.Module, total_iters: int, start_iter: int = 0, max_radius: float = 1.0) -> None:
+        check_schedule(start_iter, total_iters, max_radius)
         self.model = model
         self._hook = batched_ratios(model)  # None when the model already had it (a second scheduler)
         self.start_iter = start_iter
-        self.end_iter = end_iter
+        self.total_iters = total_iters
         self.max_radius = max_radius
 
     def remove(self) -> None:
@@ -225,7 +225,7 @@ class RadiusScheduler:
 
     def radius_at(self, iteration: int) -> float:
         """The radius for global iteration ``iteration``."""
-        progress = (iteration - self.start_iter) / (self.end_iter - self.start_iter)
+        progress = (iteration - self.start_iter) / (self.total_iters - self.start_iter)
         return self.max_radius * min(max(progress, 0.0), 1.0)
 
     def step(self, iteration: int) -> Dict[str, float]:

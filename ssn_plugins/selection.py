@@ -8,11 +8,13 @@ from .layers.sparse_switch_norm import SparseSwitchNorm
 from .layers.switch_norm import SwitchNorm
 from .sparsestmax import sparsestmax
 
-__all__ = ["describe_selection", "describe_state_dict", "format_selection", "mean_ratios", "count_selections",
-           "radius_scalars", "ratio_scalars", "SCALAR_PREFIX"]
+__all__ = ["describe_selection", "describe_state_dict", "format_selection", "average_ratios", "count_selections",
+           "radius_scalars", "ratio_scalars", "SCALAR_PREFIX", "CHART_TAG"]
 
 #: the prefix of every training scalar (TensorBoard tag, event-storage key, log field) the tools write
 SCALAR_PREFIX = "ssn/"
+#: the image tag of the per-layer ratio chart the training hooks log (:mod:`ssn_plugins.selection_plots`)
+CHART_TAG = f"{SCALAR_PREFIX}selection_per_layer"
 
 
 @torch.no_grad()
@@ -40,7 +42,7 @@ def describe_selection(model: nn.Module) -> List[Dict]:
 
 
 @torch.no_grad()
-def mean_ratios(model: nn.Module) -> Dict[str, float]:
+def average_ratios(model: nn.Module) -> Dict[str, float]:
     """The ratio of each candidate averaged over the SN/SSN layers that have it.
 
     Keys are ``"mean_ratio_<IN|LN|BN>"`` and ``"var_ratio_<...>"``; empty
@@ -67,8 +69,8 @@ def radius_scalars(state: Mapping) -> Dict[str, float]:
 
 
 def ratio_scalars(model: nn.Module) -> Dict[str, float]:
-    """``ssn/mean_ratio_<candidate>`` and ``ssn/var_ratio_<...>``: :func:`mean_ratios` under the scalar prefix."""
-    return {f"{SCALAR_PREFIX}{key}": value for key, value in mean_ratios(model).items()}
+    """``ssn/mean_ratio_<candidate>`` and ``ssn/var_ratio_<...>``: :func:`average_ratios` under the scalar prefix."""
+    return {f"{SCALAR_PREFIX}{key}": value for key, value in average_ratios(model).items()}
 
 
 def format_selection(rows: List[Dict]) -> str:
@@ -106,9 +108,13 @@ def count_selections(rows: List[Dict]) -> Dict[str, Dict[str, int]]:
 
 
 def _candidates_from_state(state: Dict[str, torch.Tensor], prefix: str, k: int) -> List[str]:
-    if k == 3:
+    # A state dict holds no candidate names (detectron2's loader refuses non-tensor entries such as extra state),
+    # so only the published layouts are read by name: [IN, LN, BN] with BN's running statistics, [IN, LN] without.
+    # Three entries without running statistics may as well be [IN, LN, GN<g>].
+    tracked = prefix + "running_mean" in state
+    if k == 3 and tracked:
         return ["IN", "LN", "BN"]
-    if k == 2 and prefix + "running_mean" not in state:
+    if k == 2 and not tracked:
         return ["IN", "LN"]  # the published batch-size-1 layers; with running statistics 2 entries are ambiguous
     return [f"candidate{i}" for i in range(k)]
 
@@ -120,9 +126,9 @@ def describe_state_dict(state: Dict[str, torch.Tensor]) -> List[Dict]:
     An SN/SSN layer is a prefix with ``mean_weight`` and ``var_weight`` logits;
     SSN layers also hold ``radius`` and the ``mean_fixed`` / ``var_fixed``
     flags. Ratios are the softmax (SN), or SparsestMax at the saved radius
-    (SSN); a fixed vector is its one-hot logits. Three entries are ``[IN, LN,
-    BN]``, two without running statistics ``[IN, LN]``; other layouts are
-    named ``candidate<i>``.
+    (SSN); a fixed vector is its one-hot logits. Three entries with running
+    statistics are ``[IN, LN, BN]``, two without ``[IN, LN]``; other layouts
+    are named ``candidate<i>``.
     """
     rows = []
     for key in state:

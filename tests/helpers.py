@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Tuple
 
 import torch
+from torch import nn
 from torch.func import functional_call
 
 import ssn_plugins as S
@@ -261,3 +262,37 @@ NO_WORKERS = [f"{loader}_dataloader.{key}" for loader in ("train", "val", "test"
               for key in ("num_workers=0", "persistent_workers=False")]
 #: the segmentation evaluations at half their size (256 x 192 instead of 512 x 384)
 SMALL_EVAL = ["val_dataloader.dataset.pipeline.1.scale=(256,192)", "test_dataloader.dataset.pipeline.1.scale=(256,192)"]
+
+
+def hook_option(hook_type: str, key: str, value) -> str:
+    """``--cfg-options`` text setting ``key`` of the plugin's hook ``hook_type`` (configs/_base_/ssn_runtime.py): the
+    hook is found by its type, since mmengine's options address list entries by position only."""
+    from ssn_plugins.config_files import config_file
+    runtime = config_file("_base_/ssn_runtime.py")
+    namespace = {}
+    exec(compile(runtime.read_text(), str(runtime), "exec"), {"dict": dict}, namespace)
+    (index,) = [i for i, hook in enumerate(namespace["custom_hooks"]) if hook["type"] == hook_type]
+    return f"custom_hooks.{index}.{key}={value}"
+
+
+def average_over(batches: int) -> str:
+    """``--cfg-options`` text: batch-average statistics over ``batches`` training batches (the BatchAverage hook)."""
+    return hook_option("BatchAverageStatisticsHook", "num_iters", batches)
+
+
+def small_cnn():
+    """A small CNN with BatchNorm2d, GroupNorm and BatchNorm1d layers, for the converters and the recipe."""
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.GroupNorm(2, 8), nn.ReLU(),
+        nn.Identity(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4), nn.BatchNorm1d(4),
+    )
+
+
+def fixed(cls, mean, var, c=8, **kwargs):
+    """An SSN layer of ``cls`` with both selections fixed (``mean``, ``var``: candidate names)."""
+    m = cls(c, **kwargs)
+    m.fix("mean", mean)
+    m.fix("var", var)
+    return m

@@ -13,6 +13,7 @@ import torch
 from torch.func import functional_call, grad, vmap
 
 import ssn_plugins as S
+from ssn_plugins.radius import batched_ratios
 from ssn_plugins.functional import switch_norm
 
 CANDIDATE_SETS = [("IN", "LN", "BN"), ("IN", "LN"), ("LN", "BN"), ("IN", "BN"), ("BN",), ("IN",)]
@@ -223,7 +224,7 @@ def test_compiled_resnet_training_step_matches_eager():
         torch.manual_seed(0)
         model = S.convert_norm(torchvision.models.resnet18(num_classes=5), to="SSN", radius=0.2)
         S.sparse_layers(model)[3].fix("mean", "BN")
-        S.batched_ratios(model)
+        batched_ratios(model)
         models.append(model)
     compiled, eager = models
     x, target = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])

@@ -7,16 +7,16 @@ converted; detectron2's ResNet, mmdet's ResNet and the torch model must then
 give the same features on a real image.
 """
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-pytest.importorskip("detectron2")  # needs the full stack; a torch-only install runs the core tests
-pytest.importorskip("mmdet")
-pytest.importorskip("PIL")
-pytest.importorskip("numpy")
+pytest.importorskip("PIL")  # the real photos; the framework tests ask for their framework themselves
 
 import torch
+from torch import nn
 
 import ssn_plugins as S
 from ssn_plugins.checkpoints import (I3D_R50_INFLATE, ConversionError, read_published, to_detectron2, to_i3d,
@@ -25,6 +25,8 @@ from ssn_plugins.models import ResNet
 
 from helpers import (ce_release_layout, d2_resnet50, photo_batch, published_layout, trained_looking_ce_resnet,
                      trained_looking_resnet)
+
+REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def ssn50(tmp_path_factory):
@@ -77,7 +79,7 @@ def test_read_published_recovers_architecture_and_outputs(ssn50):
     assert published.ceil_mode_pool and published.num_classes == 1000
     fixed = sum(s is not None for m in S.sparse_layers(model) for s in m.selection)
     assert fixed >= 36 and f"fixed selections: {fixed} of 106" in published.report[1]  # 36 fixed by hand
-    rebuilt = S.checkpoints.build_resnet(published.architecture(), ceil_mode_pool=False).eval()
+    rebuilt = S.models.ResNet.from_architecture(published.architecture(), ceil_mode_pool=False).eval()
     rebuilt.load_state_dict(published.state_dict)
     assert [m.selection for m in S.sparse_layers(rebuilt)] == [m.selection for m in S.sparse_layers(model)]
     x = photo_batch()
@@ -90,7 +92,7 @@ def test_read_published_variants(tmp_path):
     published = read_published(raw)
     assert (published.depth, published.version, published.candidates, published.sparse) == (18, 2, ("IN", "LN"),
                                                                                             False)
-    rebuilt = S.checkpoints.build_resnet(published.architecture()).eval()
+    rebuilt = S.models.ResNet.from_architecture(published.architecture()).eval()
     rebuilt.load_state_dict(published.state_dict)
     x = photo_batch()
     torch.testing.assert_close(rebuilt(x), sn_v2(x))
@@ -122,6 +124,7 @@ def assert_same_features_in_detectron2(model, converted, d2, tmp_path):
 
 
 def test_detectron2_backbone_gives_the_same_features(ssn50, tmp_path):
+    pytest.importorskip("detectron2")
     model, published = ssn50
     converted, dropped = to_detectron2(published)
     assert dropped == ["fc.weight", "fc.bias"]
@@ -129,6 +132,7 @@ def test_detectron2_backbone_gives_the_same_features(ssn50, tmp_path):
 
 
 def test_openmmlab_backbone_gives_the_same_features(tmp_path):
+    pytest.importorskip("mmdet")
     import ssn_plugins.openmmlab  # noqa: F401  (registers SN/SSN)
     from mmdet.models.backbones import ResNet as MMResNet
     from mmengine.runner import load_checkpoint
@@ -149,6 +153,7 @@ def test_openmmlab_backbone_gives_the_same_features(tmp_path):
 
 
 def test_i3d_checkpoint_loads_into_mmaction_resnet3d(ssn50, tmp_path):
+    pytest.importorskip("mmaction")
     import ssn_plugins.openmmlab  # noqa: F401
     from mmaction.models.backbones import ResNet3d
 
@@ -177,6 +182,7 @@ def test_i3d_without_temporal_kernels_gives_the_2d_features_on_a_still_video(nor
     """Ratios, selections, running statistics and affine parameters all reach the right 5-D layers: with
     1-frame kernels, a video of one repeated photo gives the 2-D model's features at every frame (eval mode;
     IN over (T, H, W) and LN over (C, T, H, W) of identical frames equal IN / LN of one frame)."""
+    pytest.importorskip("mmaction")
     import ssn_plugins.openmmlab  # noqa: F401
     from mmaction.models.backbones import ResNet3d
 
@@ -219,7 +225,7 @@ def test_convert_checkpoint_tool(tmp_path):
     for suffix in (".pth", "_d2.pkl", "_mm.pth", "_i3d.pth"):
         assert (tmp_path / "out" / f"ssn18{suffix}").stat().st_size > 1_000_000
     saved = torch.load(tmp_path / "out" / "ssn18.pth", weights_only=True)
-    rebuilt = S.checkpoints.build_resnet(saved["meta"]["ssn_plugins"]).eval()
+    rebuilt = S.models.ResNet.from_architecture(saved["meta"]["ssn_plugins"]).eval()
     rebuilt.load_state_dict(saved["state_dict"])
     x = photo_batch()
     torch.testing.assert_close(rebuilt(x), model(x))
@@ -238,7 +244,7 @@ def test_the_converter_never_writes_over_its_input(tmp_path):
     torch.save(published_layout(trained_looking_resnet(18, "SSN")), source)
     original = source.read_bytes()
     with pytest.raises(ConversionError, match="resnet18_ssn.pth is the input file: .*give -o another name"):
-        convert_checkpoint.convert(source, tmp_path / "resnet18_ssn", ["torch", "detectron2"])
+        convert_checkpoint.convert_file(source, tmp_path / "resnet18_ssn", ["torch", "detectron2"])
     inflated_name = source.rename(tmp_path / "x_i3d.pth")  # the name --to i3d -o x would write
     with pytest.raises(ConversionError, match="is the input file"):
         convert_checkpoint.inflate_openmmlab(inflated_name, tmp_path / "x", "bn", 18)
@@ -288,6 +294,7 @@ def test_the_trust_pickle_advice_only_for_a_pickle_and_naming_what_it_imports(tm
 
 
 def test_ce_backbone_gives_the_same_features_in_detectron2(tmp_path):
+    pytest.importorskip("detectron2")
     from ssn_plugins.detectron2 import add_channel_equilibrium
 
     torch.manual_seed(0)
@@ -322,7 +329,7 @@ def test_ce_release_is_read_as_published(ce_release):
     assert (published.norm, published.ce, published.ce_group_sizes, published.ceil_mode_pool) == ("BN", True,
                                                                                                  (64, 16), False)
     assert "BN, with CE (groups of 64 in the stem, 16 in the blocks)" in published.report[0]
-    rebuilt = S.checkpoints.build_resnet(published.architecture()).eval()
+    rebuilt = S.models.ResNet.from_architecture(published.architecture()).eval()
     rebuilt.load_state_dict(published.state_dict)
     x = photo_batch()
     torch.testing.assert_close(rebuilt(x), model(x))
@@ -334,6 +341,9 @@ def test_ce_release_is_read_as_published(ce_release):
 def test_ce_release_gives_the_same_features_in_every_framework(ce_release, tmp_path):
     """The converted CE-ResNet-50 gives our ResNet's features in detectron2 (BN + CE), mmdet's ``ResNetCE`` and
     (loaded strictly) mmaction2's ``ResNet3dCE``."""
+    pytest.importorskip("detectron2")
+    pytest.importorskip("mmdet")
+    pytest.importorskip("mmaction")
     import ssn_plugins.openmmlab  # noqa: F401
     from detectron2.layers import FrozenBatchNorm2d  # noqa: F401  (detectron2's norms resolve "BN" below)
     from mmdet.utils import register_all_modules
@@ -377,3 +387,109 @@ def test_ce_release_gives_the_same_features_in_every_framework(ce_release, tmp_p
     torch.testing.assert_close(i3d.layer2[1].ce.running_wm, model.layer2[1].ce.running_wm)
     i3d.eval()
     assert torch.isfinite(i3d(torch.randn(1, 3, 8, 64, 64))).all()
+
+
+def test_converted_resnet18_fixed_on_in_evaluates_a_small_image():
+    torchvision = pytest.importorskip("torchvision")
+    model = S.convert_norm(torchvision.models.resnet18(num_classes=10), "SSN")
+    for m in S.sparse_layers(model.layer4):
+        m.fix("mean", "IN")
+        m.fix("var", "IN")
+    model.eval()
+    assert torch.isfinite(model(torch.randn(1, 3, 32, 32))).all()  # layer4's maps are 1x1
+
+
+def convert(*args):
+    return subprocess.run([sys.executable, str(REPO / "tools" / "convert_checkpoint.py"), *map(str, args)],
+                          capture_output=True, text=True, timeout=300)
+
+
+def assert_one_line_failure(result, *fragments):
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("conversion failed: "), result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def test_converter_cli_failures_are_one_line(tmp_path):
+    from helpers import published_layout, trained_looking_resnet
+
+    good = tmp_path / "ssn18.pth"
+    layout = published_layout(trained_looking_resnet(18, "SSN"))
+    torch.save(layout, good)
+    (tmp_path / "empty.pth").write_bytes(b"")
+    (tmp_path / "truncated.pth").write_bytes(good.read_bytes()[:200])
+    for name, fragment in [("missing.pth", "no such file"), ("empty.pth", "empty"), (".", "not a file"),
+                           ("truncated.pth", "not a readable checkpoint")]:
+        line = assert_one_line_failure(convert(tmp_path / name, "-o", tmp_path / "out"), fragment)
+        assert "--trust-pickle" not in line
+    line = assert_one_line_failure(convert(tmp_path / "missing.pth", "--trust-pickle", "-o", tmp_path / "out"))
+    wrong = dict(layout["state_dict"])
+    wrong["module.layer1.0.conv1.weight"] = torch.zeros(64, 64, 5, 5)
+    torch.save(wrong, tmp_path / "wrong_shape.pth")
+    assert_one_line_failure(convert(tmp_path / "wrong_shape.pth", "-o", tmp_path / "out"), "size mismatch")
+    nan_radius = dict(layout["state_dict"])
+    nan_radius["module.sn1.radius"] = torch.tensor([float("nan")])
+    torch.save(nan_radius, tmp_path / "nan_radius.pth")
+    assert_one_line_failure(convert(tmp_path / "nan_radius.pth", "-o", tmp_path / "out"), "radius")
+    nan_var = dict(layout["state_dict"])
+    nan_var["module.sn1.running_var"] = torch.full_like(nan_var["module.sn1.running_var"], float("nan"))
+    torch.save(nan_var, tmp_path / "nan_var.pth")
+    assert_one_line_failure(convert(tmp_path / "nan_var.pth", "-o", tmp_path / "out"), "running_var")
+    (tmp_path / "a_file").write_text("x")
+    assert_one_line_failure(convert(good, "-o", tmp_path / "a_file" / "sub" / "out"), "cannot create")
+    assert not list(tmp_path.glob("out*"))  # nothing written by any failure
+    result = convert(good, "--to", "i3d", "--i3d-conv1-t", "0", "-o", tmp_path / "out")
+    assert result.returncode != 0 and "must be >= 1" in result.stderr
+    # --depth must match the checkpoint
+    mm_file = tmp_path / "mm.pth"
+    assert convert(good, "--to", "openmmlab", "-o", tmp_path / "mm").returncode == 0
+    (tmp_path / "mm_mm.pth").rename(mm_file)
+    for depth in (18, 34, 101):
+        expected = "" if depth == 18 else "blocks per stage"
+        result = convert(mm_file, "--openmmlab-norm", "bn", "--depth", depth, "--to", "i3d", "-o", tmp_path / "i3d")
+        if depth == 18:
+            assert result.returncode == 0, result.stderr
+        else:
+            assert_one_line_failure(result, expected)
+
+
+def test_converted_files_carry_the_authors_math(tmp_path):
+    from helpers import photo_batch, published_layout, trained_looking_resnet
+
+    authors = trained_looking_resnet(18, "SN")  # built with official_compat=True: the authors' layers
+    torch.save(published_layout(authors), tmp_path / "authors.pth")
+    assert convert(tmp_path / "authors.pth", "--to", "torch", "-o", tmp_path / "conv" / "sn18").returncode == 0
+    ours = S.models.ResNet(18, "SN").eval()  # built with defaults, as the README says: nothing set by hand
+    ours.load_state_dict(torch.load(tmp_path / "conv" / "sn18.pth", weights_only=True)["state_dict"])
+    x = photo_batch()
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), authors(x))
+        for m in ours.modules():
+            if isinstance(m, S.SwitchNorm):
+                m.official_compat = False
+        assert not torch.allclose(ours(x), authors(x), rtol=1e-4, atol=1e-4)  # the paper's math differs
+
+
+def test_a_trained_resnet_is_described_as_a_release_and_loads_back_from_its_converted_file(tmp_path):
+    """PublishedModel.from_model (the pretraining tool's export) and load_converted (from_pretrained's reader) are
+    inverse: the rebuilt network gives the same output; a backbone file loads with backbone_only only."""
+    from ssn_plugins.checkpoints import PublishedModel, to_layout
+    model = trained_looking_resnet(18, "SSN").eval()
+    described = PublishedModel.from_model(model)
+    assert (described.depth, described.norm, described.candidates, described.sparse) == (18, "SSN",
+                                                                                           ("IN", "LN", "BN"), True)
+    saved, _ = to_layout(described, "torch")
+    torch.save(saved, tmp_path / "r18.pth")
+    x = photo_batch()
+    torch.testing.assert_close(S.load_converted(tmp_path / "r18.pth")(x), model(x))
+    backbone = S.load_converted(saved, backbone_only=True)
+    assert not hasattr(backbone, "fc") and backbone(x).shape[1] == 512
+    with pytest.raises(ConversionError, match="a backbone without the classifier"):
+        S.load_converted({"state_dict": {k: v for k, v in saved["state_dict"].items() if not k.startswith("fc.")},
+                          "meta": saved["meta"]})
+    with pytest.raises(ValueError, match="no architecture to record"):
+        ResNet(18, lambda c: nn.BatchNorm2d(c)).architecture()

@@ -187,8 +187,8 @@ def test_every_recipe_option_changes_the_trainers_pieces():
     assert set(default) == {"RadiusSchedule", "BatchAverageStatistics", "RatioScalars", "SelectionChart"}
     schedule = hooks("MODEL.SSN.RADIUS_START_ITER", "10", "MODEL.SSN.RADIUS_END_ITER", "50",
                      "MODEL.SSN.MAX_RADIUS", "0.5")["RadiusSchedule"].scheduler
-    assert (schedule.start_iter, schedule.end_iter, schedule.max_radius) == (10, 50, 0.5)
-    assert default["RadiusSchedule"].scheduler.end_iter == 90000  # -1: SOLVER.MAX_ITER
+    assert (schedule.start_iter, schedule.total_iters, schedule.max_radius) == (10, 50, 0.5)
+    assert default["RadiusSchedule"].scheduler.total_iters == 90000  # -1: SOLVER.MAX_ITER
     assert "BatchAverageStatistics" not in hooks("MODEL.SSN.INFERENCE_STATS", "moving_average")
     assert hooks("MODEL.SSN.BATCH_AVERAGE_ITERS", "7")["BatchAverageStatistics"]._num_iter == 7
     assert "RatioScalars" not in hooks("MODEL.SSN.SCALARS_PERIOD", "0")

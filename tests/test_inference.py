@@ -17,19 +17,15 @@ import copy
 
 import pytest
 
-pytest.importorskip("onnx")  # needs the full stack; a torch-only install runs the core tests
-pytest.importorskip("onnxruntime")
 pytest.importorskip("torchvision")
-
-import onnx
-import onnxruntime
 
 import torch
 import torchvision
 from torch import nn
 
 import ssn_plugins as S
-from ssn_plugins.checkpoints import build_resnet, read_published
+from ssn_plugins.checkpoints import read_published
+from ssn_plugins.models import ResNet
 from helpers import Reference, relative_error, photo_batch, published_layout, trained_looking_resnet
 
 
@@ -94,6 +90,8 @@ def test_torchvision_resnet50_equals_the_original_and_every_fold_is_reported(res
 
 
 def test_exported_resnet50_runs_in_onnxruntime_torch_export_and_torchscript(resnet50, tmp_path):
+    onnx = pytest.importorskip("onnx")  # the export extra; every other test here needs torch alone
+    onnxruntime = pytest.importorskip("onnxruntime")
     _, model = resnet50
     x = photo_batch(crops=2)
     inference, _ = S.for_inference(model)
@@ -112,6 +110,8 @@ def test_exported_resnet50_runs_in_onnxruntime_torch_export_and_torchscript(resn
 
 
 def test_our_resnet_from_a_published_layout_checkpoint(tmp_path):
+    pytest.importorskip("onnx")  # torch.onnx.export writes it
+    onnxruntime = pytest.importorskip("onnxruntime")
     # the authors' math (official_compat) and a published-layout file, converted and loaded
     model = trained_looking_resnet(50, "SSN")
     for i, layer in enumerate(S.sparse_layers(model)[1::4]):  # some single-candidate selections too
@@ -120,7 +120,7 @@ def test_our_resnet_from_a_published_layout_checkpoint(tmp_path):
     source = tmp_path / "ssn50.pth"
     torch.save(published_layout(model), source)
     published = read_published(source)
-    rebuilt = build_resnet(published.architecture(), ceil_mode_pool=True).eval()
+    rebuilt = ResNet.from_architecture(published.architecture(), ceil_mode_pool=True).eval()
     rebuilt.load_state_dict(published.state_dict)
     rebuilt.fc = nn.Identity()  # the features (see the module docstring)
     x = photo_batch(crops=2, size=(160, 192))

@@ -9,11 +9,11 @@ import sysconfig
 from pathlib import Path
 
 import pytest
-from helpers import NO_WORKERS, REPO, SMALL_CROPS, SMALL_EVAL, build_distributions
+from helpers import NO_WORKERS, REPO, SMALL_CROPS, SMALL_EVAL, average_over, build_distributions
 
 pytestmark = pytest.mark.slow  # builds the wheel and trains four models; CI runs it
 
-SEG_SMALL = [*SMALL_CROPS, *SMALL_EVAL, *NO_WORKERS, "custom_hooks.1.num_iters=1"]
+SEG_SMALL = [*SMALL_CROPS, *SMALL_EVAL, *NO_WORKERS, average_over(1)]
 SEG_CONFIG = "configs/mmseg/real_mini/deeplabv3_r18-d8_ssn_real-mini-256x256.py"
 
 
@@ -102,10 +102,10 @@ def test_mmseg_trains_tests_and_deploys_a_shipped_config(installed):
 
 def test_mmdet_and_mmaction2_train_their_shipped_configs(installed):
     installed.run("ssn-openmmlab-real-mini", "det", "--work-dir", "out/det", "--cfg-options",
-                  "train_cfg.max_epochs=1", *NO_WORKERS, "custom_hooks.1.num_iters=1")
+                  "train_cfg.max_epochs=1", *NO_WORKERS, average_over(1))
     assert json.loads((installed.work / "out/det/summary.json").read_text())["iterations"] == 3
     installed.run("ssn-openmmlab-real-mini", "video", "--work-dir", "out/video", "--cfg-options",
-                  "train_cfg.max_iters=2", *NO_WORKERS, "custom_hooks.1.num_iters=1",
+                  "train_cfg.max_iters=2", *NO_WORKERS, average_over(1),
                   "train_dataloader.dataset.pipeline.4.scale=(64,64)", "val_dataloader.dataset.pipeline.4.crop_size=64")
     summary = json.loads((installed.work / "out/video/summary.json").read_text())
     assert summary["iterations"] == 2 and all(0.0 <= v <= 1.0 for v in summary["after"].values())

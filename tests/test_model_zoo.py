@@ -162,14 +162,14 @@ def test_names_and_layouts_are_checked_before_any_download(tmp_path, monkeypatch
     with pytest.raises(model_zoo.ModelZooError, match="only the 'openmmlab' and 'i3d'"):
         model_zoo.local_path("ssn://detectron2/resnet50_gn")
     with pytest.raises(ValueError, match="reads the 'torch' layout"):
-        ResNet.from_pretrained("ssn://i3d/resnet50_ssn_8x8")
+        S.from_pretrained("ssn://i3d/resnet50_ssn_8x8")
     assert not any(tmp_path.rglob("*.pth*"))
 
 
 def test_download_checks_converts_caches_and_then_works_offline(server, published_files, tmp_path, monkeypatch,
                                                                  capfd):
     _, models = published_files
-    model = ResNet.from_pretrained("resnet50_sn_8x32")
+    model = S.from_pretrained("resnet50_sn_8x32")
     err = capfd.readouterr().err
     assert "downloading ssn://resnet50_sn_8x32" in err and "converted for torch" in err
     assert server.requests == [("resnet50_sn_8x32.pth", None)]
@@ -180,7 +180,7 @@ def test_download_checks_converts_caches_and_then_works_offline(server, publishe
     assert not model.training and all(m.official_compat for m in model.modules() if isinstance(m, S.SwitchNorm))
     # later uses need no network: the server is gone
     monkeypatch.setenv("SSN_PLUGINS_MIRROR", "http://127.0.0.1:9/")
-    again = ResNet.from_pretrained("ssn://resnet50_sn_8x32", backbone_only=True)
+    again = S.from_pretrained("ssn://resnet50_sn_8x32", backbone_only=True)
     torch.testing.assert_close(again(x), models["resnet50_sn_8x32"].stages(x)["res5"])
     assert len(server.requests) == 1
 
@@ -260,7 +260,7 @@ def test_a_file_placed_by_hand_is_used(published_files, tmp_path, monkeypatch):
     target = cached(tmp_path, "downloads", "resnet50_ce.pth")
     target.parent.mkdir(parents=True)
     target.write_bytes(files["resnet50_ce.pth"])
-    model = ResNet.from_pretrained("resnet50_ce", progress=False)
+    model = S.from_pretrained("resnet50_ce", progress=False)
     assert model.ce1.group_size == 64 and model.layer1[0].ce.group_size == 16
     x = photo_batch()
     torch.testing.assert_close(model(x), models["resnet50_ce"](x))
@@ -275,7 +275,7 @@ def test_a_file_placed_by_hand_is_used(published_files, tmp_path, monkeypatch):
     truncated = cached(tmp_path, "downloads", "resnet50_sn_8x32.pth")
     truncated.write_bytes(files["resnet50_sn_8x32.pth"][:100_000])
     with pytest.raises(model_zoo.ModelZooError, match="cannot be converted for torch: .*not a readable checkpoint"):
-        ResNet.from_pretrained("resnet50_sn_8x32", progress=False)
+        S.from_pretrained("resnet50_sn_8x32", progress=False)
     assert not truncated.exists() and truncated.with_name("resnet50_sn_8x32.pth.rejected").exists()
 
 
@@ -292,7 +292,7 @@ def test_a_file_of_another_network_under_a_name_without_checksum_is_refused(publ
     (downloads / "resnet50_sn_8x1.pth").write_bytes(files["resnet50_sn_8x32.pth"])  # [IN, LN, BN] as the [IN, LN] one
     with pytest.raises(model_zoo.ModelZooError, match=r"is not ssn://resnet50_sn_8x4's network: depth 18 \(the "
                                                       r"catalogue's 50\).*moved to"):
-        ResNet.from_pretrained("resnet50_sn_8x4", progress=False)
+        S.from_pretrained("resnet50_sn_8x4", progress=False)
     with pytest.raises(model_zoo.ModelZooError, match=r"candidates \('IN', 'LN', 'BN'\) \(the catalogue's "
                                                       r"\('IN', 'LN'\)\)"):
         model_zoo.local_path("ssn://detectron2/resnet50_sn_8x1")
@@ -496,7 +496,7 @@ def test_eval_imagenet_tool_reports_accuracy_beside_the_published_figure(server,
     for i, (photo, box) in enumerate([(p, b) for p in photos for b in ((0, 0, 300, 260), (40, 30, 330, 400))]):
         photo.crop(box).save(staging / f"crop{i}.jpg", quality=95)
         crops.append(staging / f"crop{i}.jpg")
-    model = ResNet.from_pretrained("resnet50_sn_8x32", progress=False)
+    model = S.from_pretrained("resnet50_sn_8x32", progress=False)
     with torch.no_grad():
         order = model(torch.stack([_reference_preprocessing(p) for p in crops])).argsort(1, descending=True)
     folder = tmp_path / "val"
@@ -528,7 +528,7 @@ def test_eval_imagenet_says_in_one_line_why_it_cannot_evaluate(tmp_path):
     from PIL import Image
 
     from helpers import photo_path
-    from ssn_plugins.checkpoints import convert
+    from ssn_plugins.checkpoints import to_layout as convert
 
     def eval_imagenet(*argv):
         return subprocess.run([sys.executable, str(REPO / "tools" / "eval_imagenet.py"), *map(str, argv),

@@ -16,6 +16,8 @@ from mmengine.runner import Runner
 
 from ssn_plugins.datasets.real_mini import write_segmentation
 
+from helpers import average_over
+
 REPO = Path(__file__).resolve().parents[1]
 SEG_CONFIG = REPO / "configs" / "mmseg" / "real_mini" / "deeplabv3_r18-d8_ssn_real-mini-256x256.py"
 
@@ -51,7 +53,7 @@ def mim(*args, cwd):
 
 SMALL = ["model.data_preprocessor.size=(128,128)", "train_dataloader.dataset.pipeline.3.crop_size=(128,128)",
          "train_dataloader.num_workers=0", "train_dataloader.persistent_workers=False",
-         "val_dataloader.num_workers=0", "val_dataloader.persistent_workers=False", "custom_hooks.1.num_iters=1",
+         "val_dataloader.num_workers=0", "val_dataloader.persistent_workers=False", average_over(1),
          "default_hooks.logger.interval=1", "default_hooks.checkpoint.interval=1",
          "val_dataloader.dataset.pipeline.1.scale=(256,192)"]  # validation at half its size
 

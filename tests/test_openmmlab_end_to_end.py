@@ -8,9 +8,9 @@ import pytest
 
 pytest.importorskip("mmengine")  # needs the full stack; a torch-only install runs the core tests
 
-from helpers import NO_WORKERS, SMALL_CROPS, SMALL_EVAL
+from helpers import NO_WORKERS, SMALL_CROPS, SMALL_EVAL, average_over, hook_option
 
-from ssn_plugins.openmmlab import real_mini
+from ssn_plugins.cli import openmmlab_real_mini as real_mini
 
 pytestmark = pytest.mark.slow  # pytest -m "not slow" leaves it out; CI runs it
 
@@ -36,7 +36,7 @@ def in_tmp(tmp_path, monkeypatch):
 def test_deeplabv3_ssn_on_real_segmentation(in_tmp, capsys):
     summary = run_job([
         "seg", "--work-dir", str(in_tmp / "seg"), "--cfg-options", "train_cfg.max_iters=3", *SMALL_CROPS,
-        *SMALL_EVAL, *NO_WORKERS, "custom_hooks.1.num_iters=2"])
+        *SMALL_EVAL, *NO_WORKERS, average_over(2)])
     printed = capsys.readouterr().out  # the job's own report, read before anything here prints
     print(json.dumps(summary))
     assert (in_tmp / "datasets/real_mini_seg/ann_dir/val/voc.png").exists()
@@ -60,7 +60,7 @@ def test_real_segmentation_run_accepts_channel_equilibrium(in_tmp):
     """``--ce``: the same run with CE in the ResNet-18 backbone (stem and stages 1-3), which trains."""
     summary = run_job([
         "seg", "--ce", "--work-dir", str(in_tmp / "seg_ce"), "--cfg-options", "train_cfg.max_iters=2", *SMALL_CROPS,
-        *SMALL_EVAL, *NO_WORKERS, "custom_hooks.1.num_iters=1"])
+        *SMALL_EVAL, *NO_WORKERS, average_over(1)])
     assert summary["ce"] and summary["iterations"] == 2
     assert summary["after"]["mIoU"] is not None and 0.0 <= summary["after"]["mIoU"] <= 100.0
     import torch
@@ -73,7 +73,7 @@ def test_real_segmentation_run_accepts_channel_equilibrium(in_tmp):
 def test_mask_rcnn_ssn_on_real_instances(in_tmp, capsys):
     summary = run_job([
         "det", "--work-dir", str(in_tmp / "det"), "--cfg-options", "train_cfg.max_epochs=1", *NO_WORKERS,
-        "custom_hooks.1.num_iters=1"])
+        average_over(1)])
     printed = capsys.readouterr().out
     print(json.dumps(summary))
     assert summary["iterations"] == 3  # 6 training images, 2 per batch
@@ -99,7 +99,7 @@ def test_i3d_ssn3d_on_real_clips(in_tmp):
     """Kinetics-style real clips, the radius schedule, batch averages and ratio scalars in video training."""
     summary = run_job([
         "video", "--work-dir", str(in_tmp / "video"), "--cfg-options", "train_cfg.max_iters=4", *NO_WORKERS,
-        "custom_hooks.1.num_iters=2", "custom_hooks.3.interval=1", "default_hooks.logger.interval=1",
+        average_over(2), hook_option("SwitchNormScalarsHook", "interval", 1), "default_hooks.logger.interval=1",
         "train_dataloader.dataset.pipeline.4.scale=(64,64)", "val_dataloader.dataset.pipeline.4.crop_size=64"])
     print(json.dumps(summary))
     assert (in_tmp / "datasets/real_clips/real_clips_train_list_videos.txt").read_text().count("\n") == 36
@@ -132,13 +132,13 @@ def test_i3d_ssn3d_on_real_clips(in_tmp):
 
 def test_train_resume_and_test_tools(in_tmp):
     """tools/mm_train.py, its --resume on an mmseg checkpoint (torch 2.14 loading), and tools/mm_test.py."""
-    from ssn_plugins.openmmlab import evaluate as mm_test
-    from ssn_plugins.openmmlab import train as mm_train
+    from ssn_plugins.cli import mm_test
+    from ssn_plugins.cli import mm_train
     from ssn_plugins.datasets.real_mini import write_segmentation
 
     write_segmentation(in_tmp / "datasets/real_mini_seg")
     config = str(CONFIGS / real_mini.TASKS["seg"][0])
-    small = [*SMALL_CROPS, *SMALL_EVAL, *NO_WORKERS, "custom_hooks.1.num_iters=1", "default_hooks.logger.interval=1",
+    small = [*SMALL_CROPS, *SMALL_EVAL, *NO_WORKERS, average_over(1), "default_hooks.logger.interval=1",
              "default_hooks.checkpoint.interval=1"]
     work_dir = in_tmp / "tools"
     # mmengine keeps one visualizer per name in a process: a name per run keeps each run's scalars in its own dir
@@ -178,12 +178,12 @@ def test_the_tools_read_a_checkpoint_with_foreign_objects_only_when_that_file_is
     import torch
 
     from ssn_plugins.datasets.real_mini import write_segmentation
-    from ssn_plugins.openmmlab import evaluate as mm_test
-    from ssn_plugins.openmmlab import train as mm_train
+    from ssn_plugins.cli import mm_test
+    from ssn_plugins.cli import mm_train
 
     write_segmentation(in_tmp / "datasets/real_mini_seg")
     config = str(CONFIGS / real_mini.TASKS["seg"][0])
-    small = [*SMALL_CROPS, *SMALL_EVAL, *NO_WORKERS, "custom_hooks.1.num_iters=1", "train_cfg.val_interval=100",
+    small = [*SMALL_CROPS, *SMALL_EVAL, *NO_WORKERS, average_over(1), "train_cfg.val_interval=100",
              "default_hooks.checkpoint.interval=1"]
     work_dir = in_tmp / "own"
     mm_train.main([config, "--work-dir", str(work_dir), "--cfg-options", "train_cfg.max_iters=1",
@@ -204,7 +204,7 @@ def test_the_tools_read_a_checkpoint_with_foreign_objects_only_when_that_file_is
 
 
 def test_tta_without_a_tta_pipeline_is_refused(in_tmp):
-    from ssn_plugins.openmmlab import evaluate as mm_test
+    from ssn_plugins.cli import mm_test
     config = str(CONFIGS / real_mini.TASKS["det"][0])
     with pytest.raises(SystemExit, match="--tta needs tta_pipeline"):
         mm_test.run([config, "missing.pth", "--tta", "--work-dir", str(in_tmp)])

@@ -1,6 +1,9 @@
-"""Package-level promises: the core imports no framework, the public API exists, the built package is complete."""
+"""Package-level promises: the core imports no framework, the import graph runs one way, the public API exists,
+the built package is complete."""
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from helpers import REPO, build_distributions
@@ -26,6 +29,89 @@ def test_core_imports_only_torch():
             "print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+#: the package's tiers, bottom up: each may import its own and lower tiers only
+TIERS = {"core": 0, "adapter": 1, "reproduction": 2, "cli": 3}
+ADAPTERS = ("detectron2", "openmmlab", "timm")
+
+
+def _tier(module: str) -> str:
+    part = module.split(".")[1] if "." in module else ""
+    return "adapter" if part in ADAPTERS else part if part in ("reproduction", "cli") else "core"
+
+
+def import_graph(root: Path):
+    """``{module: modules it imports}`` over the package in ``root``, function-level imports included (a lazy
+    import is still an arrow a reader follows); a module's import of its own ancestors aside."""
+    modules = {}
+    for path in root.rglob("*.py"):
+        if "configs" in path.relative_to(root).parts:
+            continue
+        name = ".".join(path.relative_to(root.parent).with_suffix("").parts).removesuffix(".__init__")
+        modules[name] = path
+    graph = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+                target = ".".join(base + ([node.module] if node.module else []))
+                imported.update([target] + [f"{target}.{alias.name}" for alias in node.names])
+            elif isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+        graph[name] = {t for t in imported if t in modules and t != name and not name.startswith(t + ".")}
+    return graph
+
+
+def upward_arrows(graph):
+    """Imports of a higher tier, and of another adapter."""
+    return sorted(f"{a} -> {b}" for a, targets in graph.items() for b in targets
+                  if TIERS[_tier(b)] > TIERS[_tier(a)]
+                  or (_tier(a) == _tier(b) == "adapter" and a.split(".")[1] != b.split(".")[1]))
+
+
+def import_cycles(graph):
+    """Every circle a depth-first search meets (a module reached again while still on its path)."""
+    state, cycles = {}, []
+
+    def visit(module, path):
+        state[module] = "open"
+        for target in sorted(graph[module]):
+            if state.get(target) == "open":
+                cycles.append(path[path.index(target):] + [target])
+            elif target not in state:
+                visit(target, path + [target])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    return cycles
+
+
+def test_the_import_graph_has_no_cycle_and_no_upward_arrow():
+    """core <- adapters (detectron2, openmmlab, timm; none imports another) <- reproduction toolkit <- cli: the
+    library never imports the toolkit, and no module reaches itself through others (ResNet -> model zoo ->
+    converters -> ResNet was such a circle)."""
+    graph = import_graph(Path(S.__file__).parent)
+    assert len(graph) > 80 and "ssn_plugins.checkpoints.published" in graph  # the walk found the package
+    assert not upward_arrows(graph)
+    assert not import_cycles(graph)
+
+
+def test_the_graph_check_finds_a_lazy_upward_import_and_a_circle(tmp_path):
+    """The check above can fail: a function-level import of the toolkit from the core, closing a circle."""
+    package = tmp_path / "ssn_plugins"
+    (package / "reproduction").mkdir(parents=True)
+    (package / "__init__.py").write_text("from . import models\n")
+    (package / "models.py").write_text("def from_pretrained():\n    from .reproduction import zoo\n")
+    (package / "reproduction" / "__init__.py").write_text("")
+    (package / "reproduction" / "zoo.py").write_text("from ..models import from_pretrained\n")
+    graph = import_graph(package)
+    assert "ssn_plugins.models -> ssn_plugins.reproduction.zoo" in upward_arrows(graph)
+    assert ["ssn_plugins.models", "ssn_plugins.reproduction.zoo", "ssn_plugins.models"] in import_cycles(graph)
 
 
 def test_constructor_conventions():

@@ -40,7 +40,7 @@ def tiny_folder(tmp_path_factory):
 @pytest.fixture(scope="module")
 def straight_run(tiny_folder, tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("straight")
-    return out_dir, run(TOOLS / "pretrain_imagenet.py", tiny_folder, "-o", out_dir, *TINY)
+    return out_dir, run(TOOLS / "pretrain_imagenet.py", tiny_folder, "--work-dir", out_dir, *TINY)
 
 
 def test_training_writes_checkpoints_scalars_and_exports(straight_run):
@@ -73,22 +73,22 @@ def test_training_writes_checkpoints_scalars_and_exports(straight_run):
 
 def test_resumed_run_equals_straight_run(straight_run, tiny_folder, tmp_path):
     out_dir, _ = straight_run
-    first = run(TOOLS / "pretrain_imagenet.py", tiny_folder, "-o", tmp_path, *TINY, "--stop-after-epochs", "1")
+    first = run(TOOLS / "pretrain_imagenet.py", tiny_folder, "--work-dir", tmp_path, *TINY, "--stop-after-epochs", "1")
     assert "continue with --resume" in first and not (tmp_path / "final.pth").exists()
-    second = run(TOOLS / "pretrain_imagenet.py", tiny_folder, "-o", tmp_path, *TINY, "--resume")
+    second = run(TOOLS / "pretrain_imagenet.py", tiny_folder, "--work-dir", tmp_path, *TINY, "--resume")
     assert "resumed from" in second and "at epoch 1" in second
     straight = torch.load(out_dir / "final.pth", weights_only=True)["state_dict"]
     resumed = torch.load(tmp_path / "final.pth", weights_only=True)["state_dict"]
     for key, value in straight.items():
         assert torch.equal(resumed[key], value), key
-    changed = subprocess.run([sys.executable, TOOLS / "pretrain_imagenet.py", tiny_folder, "-o", tmp_path,
+    changed = subprocess.run([sys.executable, TOOLS / "pretrain_imagenet.py", tiny_folder, "--work-dir", tmp_path,
                               "--depth", "34", *TINY[2:], "--resume"], capture_output=True, text=True)
     assert changed.returncode != 0 and "trained with other depth" in changed.stderr
 
 
 def test_two_process_gloo_with_sync_ssn(tiny_folder, tmp_path):
     out = run("-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541",
-              TOOLS / "pretrain_imagenet.py", tiny_folder, "-o", tmp_path, "--depth", "18", "--norm", "SyncSSN",
+              TOOLS / "pretrain_imagenet.py", tiny_folder, "--work-dir", tmp_path, "--depth", "18", "--norm", "SyncSSN",
               "--batch-setting", "2,4", "--epochs", "1", "--image-size", "32", "--workers", "0",
               "--stat-batches", "3", env={"OMP_NUM_THREADS": "1"})
     assert "final: val top-1" in out and (tmp_path / "backbone_d2.pkl").exists()

@@ -15,9 +15,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("detectron2")  # needs the full stack; a torch-only install runs the core tests
-pytest.importorskip("mmengine")
-pytest.importorskip("tensorboard")
+# (the framework each test needs is asked for in that test: a torch-only install runs the rest)
 
 import torch
 
@@ -73,10 +71,12 @@ def test_figures_file_errors_name_the_table(tmp_path):
 
 def test_detectron2_expected_results_are_the_papers_figures():
     """TEST.EXPECTED_RESULTS of every detectron2 config is the matching figure (none without one)."""
+    pytest.importorskip("detectron2")
     from detectron2.config import get_cfg
 
     import ssn_plugins.detectron2 as sd
-    from ssn_plugins.reproduction.runs import Run, describe_detectron2_config
+    from ssn_plugins.reproduction.runs import Run
+    from ssn_plugins.run_identity import describe_detectron2_config
     figures = F.paper_figures()
     checked = 0
     for path in sorted((REPO / "configs" / "detectron2").glob("*.yaml")):
@@ -84,7 +84,7 @@ def test_detectron2_expected_results_are_the_papers_figures():
         sd.add_ssn_config(cfg)
         sd.merge_config_file(cfg, path)
         run = Run(path, "detectron2", "config")
-        describe_detectron2_config(cfg, run, 8)
+        run.describe(describe_detectron2_config(cfg, 8))
         expected = []
         for task, metric in (("bbox", "box AP"), ("segm", "mask AP")):
             if metric == "mask AP" and not cfg.MODEL.MASK_ON:
@@ -99,10 +99,11 @@ def test_detectron2_expected_results_are_the_papers_figures():
 
 
 def test_openmmlab_metafiles_are_generated_from_the_figures_file():
+    pytest.importorskip("mmengine")
     import yaml
     from modelindex.load_model_index import load
 
-    from ssn_plugins.openmmlab.metafiles import FAMILIES, render_metafile, render_model_index, render_readme
+    from ssn_plugins.reproduction.metafiles import FAMILIES, render_metafile, render_model_index, render_readme
     configs = REPO / "configs"
     for family in FAMILIES:
         for name, render in (("metafile.yaml", render_metafile), ("README.md", render_readme)):
@@ -141,7 +142,8 @@ def test_openmmlab_metafiles_are_generated_from_the_figures_file():
 
 def test_a_config_pretrained_at_another_setting_is_not_published_with_the_figure(tmp_path):
     """The metafile names a figure measured from other pretrained weights instead of publishing it as a result."""
-    from ssn_plugins.openmmlab.metafiles import config_entry
+    pytest.importorskip("mmengine")
+    from ssn_plugins.reproduction.metafiles import config_entry
     family = tmp_path / "configs" / "mmseg" / "deeplabv3"
     family.mkdir(parents=True)
     base = REPO / "configs/mmseg/deeplabv3/deeplabv3_r50-d8_sn_8xb2-160k_ade20k-512x512.py"
@@ -177,6 +179,7 @@ def test_describe_state_dict_equals_describe_selection_float32():
 @pytest.fixture(scope="module")
 def fashion_suite(tmp_path_factory):
     """The CI-sized Fashion-MNIST suite (BN and SSN at 32, 8, 2 images per batch), launched by reproduce.py."""
+    pytest.importorskip("tensorboard")
     work = tmp_path_factory.mktemp("reproduce")
     out = tool(TOOLS / "reproduce.py", "fashion-mnist-batch-sizes", "--ci", "--norms", "BN", "SSN",
                "--work-dir", work).stdout
@@ -272,6 +275,8 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(fashion_suite, tmp_
 def test_slurm_launcher_through_submitit_local_executor(tmp_path):
     """Jobs through submitit (its local executor here); a re-run while a job is still running does not submit
     it again."""
+    pytest.importorskip("tensorboard")
+    pytest.importorskip("submitit")
     import time
 
     from ssn_plugins.reproduction.launch import JOB_FILE
@@ -297,6 +302,7 @@ def test_slurm_launcher_through_submitit_local_executor(tmp_path):
 
 
 def test_sigterm_to_the_launcher_stops_its_training_and_a_second_launcher_never_trains_the_same_run(tmp_path):
+    pytest.importorskip("tensorboard")
     import signal
     import time
 
@@ -341,6 +347,7 @@ def test_analyze_selection_charts_from_a_run(fashion_suite, tmp_path):
 
 def test_analyze_selection_says_in_one_line_why_a_checkpoint_cannot_be_read(tmp_path):
     """A damaged, empty or foreign file is one line naming it and why, not a traceback (R16)."""
+    pytest.importorskip("matplotlib")
     from ssn_plugins.cli import analyze_selection
     torch.save({"state_dict": {"w": torch.zeros(1000)}}, tmp_path / "good.pth")
     (tmp_path / "truncated.pth").write_bytes((tmp_path / "good.pth").read_bytes()[:300])
@@ -416,6 +423,8 @@ def test_html_leaderboard_loads_in_headless_chromium(fashion_suite, tmp_path):
 
 def test_real_mini_suite_detectron2_run_is_read_with_heldout_ap(tmp_path):
     """One detectron2 run of the real-mini suite (CI size): AP on the training photos and on the held-out ones."""
+    pytest.importorskip("detectron2")
+    pytest.importorskip("tensorboard")
     out = tool(TOOLS / "reproduce.py", "real-mini", "--ci", "--norms", "SSN", "--work-dir", tmp_path,
                cwd=tmp_path).stdout
     assert "ssn: new:" in out
@@ -451,6 +460,8 @@ def test_real_mini_suite_detectron2_run_is_read_with_heldout_ap(tmp_path):
 def test_cluster_suites_dry_run_commands(tmp_path):
     """The GPU suites' commands, as --dry-run prints them: detectron2's own launcher, torchrun for mmengine."""
     # no data set here: the commands are printed, and so is every data root they would miss (exit status 1)
+    pytest.importorskip("detectron2")
+    pytest.importorskip("mmengine")
     coco = tool(TOOLS / "reproduce.py", "coco-mask-rcnn-2x", "--launcher", "torchrun", "--dry-run",
                 "--work-dir", tmp_path, check=False)
     assert coco.returncode == 1 and coco.stdout.count(": new: ") == 4
@@ -461,7 +472,7 @@ def test_cluster_suites_dry_run_commands(tmp_path):
                 "--work-dir", tmp_path, check=False)
     assert city.returncode == 1 and "train_dataloader: data/cityscapes/leftImg8bit/train (missing)" in city.stderr
     city = city.stdout
-    assert "torch.distributed.run --nproc_per_node=8 -m ssn_plugins.openmmlab.train" in city
+    assert "torch.distributed.run --nproc_per_node=8 -m ssn_plugins.cli.mm_train" in city
     assert "--launcher pytorch" in city
     assert "deeplabv3_r50-d8_sn_8xb2-80k_cityscapes-512x1024.py" in city and city.count(": new: ") == 1
     local = tool(TOOLS / "reproduce.py", "cityscapes-deeplab", "--dry-run", "--norms", "sn", "--work-dir",
@@ -484,6 +495,8 @@ def test_cluster_suites_dry_run_commands(tmp_path):
 def test_ci_shrinks_the_gpu_suites_and_keeps_their_data(tmp_path):
     """``--ci`` of a GPU suite: the same configs and data roots, a few iterations on a slice of the evaluation set
     (the frameworks' own options: detectron2's ``coco_2017_val_100``, mmengine's dataset ``indices``)."""
+    pytest.importorskip("detectron2")
+    pytest.importorskip("mmengine")
     import argparse
 
     from detectron2.data import DatasetCatalog
@@ -514,6 +527,8 @@ def test_ci_shrinks_the_gpu_suites_and_keeps_their_data(tmp_path):
 
 def test_a_launch_checks_the_data_roots_first(tmp_path):
     """COCO where detectron2 reads it ($DETECTRON2_DATASETS): nothing is missing; without it nothing starts."""
+    pytest.importorskip("detectron2")
+    pytest.importorskip("mmengine")
     refused = tool(TOOLS / "reproduce.py", "coco-faster-rcnn-2x", "--norms", "sn", "--launcher", "torchrun",
                    "--work-dir", tmp_path / "w", check=False)
     assert refused.returncode == 2 and "input(s) the runs read do not exist" in refused.stderr
@@ -532,6 +547,8 @@ def test_a_launch_checks_the_data_roots_first(tmp_path):
 
 
 def test_slurm_launcher_refuses_a_machine_without_slurm_and_takes_the_schedulers_options(tmp_path):
+    pytest.importorskip("tensorboard")
+    pytest.importorskip("submitit")
     from submitit.slurm.slurm import _make_sbatch_string
 
     from ssn_plugins.reproduction.launch import SlurmOptions, slurm_parameters
@@ -554,10 +571,11 @@ def test_slurm_launcher_refuses_a_machine_without_slurm_and_takes_the_schedulers
 
 
 def test_kinetics_suites_run_the_papers_10_clip_test_and_compare_only_it():
+    pytest.importorskip("mmengine")
     from mmengine.config import Config
 
-    from ssn_plugins.openmmlab.evaluate import clips_per_video
-    from ssn_plugins.reproduction.runs import _mm_metrics
+    from ssn_plugins.cli.mm_test import clips_per_video
+    from ssn_plugins.reproduction.runs.mmengine import _mm_metrics
     from ssn_plugins.reproduction.suites import get_suite
 
     for name in ("kinetics-i3d-b8", "kinetics-i3d-b4"):
@@ -575,6 +593,8 @@ def test_kinetics_suites_run_the_papers_10_clip_test_and_compare_only_it():
 
 
 def test_a_multi_gpu_suite_is_not_run_in_one_process_silently(tmp_path):
+    pytest.importorskip("detectron2")
+    pytest.importorskip("mmengine")
     refused = tool(TOOLS / "reproduce.py", "coco-faster-rcnn-2x", "--norms", "sn", "--work-dir", tmp_path, check=False)
     assert refused.returncode == 2 and "use 8 GPUs, the papers' setting" in refused.stderr
     assert "--allow-setting-change" in refused.stderr and not (tmp_path / "coco-faster-rcnn-2x" / "sn").exists()

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from ssn_plugins.reproduction.leaderboard import build_rows, table_records
-from ssn_plugins.reproduction.record import RUN_RECORD, pretrain_setting, read_run_record, write_run_record
+from ssn_plugins.run_record import RUN_RECORD, pretrain_setting, read_run_record, write_run_record
 from ssn_plugins.reproduction.runs import FINISHED, PARTIAL, UNREADABLE, Evaluation, Run, apply_record, read_run
 
 
@@ -43,7 +43,7 @@ def test_pretrain_setting_comes_from_the_catalogue():
     assert pretrain_setting("ssn://detectron2/resnet50_sn_8x32") == (8, 32)
     assert pretrain_setting("work_dirs/x/final.pth") is None and pretrain_setting("") is None
     # a test records the training setting of a released trained model, never an ImageNet backbone's pretraining
-    from ssn_plugins.reproduction.record import trained_setting
+    from ssn_plugins.run_record import trained_setting
     assert trained_setting("ssn://mask_rcnn_R_50_FPN_2x_sn_8x1") == (8, 1)
     assert trained_setting("ssn://resnet50_sn_8x32") == trained_setting("model_final.pth") == (None, None)
 
@@ -133,7 +133,7 @@ def test_the_commit_is_the_checkouts():
     import subprocess
     from pathlib import Path
 
-    from ssn_plugins.reproduction.record import current_commit
+    from ssn_plugins.run_record import current_commit
     repo = Path(__file__).resolve().parents[1]
     head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True)
     if head.returncode == 0:  # a clone (CI's is one)

@@ -4,6 +4,8 @@ import math
 import pytest
 import torch
 
+import ssn_plugins as S
+
 from ssn_plugins import max_radius, sparsemax, sparsestmax
 
 
@@ -239,3 +241,37 @@ def test_infinite_logits_give_nan_unless_the_radius_selects_a_vertex(dtype):
     batch = torch.tensor([[0.0, 0.0, inf], [0.0, 1.0, 2.0]], dtype=dtype)
     out = sparsestmax(batch, 0.3)
     assert torch.isnan(out[0]).all() and torch.equal(out[1], sparsestmax(batch[1], 0.3))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_no_dead_zone_near_the_centre(dtype):
+    z = torch.tensor([1.0, 1.0, 1.0 + 1e-5], dtype=dtype, requires_grad=True)
+    p = S.sparsestmax(z, 0.1)
+    assert p.argmax() == 2  # BN slightly favoured stays favoured (float32 used to jump to IN)
+    expected = S.sparsestmax(z.detach().double(), 0.1)
+    torch.testing.assert_close(p.double(), expected, atol=1e-6, rtol=0)
+    (p * torch.tensor([1.0, 2.0, 0.0], dtype=dtype)).sum().backward()
+    assert z.grad.abs().max() > 1.0  # a real gradient (large near the centre, as the math says), not zero
+
+
+@pytest.mark.parametrize("z", [[1e8, 1.0, 0.0], [1e30, 2.0, 1.0], [3e7, 3e7 + 4, 3e7 - 4]])
+def test_huge_logits_stay_on_the_simplex(z):
+    for dtype in (torch.float32, torch.float64):
+        t = torch.tensor(z, dtype=dtype)
+        for p in (S.sparsemax(t), S.sparsestmax(t, 0.3)):
+            assert (p >= 0).all() and abs(p.sum().item() - 1) < 1e-6
+        torch.testing.assert_close(S.sparsemax(t), S.sparsemax(t - t.max()))  # shift invariance
+    assert torch.equal(S.sparsemax(torch.tensor([1e6] * 3)), torch.full((3,), 1 / 3))
+
+
+def test_non_finite_inputs_give_nan_or_a_vertex_never_an_index_error():
+    nan = float("nan")
+    assert torch.isnan(S.sparsemax(torch.tensor([nan, 1.0, 0.0]))).all()
+    assert torch.isnan(S.sparsemax(torch.full((3,), -float("inf")))).all()
+    assert torch.isnan(S.sparsestmax(torch.tensor([nan, 1.0, 0.0]), 0.3)).all()
+    assert torch.isnan(S.sparsestmax(torch.tensor([1.0, 2.0, 3.0]), torch.tensor(nan))).all()
+    assert torch.isnan(S.sparsestmax(torch.tensor([1.0, 2.0, 3.0]), torch.tensor(-1.0))).all()
+    assert torch.equal(S.sparsestmax(torch.tensor([1.0, 2.0, 0.0]), torch.tensor(float("inf"))),
+                       torch.tensor([0.0, 1.0, 0.0]))
+    assert torch.equal(S.sparsestmax(torch.tensor([1.0, 2.0, 0.0]), torch.tensor(1e9)), torch.tensor([0.0, 1.0, 0.0]))
+    assert S.sparsemax(torch.zeros(3, 0)).shape == (3, 0)

@@ -5,7 +5,7 @@ from torch import nn
 
 import ssn_plugins as S
 
-from helpers import SHAPES, gradcheck_module, randomize
+from helpers import SHAPES, fixed, gradcheck_module, randomize
 from ssn_plugins.functional import switch_norm
 
 SN_CLASSES = {1: S.SwitchNorm1d, 2: S.SwitchNorm2d, 3: S.SwitchNorm3d}
@@ -311,3 +311,94 @@ def test_state_dict_layout_version_drives_the_migration():
     versioned._metadata = {"": {"version": S.SwitchNorm2d._version}}  # claims the current layout: no migration
     with pytest.raises(RuntimeError, match="size mismatch for weight"):
         S.SwitchNorm2d(4).load_state_dict(versioned)
+
+
+@pytest.mark.parametrize("cls", [S.SwitchNorm2d, S.SparseSwitchNorm2d])
+def test_meta_device_then_to_empty_and_reset_parameters(cls):
+    with torch.device("meta"):
+        m = cls(8, radius=0.2) if cls is S.SparseSwitchNorm2d else cls(8)
+    m = m.to_empty(device="cpu")
+    m.reset_parameters()
+    fresh = cls(8, radius=0.2) if cls is S.SparseSwitchNorm2d else cls(8)
+    for (name, a), (_, b) in zip(m.state_dict().items(), fresh.state_dict().items()):
+        assert torch.equal(a, b), name
+    if cls is S.SparseSwitchNorm2d:
+        assert m.selection == (None, None)
+    model = nn.Sequential(fresh)
+    fresh.train()(torch.randn(4, 8, 3, 3) + 3)
+    model.apply(lambda mod: mod.reset_running_stats() if hasattr(mod, "reset_running_stats") else None)
+    assert torch.equal(fresh.running_mean, torch.zeros(8)) and fresh.num_batches_tracked.item() == 0
+
+
+def test_torch_export_of_a_soft_layer_and_a_clear_double_backward_error():
+    m = S.SparseSwitchNorm2d(4, radius=0.3).eval()
+    x = torch.randn(2, 4, 5, 5)
+    exported = torch.export.export(m, (x,))
+    torch.testing.assert_close(exported.module()(x), m(x))
+    x.requires_grad_()
+    with pytest.raises(RuntimeError, match="double backward .* build the layer with double_backward=True"):
+        torch.autograd.grad(m.train()(x).square().sum(), x, create_graph=True)
+
+
+def test_clear_messages():
+    m = S.SparseSwitchNorm2d(4, using_bn=False)
+    with pytest.raises(ValueError, match=r"'bn' is not a candidate of this layer; choose from \['IN', 'LN'\]"):
+        m.fix("mean", "bn")
+    with pytest.raises(ValueError, match="'BN' is not a candidate"):
+        m.fix("mean", "BN")
+    with pytest.raises(ValueError, match="vector must be 'mean' or 'var'"):
+        m.fix("Mean", "IN")
+    with pytest.raises(ValueError, match="got the string 'IN'"):
+        S.SwitchNorm2d(4, candidates="IN")
+    with pytest.raises(ValueError, match="at least 2 candidates"):
+        S.SparseSwitchNorm2d(4, candidates=("BN",))
+    with pytest.raises(ValueError, match="more than one sample per batch") as e:
+        S.SwitchNorm1d(4, candidates=("LN", "BN"))(torch.randn(1, 4))
+    assert "using_bn=False" not in str(e.value)
+    with pytest.raises(ValueError, match="one value per channel") as e:
+        S.SyncSwitchNorm2d(4)(torch.randn(1, 4, 1, 1))
+    assert "use SyncSyncSwitchNorm2d" not in str(e.value) and "synchronised variant" not in str(e.value)
+    with pytest.raises(ValueError, match="0-d tensor"):
+        S.sparsestmax(torch.tensor(1.0), 0.1)
+
+
+@pytest.mark.parametrize("eps", [0.0, -1.0, float("nan")])
+def test_eps_must_be_positive(eps):
+    with pytest.raises(ValueError, match="eps must be a finite number > 0"):
+        S.SwitchNorm2d(4, eps=eps)
+
+
+def test_official_compat_fresh_layer_is_finite_and_momentum_keeps_pytorch_convention():
+    m = fixed(S.SparseSwitchNorm2d, "BN", "BN", official_compat=True, momentum=0.1).eval()
+    assert m.momentum == 0.1 and torch.equal(m.running_var, torch.ones(8))
+    assert m(torch.randn(2, 8, 4, 4)).abs().max() < 10
+    converted = S.convert_norm(nn.Sequential(nn.BatchNorm2d(8, momentum=0.2)), "SN", official_compat=True)
+    assert converted[0].momentum == 0.2
+
+
+def test_pinned_layers_stay_in_eval_mode_and_keep_training_and_freeze_adds_no_gradients():
+    """One mechanism for OpenMMLab's norm_eval (pin_eval) and detectron2's FREEZE_AT (freeze = pin + no grad)."""
+    model = nn.Sequential(S.SwitchNorm2d(4), S.SparseSwitchNorm2d(4), S.ChannelEquilibrium(4, group_size=2))
+    for layer in (model[0], model[2]):
+        layer.pin_eval()
+    model[1].freeze()
+    model.train()
+    assert [m.training for m in model] == [False, False, False]
+    assert model[0].weight.requires_grad and not model[0].frozen  # pinned, still trainable
+    assert not any(p.requires_grad for p in model[1].parameters()) and model[1].frozen
+    before = model[0].running_mean.clone()
+    model(torch.randn(2, 4, 3, 3)).sum().backward()
+    assert torch.equal(model[0].running_mean, before) and model[0].weight.grad is not None
+    model[0].pin_eval(False)
+    model.train()
+    assert model[0].training and not model[1].training
+
+
+def test_options_that_would_say_one_thing_twice_raise():
+    with pytest.raises(ValueError, match=r"using_bn=True contradicts candidates=\['IN', 'LN'\]"):
+        S.SwitchNorm2d(4, using_bn=True, candidates=("IN", "LN"))
+    with pytest.raises(ValueError, match="track_running_stats=True needs the BN candidate"):
+        S.SwitchNorm2d(4, candidates=("IN", "LN"), track_running_stats=True)
+    assert S.SwitchNorm2d(4, using_bn=False, candidates=("IN", "LN")).running_mean is None  # agreeing is fine
+    assert S.SwitchNorm2d(4, track_running_stats=False).running_mean is None
+    assert S.SwitchNorm2d(4).track_running_stats and not S.SwitchNorm2d(4, using_bn=False).track_running_stats

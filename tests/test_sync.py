@@ -8,6 +8,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 import ssn_plugins as S
+from ssn_plugins.batch_stats import average_statistics_across_processes
 from helpers import gloo_worker
 
 pytestmark = pytest.mark.slow  # pytest -m "not slow" leaves it out; CI runs it
@@ -127,7 +128,7 @@ def test_batch_averages_pooled_across_two_processes_equal_one_process(tmp_path):
     mp.spawn(_pooled_stats_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
     single = _stats_model()
     S.recompute_batch_statistics(single, _stats_batches())
-    assert S.average_statistics_across_processes(single) == 1  # no process group: unchanged
+    assert average_statistics_across_processes(single) == 1  # no process group: unchanged
     expected = {n: b for n, b in single.named_buffers() if "running" in n}
     for rank in range(2):
         got = torch.load(tmp_path / f"stats{rank}.pt", weights_only=True)

@@ -1,5 +1,5 @@
 """OpenMMLab end to end on real annotated data, on CPU: mIoU (mmseg), COCO AP (mmdet) or top-1 (mmaction2)
-before and after (the job is :mod:`ssn_plugins.openmmlab.real_mini`; installed: ``ssn-openmmlab-real-mini``).
+before and after (the job is :mod:`ssn_plugins.cli.openmmlab_real_mini`; installed: ``ssn-openmmlab-real-mini``).
 
     python tools/openmmlab_real_mini.py seg    # DeepLabV3 R18-D8 + SSN, mmseg's IoUMetric
     python tools/openmmlab_real_mini.py det    # Mask R-CNN R50-FPN + SSN, mmdet's CocoMetric (pycocotools)
@@ -7,7 +7,7 @@ before and after (the job is :mod:`ssn_plugins.openmmlab.real_mini`; installed: 
     python tools/openmmlab_real_mini.py seg --cfg-options train_cfg.max_iters=10
     python tools/openmmlab_real_mini.py det --ce  # with Channel Equilibrium in the backbone (ResNetCE)
 """
-from ssn_plugins.openmmlab.real_mini import main
+from ssn_plugins.cli.openmmlab_real_mini import main
 
 if __name__ == "__main__":
     main()

@@ -1,7 +1,7 @@
 """The command-line tools, installed as console scripts (``ssn-train-net``, ``ssn-leaderboard``, ... in
 pyproject.toml's ``[project.scripts]``); each also runs as ``python -m ssn_plugins.cli.NAME``, and the clone's
-``tools/NAME.py`` are thin wrappers of them. The OpenMMLab tools are :mod:`ssn_plugins.openmmlab.train`,
-:mod:`~ssn_plugins.openmmlab.evaluate` and :mod:`~ssn_plugins.openmmlab.real_mini`."""
+``tools/NAME.py`` are thin wrappers of them. This is the toolkit's top: it imports the library (the core and the
+adapters) and the reproduction toolkit, and nothing there imports it (tests/test_package.py checks the arrows)."""
 import argparse
 import sys
 from pathlib import Path

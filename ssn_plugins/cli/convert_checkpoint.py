@@ -19,12 +19,12 @@ from pathlib import Path
 import torch
 
 from ssn_plugins.checkpoints import TARGETS, ConversionError
-from ssn_plugins.checkpoints import convert as convert_published
+from ssn_plugins.checkpoints import to_layout
 from ssn_plugins.checkpoints import inflate_openmmlab_resnet, load_checkpoint_file, read_published, save_atomically
 from ssn_plugins.cli import tool_parser
 
 
-def convert(source: Path, out: Path, targets, ceil_mode_pool=None, trust_pickle=False, conv1_t=5,
+def convert_file(source: Path, out: Path, targets, ceil_mode_pool=None, trust_pickle=False, conv1_t=5,
             inflate_style="3x1x1"):
     """Convert ``source`` to each of ``targets``; returns ``{target: written path}``."""
     _refuse_overwriting(source, [out.with_name(out.name + TARGETS[t]) for t in targets])
@@ -33,7 +33,7 @@ def convert(source: Path, out: Path, targets, ceil_mode_pool=None, trust_pickle=
         print(line)
     _make_parent(out)
     # every target is converted before anything is written: a refused target leaves no partial output
-    converted_files = [(target, *convert_published(model, target, conv1_t, inflate_style),
+    converted_files = [(target, *to_layout(model, target, conv1_t, inflate_style),
                         out.with_name(out.name + TARGETS[target])) for target in targets]
     written = {}
     for target, converted, dropped, path in converted_files:
@@ -101,7 +101,7 @@ def main(argv=None):
             inflate_openmmlab(args.checkpoint, args.output, args.openmmlab_norm, args.depth, args.trust_pickle,
                               args.i3d_conv1_t, args.i3d_inflate_style)
             return
-        convert(args.checkpoint, args.output, targets, args.ceil_mode_pool, args.trust_pickle, args.i3d_conv1_t,
+        convert_file(args.checkpoint, args.output, targets, args.ceil_mode_pool, args.trust_pickle, args.i3d_conv1_t,
                 args.i3d_inflate_style)
     except ConversionError as e:
         sys.exit(f"conversion failed: {e}")

@@ -27,6 +27,7 @@ import ssn_plugins as S
 import ssn_plugins.detectron2 as sd
 from ssn_plugins.cli import help_text
 from ssn_plugins.config_files import config_file
+from ssn_plugins.detectron2.compat import last_eval_results
 from ssn_plugins.detectron2.trainer import Trainer, prepare_real_mini, real_mini_root, setup
 
 DEFAULT_CONFIG = config_file("detectron2/real_mini/mask_rcnn_R_50_FPN_ssn.yaml")
@@ -92,7 +93,7 @@ def main(argv=None):
     trainer.train()  # the hooks recompute batch-average statistics, then EvalHook evaluates
     seconds = time.time() - start
     # DefaultTrainer.train() returns EvalHook's results only when TEST.EXPECTED_RESULTS is set
-    after = ap_by_dataset(trainer._last_eval_results, datasets)
+    after = ap_by_dataset(last_eval_results(trainer), datasets)
     if not comm.is_main_process():
         return
     iterations = cfg.SOLVER.MAX_ITER

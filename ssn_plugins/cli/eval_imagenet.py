@@ -20,37 +20,16 @@ import torchvision
 from torch.utils.data import DataLoader
 
 from ssn_plugins import model_zoo
-from ssn_plugins.checkpoints import ConversionError, build_resnet, load_checkpoint_file, read_published
+from ssn_plugins.checkpoints import ConversionError, load_checkpoint_file, read_published
 from ssn_plugins.cli import tool_parser
 from ssn_plugins.datasets.imagenet import UnreadableImage, checked_image_loader, count_correct, eval_transform
 from ssn_plugins.models import ResNet
+from ssn_plugins.pretrained import from_pretrained, load_converted
 
 
 #: why this tool offers no full unpickling: what it evaluates loads weights-only
 NO_TRUST = ("this tool reads the releases' files and tools/convert_checkpoint.py's --to torch files, which load "
             "weights-only (a detectron2 .pkl is for MODEL.WEIGHTS)")
-
-
-def converted_model(path: Path, loaded: dict):
-    """The :class:`ResNet` of a ``tools/convert_checkpoint.py --to torch`` file, with its weights."""
-    arch, state = loaded["meta"]["ssn_plugins"], loaded.get("state_dict")
-    if not isinstance(arch, dict) or not isinstance(state, dict):
-        raise ConversionError(f"{path}: meta['ssn_plugins'] holds a {type(arch).__name__} and state_dict a "
-                              f"{type(state).__name__}, not what tools/convert_checkpoint.py writes (a damaged file?)")
-    if "fc.weight" not in state:
-        raise ConversionError(f"{path}: a backbone without the classifier (tools/convert_checkpoint.py's _mm.pth / "
-                              f"_i3d.pth files, for OpenMMLab); evaluate the release file or its --to torch file")
-    try:
-        model = build_resnet(arch)
-    except (KeyError, TypeError, ValueError) as e:
-        raise ConversionError(f"{path}: meta['ssn_plugins'] does not describe a network ({type(e).__name__}: "
-                              f"{e})") from None
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[0]
-        raise ConversionError(f"{path}: its weights do not fit the network its meta describes ({first})") from None
-    return model
 
 
 def positive_int(text: str) -> int:
@@ -64,18 +43,18 @@ def load_model(source: str, progress: bool = True):
     """``(model in eval mode, catalogue entry or None)`` for a catalogue name, a release file or a converted file."""
     name = source[len(model_zoo.SCHEME):] if source.startswith(model_zoo.SCHEME) else source
     if name in model_zoo.catalogue():
-        return ResNet.from_pretrained(name, progress=progress), model_zoo.get_entry(name)
+        return from_pretrained(name, progress=progress), model_zoo.get_entry(name)
     path = Path(source)
     if not path.is_file():
         raise ConversionError(f"{source}: neither a file nor a catalogue name ({', '.join(model_zoo.catalogue())})")
     loaded = load_checkpoint_file(path, how_to_trust=NO_TRUST)
     if isinstance(loaded, dict) and isinstance(loaded.get("meta"), dict) and "ssn_plugins" in loaded["meta"]:
-        model = converted_model(path, loaded)
+        model = load_converted(loaded, source=str(path))
     else:
         published = read_published(loaded)
         for line in published.report:
             print(line)
-        model = build_resnet(published.architecture())
+        model = ResNet.from_architecture(published.architecture())
         model.load_state_dict(published.state_dict)
     md5 = hashlib.md5(path.read_bytes()).hexdigest()
     entry = next((e for e in model_zoo.catalogue().values() if e.md5 == md5), None)  # a release file we know

@@ -70,7 +70,7 @@ def render(rows, work_dirs: Sequence[Path], fmt: str = "md", tolerance: float = 
     else:
         import datetime
 
-        from ssn_plugins.reproduction.record import current_commit
+        from ssn_plugins.run_record import current_commit
         generated = {"generated": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                      "ssn_plugins commit": current_commit(),
                      "from": ", ".join(str(Path(w).resolve()) for w in work_dirs)}
@@ -83,7 +83,7 @@ def render(rows, work_dirs: Sequence[Path], fmt: str = "md", tolerance: float = 
 
 def update_generated_files() -> list:
     """The clone's MODEL_ZOO.md generated blocks and the OpenMMLab metafiles, from the papers' figures."""
-    from ssn_plugins.openmmlab.metafiles import write_metafiles
+    from ssn_plugins.reproduction.metafiles import write_metafiles
     repo = clone_root()
     if repo is None:
         raise SystemExit("leaderboard: --update rewrites a clone's MODEL_ZOO.md and metafiles; this ssn_plugins is "

@@ -3,8 +3,8 @@
 Any ImageFolder data set (``DATA/train/<class>/*``, ``DATA/val/<class>/*``).
 Single process, or DDP under torchrun (NCCL on GPUs, gloo on CPU):
 
-    python tools/pretrain_imagenet.py DATA --depth 50 --norm SSN --batch-setting 8,32 -o work_dirs/ssn_r50
-    torchrun --nproc_per_node 8 tools/pretrain_imagenet.py DATA --norm SyncSSN --batch-setting 8,4 -o ...
+    python tools/pretrain_imagenet.py DATA --depth 50 --norm SSN --batch-setting 8,32 --work-dir work_dirs/ssn_r50
+    torchrun --nproc_per_node 8 tools/pretrain_imagenet.py DATA --norm SyncSSN --batch-setting 8,4 --work-dir ...
 
 The recipe by default: SGD momentum 0.9, lr 0.1 x total batch / 256, 100
 epochs with steps at 30/60/90 (or ``--schedule cosine``), weight decay 1e-4,
@@ -31,12 +31,13 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 import ssn_plugins as S
+from ssn_plugins.optim import check_ratio_clip
+from ssn_plugins.selection import radius_scalars, ratio_scalars
 from ssn_plugins.cli import tool_parser
 from ssn_plugins.datasets import imagenet
-from ssn_plugins.checkpoints import SWITCHABLE, ConversionError, PublishedModel, convert, save_atomically
-from ssn_plugins.layers.channel_equilibrium import CE_BLOCK_GROUP_SIZE, CE_STEM_GROUP_SIZE
+from ssn_plugins.checkpoints import SWITCHABLE, ConversionError, PublishedModel, save_atomically, to_layout
 from ssn_plugins.models import NORMS, ResNet
-from ssn_plugins.reproduction.record import current_commit, write_run_record
+from ssn_plugins.run_record import current_commit, write_final_metrics, write_run_record
 
 #: arguments that define the model; a resumed run must not change them
 ARCHITECTURE_ARGS = ("depth", "norm", "version", "ce", "no_bn", "last_gamma", "ceil_mode_pool")
@@ -45,7 +46,7 @@ ARCHITECTURE_ARGS = ("depth", "norm", "version", "ce", "no_bn", "last_gamma", "c
 def parse_args(argv=None):
     p = tool_parser(__doc__, "pretrain_imagenet")
     p.add_argument("data", type=Path, help="ImageFolder root with train/ and val/")
-    p.add_argument("-o", "--output", type=Path, required=True)
+    p.add_argument("--work-dir", type=Path, required=True, help="the run folder (as the other tools name it)")
     m = p.add_argument_group("model")
     m.add_argument("--depth", type=int, default=50, choices=(18, 34, 50, 101))
     m.add_argument("--norm", default="SSN", choices=sorted(NORMS))
@@ -89,7 +90,7 @@ def parse_args(argv=None):
     except ValueError:
         p.error(f"--batch-setting must be GPUS,IMAGES_PER_GPU, got {args.batch_setting!r}")
     try:
-        S.check_ratio_clip(args.ratio_clip, "--ratio-clip")
+        check_ratio_clip(args.ratio_clip, "--ratio-clip")
     except ValueError as e:
         p.error(f"{e} (--no-ratio-clip)")
     if args.lr is None:
@@ -195,15 +196,11 @@ def evaluate(model, loader, ddp: Distributed):
 
 
 def export_backbones(model: ResNet, args, out: Path):
-    arch = {"depth": args.depth, "version": args.version, "norm": args.norm,
-            "candidates": candidates(args),
-            "sparse": args.norm in ("SSN", "SyncSSN"), "ce": args.ce, "num_classes": model.fc.out_features,
-            "ceil_mode_pool": args.ceil_mode_pool, "ce_group_sizes": (CE_STEM_GROUP_SIZE, CE_BLOCK_GROUP_SIZE)}
-    described = PublishedModel(**arch, state_dict=model.state_dict())
+    described = PublishedModel.from_model(model)
     for target, name in (("detectron2", "backbone_d2.pkl"), ("openmmlab", "backbone_mm.pth"),
                          ("i3d", "backbone_i3d.pth")):
         try:
-            converted, _ = convert(described, target)
+            converted, _ = to_layout(described, target)
         except ConversionError as e:
             print(f"no {target} export: {e}")
             continue
@@ -219,11 +216,11 @@ def run_config(args) -> dict:
 
 def record_run(args, world_size: int) -> None:
     """What the run is, into OUT's run record (tools/leaderboard.py reads it)."""
-    write_run_record(args.output, tool="pretrain_imagenet", task="classification",
+    write_run_record(args.work_dir, tool="pretrain_imagenet", task="classification",
                      dataset=args.dataset_name or Path(args.data).resolve().name,
                      model=f"ResNet-{args.depth}" + ("" if args.version == 1 else " v2"),
                      norm=args.norm + ("+CE" if args.ce else ""), gpus=world_size, images_per_gpu=args.per_gpu,
-                     pretrained="", config=str(args.output / "config.json"), commit=current_commit())
+                     pretrained="", config=str(args.work_dir / "config.json"), commit=current_commit())
 
 
 def main(argv=None):
@@ -233,7 +230,7 @@ def main(argv=None):
     if ddp.world_size != args.gpus and ddp.main:
         print(f"note: --batch-setting {args.batch_setting} assumes {args.gpus} processes, running {ddp.world_size};"
               f" lr {args.lr:g} follows the batch setting")
-    args.output.mkdir(parents=True, exist_ok=True)
+    args.work_dir.mkdir(parents=True, exist_ok=True)
     train, val, train_sampler, val_sampler, _ = data_loaders(args, ddp)
     val_loader = DataLoader(val, batch_size=args.per_gpu * 2, sampler=val_sampler, num_workers=args.workers)
 
@@ -249,7 +246,7 @@ def main(argv=None):
     S.install_ratio_clipping(optimizer, model, args.ratio_clip)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(args, it, iters_per_epoch))
     start_epoch, best_top1 = 0, 0.0
-    last = args.output / "last.pth"
+    last = args.work_dir / "last.pth"
     if args.resume and last.exists():
         state = torch.load(last, map_location="cpu", weights_only=True)
         changed = [k for k in ARCHITECTURE_ARGS if state["args"].get(k) != getattr(args, k)]
@@ -266,9 +263,9 @@ def main(argv=None):
     if ddp.world_size > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[ddp.local_rank] if ddp.device.type == "cuda"
                                                   else None)
-    writer = SummaryWriter(str(args.output / "tb")) if ddp.main else None
+    writer = SummaryWriter(str(args.work_dir / "tb")) if ddp.main else None
     if ddp.main:
-        (args.output / "config.json").write_text(json.dumps(run_config(args), indent=1))
+        (args.work_dir / "config.json").write_text(json.dumps(run_config(args), indent=1))
         record_run(args, ddp.world_size)
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     if ddp.main:
@@ -297,7 +294,8 @@ def main(argv=None):
                 top1 = (logits.argmax(1) == labels).float().mean().item() * 100
                 bar.set_postfix(loss=f"{loss.item():.3f}", top1=f"{top1:.1f}", radius=f"{state['radius']:.2f}")
                 for tag, value in (("train/loss", loss.item()), ("train/top1", top1),
-                                   ("lr", optimizer.param_groups[-1]["lr"]), *S.radius_scalars(state).items()):
+                                   ("lr", optimizer.param_groups[-1]["lr"]), *radius_scalars(state).items(),
+                                   *ratio_scalars(model).items()):
                     writer.add_scalar(tag, value, iteration)
         top1, top5 = evaluate(net, val_loader, ddp)
         best_top1 = max(best_top1, top1)
@@ -327,9 +325,9 @@ def main(argv=None):
             print(S.format_selection(S.describe_selection(model)))
         torch.save({"state_dict": model.state_dict(), "meta": {"top1": top1, "top5": top5,
                                                                 "args": {k: str(v) for k, v in vars(args).items()}}},
-                   args.output / "final.pth")
-        (args.output / "metrics.json").write_text(json.dumps({"top1": top1, "top5": top5, "epochs": args.epochs}))
-        export_backbones(model, args, args.output)
+                   args.work_dir / "final.pth")
+        write_final_metrics(args.work_dir, {"top1": top1, "top5": top5, "epochs": args.epochs}, total_iters)
+        export_backbones(model, args, args.work_dir)
         writer.add_scalar("val/top1_batch_average", top1, total_iters)
         writer.close()
     if ddp.world_size > 1:

@@ -32,10 +32,11 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 import ssn_plugins as S
+from ssn_plugins.selection import radius_scalars, ratio_scalars
 from ssn_plugins.checkpoints import save_atomically
 from ssn_plugins.cli import tool_parser
 from ssn_plugins.datasets.fashion_mnist import fashion_mnist_root
-from ssn_plugins.reproduction.record import current_commit, write_run_record
+from ssn_plugins.run_record import current_commit, write_final_metrics, write_run_record
 
 #: images per batch at which --base-lr applies; other batches scale it linearly
 BASE_BATCH = 64
@@ -217,7 +218,7 @@ def main(argv=None):
                                      one_hot=f"{state['fixed']}/{2 * state['layers']}")
             if writer is not None and iteration % 50 == 0:
                 writer.add_scalar("train/loss", loss.item(), iteration)
-                for tag, value in {**S.ratio_scalars(model), **S.radius_scalars(state)}.items():
+                for tag, value in {**ratio_scalars(model), **radius_scalars(state)}.items():
                     writer.add_scalar(tag, value, iteration)
         if work_dir is not None and iteration % iters_per_epoch == 0 and iteration < total_iters:
             save_atomically({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -248,12 +249,11 @@ def main(argv=None):
     if work_dir is not None:
         torch.save(model.state_dict(), work_dir / "final.pth")
         metrics = {"top1": round(batch_average_acc, 2), "top1_moving_average": round(moving_average_acc, 2),
-                   "iterations": total_iters, "stat_batches": used,
-                   "ms_per_iteration": round(1000 * train_seconds / trained, 1)}
+                   "stat_batches": used, "ms_per_iteration": round(1000 * train_seconds / trained, 1)}
         if writer is not None:
             writer.add_scalar("val/top1", batch_average_acc, total_iters)
             writer.close()
-        (work_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        write_final_metrics(work_dir, metrics, total_iters)
         (work_dir / "last.pth").unlink(missing_ok=True)
 
 

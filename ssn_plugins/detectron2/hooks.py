@@ -10,7 +10,7 @@ from ..batch_stats import BATCH_AVERAGE_BATCHES, layers_with_batch_statistics, r
 from ..layers import SwitchNorm
 from ..optim import check_ratio_clip
 from ..radius import RadiusScheduler, sparse_layers
-from ..selection import describe_selection, radius_scalars, ratio_scalars
+from ..selection import CHART_TAG, describe_selection, radius_scalars, ratio_scalars
 from .build import mark_recipe_hooks
 
 logger = logging.getLogger(__name__)
@@ -101,9 +101,9 @@ class SelectionChart(HookBase):
 
 def put_selection_chart(storage, model: torch.nn.Module, iteration: int) -> None:
     """The per-layer ratio chart of ``model`` as the event-storage image ``ssn/selection_per_layer``."""
-    from ..reproduction.charts import layer_ratio_chart, png_to_rgb
+    from ..selection_plots import layer_ratio_chart, png_to_rgb
     image = png_to_rgb(layer_ratio_chart(describe_selection(model), f"iteration {iteration}"))
-    storage.put_image("ssn/selection_per_layer", torch.from_numpy(image.copy()).permute(2, 0, 1))
+    storage.put_image(CHART_TAG, torch.from_numpy(image.copy()).permute(2, 0, 1))
 
 
 def ssn_hooks(cfg, model: torch.nn.Module, train_loader_factory):

@@ -22,6 +22,7 @@ from detectron2.utils.file_io import PathManager
 from iopath.common.file_io import PathHandler
 
 from .. import model_zoo
+from .compat import registered_prefixes
 
 __all__ = ["SSNModelZooHandler", "ModelZooConfigHandler", "MODEL_ZOO_CONFIGS", "register_path_handlers"]
 
@@ -76,5 +77,5 @@ class ModelZooConfigHandler(PathHandler):
 def register_path_handlers() -> None:
     """Register both handlers on detectron2's ``PathManager`` (idempotent; iopath refuses a prefix twice)."""
     for handler in (SSNModelZooHandler(), ModelZooConfigHandler()):
-        if handler._get_supported_prefixes()[0] not in PathManager._path_handlers:
+        if handler._get_supported_prefixes()[0] not in registered_prefixes():
             PathManager.register_handler(handler)

@@ -27,8 +27,8 @@ from detectron2.utils.logger import setup_logger
 from ..config_files import resolve_config
 from ..datasets.real_mini import write_coco
 from ..radius import reopen_selections
-from ..reproduction.record import current_commit, read_run_record, trained_setting, write_run_record
-from ..reproduction.runs import PARTIAL, TEST_RESULTS, Run, describe_detectron2_config, ran_fields
+from ..run_identity import describe_detectron2_config
+from ..run_record import TEST_RESULTS, current_commit, read_run_record, trained_setting, write_run_record
 from .config import add_ssn_config, merge_config_file
 from .datasets import register_real_mini
 from .hooks import recompute_detection_statistics, ssn_hooks, validate_ssn_config
@@ -146,12 +146,10 @@ def record_run(cfg, config_file: str, eval_only: bool = False) -> None:
     group's real world size. A test (``--eval-only``) records the weights it tests, at the batch setting the
     catalogue says they were trained at, and leaves a training run's record in the same folder alone."""
     world_size = comm.get_world_size()
-    run = Run(Path(cfg.OUTPUT_DIR), "detectron2", PARTIAL)
-    describe_detectron2_config(cfg, run, world_size)
+    described = describe_detectron2_config(cfg, world_size)
     # the script's name: train_net for tools/train_net.py, python -m ssn_plugins.cli.train_net and ssn-train-net
     tool = Path(sys.argv[0]).stem.removeprefix("ssn-").replace("-", "_") or "detectron2"
-    fields = dict(tool=tool, config=str(config_file), commit=current_commit(),
-                  **ran_fields(run))
+    fields = dict(tool=tool, config=str(config_file), commit=current_commit(), **described)
     if eval_only:
         existing = read_run_record(cfg.OUTPUT_DIR) or {}
         if existing.get("tool") and not existing.get("evaluated_only"):
@@ -159,8 +157,6 @@ def record_run(cfg, config_file: str, eval_only: bool = False) -> None:
         trained = trained_setting(cfg.MODEL.WEIGHTS)
         fields.update(evaluated_only=True, weights=cfg.MODEL.WEIGHTS, pretrained="", gpus=trained[0],
                       images_per_gpu=trained[1])
-    else:
-        fields.update(gpus=world_size, images_per_gpu=int(cfg.SOLVER.IMS_PER_BATCH) // world_size)
     write_run_record(cfg.OUTPUT_DIR, **fields)
 
 

@@ -4,6 +4,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .eval_pin import EvalPinnable
+
 __all__ = ["ChannelEquilibrium", "InstanceReweight", "CE_STAGES", "CE_STEM_GROUP_SIZE", "CE_BLOCK_GROUP_SIZE"]
 
 # Where the CE paper puts CE in a ResNet, shared by our ResNet and the detectron2 / OpenMMLab adapters: after the
@@ -86,7 +88,7 @@ class InstanceReweight(nn.Module):
         return x * factor.reshape(factor.shape + (1,) * (x.dim() - 2))
 
 
-class ChannelEquilibrium(nn.Module):
+class ChannelEquilibrium(EvalPinnable):
     r"""Channel Equilibrium block, placed between a normalization layer and its ReLU.
 
     ``CE(x) = λ · BD(x) + (1 − λ) · IR(x)`` with ``λ = sigmoid(mix_logit)``

@@ -5,7 +5,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from ..functional import native_kernel_takes, selected_norm
+from ..functional import kind_of, native_kernel_takes, selected_norm
 from ..recipe_checks import UNSCHEDULED_STEPS, warn_unscheduled
 from ..sparsestmax import check_radius, sparsestmax
 from .switch_norm import RATIO_PARAMETERS, SwitchNorm, SwitchNorm1d, SwitchNorm2d, SwitchNorm3d, _Synchronized
@@ -292,19 +292,18 @@ class SparseSwitchNorm(SwitchNorm):
 
     def _can_run_native(self, candidate: str, x: Tensor) -> bool:
         """Whether ``candidate`` alone matches a native kernel under this layer's settings and dtypes."""
-        tensors = [self.weight, self.bias]
-        if candidate == "BN":
-            tensors += [self.running_mean, self.running_var]
+        batch = kind_of(candidate).batch_statistics
+        tensors = [self.weight, self.bias] + ([self.running_mean, self.running_var] if batch else [])
         if not native_kernel_takes(x, tensors):
             return False
-        if candidate == "BN":
+        if batch:
             # Synchronised statistics, and the authors' variance in training, need the general path.
             return not (self.training and (self._process_group() is not None or self.official_compat))
         return not self.official_compat
 
     def _native(self, x: Tensor, candidate: str) -> Tensor:
         """One selected candidate through PyTorch's own kernel (the fast path), the fixed logits tied."""
-        statistics = self._running_statistics(candidate == "BN")
+        statistics = self._running_statistics(kind_of(candidate).batch_statistics)
         if self.weight is None:  # affine=False: the output is the only tensor to tie the logits to
             return self._tie_fixed_logits(selected_norm(x, candidate, **statistics, training=self.training,
                                                         eps=self.eps))

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from ..functional import CANDIDATES, check_candidates, switch_norm, under_torch_func
 from ..recipe_checks import watch_ratio_parameters
+from .eval_pin import EvalPinnable
 
 __all__ = [
     "SwitchNorm", "SwitchNorm1d", "SwitchNorm2d", "SwitchNorm3d",
@@ -19,7 +20,7 @@ __all__ = [
 RATIO_PARAMETERS: Tuple[str, str] = ("mean_weight", "var_weight")
 
 
-class SwitchNorm(nn.Module):
+class SwitchNorm(EvalPinnable):
     r"""Switchable Normalization over inputs of shape ``(N, C, *S)``.
 
     Each layer normalizes with a learned mixture of Instance Norm (per sample
@@ -42,12 +43,13 @@ class SwitchNorm(nn.Module):
             (``running = (1 - momentum) * running + momentum * batch``);
             ``None`` for a cumulative average. Always this convention, also
             with ``official_compat`` (the authors' 0.997 is 0.003 here).
-        using_bn: include the BN candidate. ``False`` gives ``[IN, LN]``, for
-            training with one image per GPU.
+        using_bn: include the BN candidate (the authors' option). ``False``
+            gives ``[IN, LN]``, for training with one image per GPU. Given
+            together with ``candidates``, the two must agree.
         candidates: the candidate list itself (a subset of ``("IN", "LN",
             "BN")``, kept in that order, and at most one GroupNorm
             ``"GN<groups>"``, e.g. ``"GN32"`` (``"GN"`` is ``"GN32"``; the
-            groups must divide ``C``), placed last); overrides ``using_bn``.
+            groups must divide ``C``), placed last).
             The published layouts (``[IN, LN, BN]``, ``[IN, LN]``) are
             unchanged by a GN candidate's existence. Input of
             shape ``(N, C)`` has one value per sample and channel, so IN is
@@ -55,7 +57,9 @@ class SwitchNorm(nn.Module):
             ``SwitchNorm1d`` does; the layer raises an error otherwise.
         affine: learn ``weight`` (γ) and ``bias`` (β), each ``(C,)``.
         track_running_stats: keep ``running_mean`` / ``running_var`` for the
-            BN candidate (otherwise BN uses batch statistics in eval too).
+            BN candidate (otherwise BN uses batch statistics in eval too). The
+            default ``None`` keeps them whenever BN is a candidate; ``True``
+            without BN is an error (the running statistics are BN's).
         official_compat: the authors' math, to evaluate or finetune their
             checkpoints exactly: the IN variance is unbiased (divides by
             ``|S| - 1``; undefined for ``|S| = 1``, which raises an error), LN
@@ -110,10 +114,10 @@ class SwitchNorm(nn.Module):
         num_features: int,
         eps: float = 1e-5,
         momentum: Optional[float] = 0.1,
-        using_bn: bool = True,
+        using_bn: Optional[bool] = None,
         candidates: Optional[Sequence[str]] = None,
         affine: bool = True,
-        track_running_stats: bool = True,
+        track_running_stats: Optional[bool] = None,
         official_compat: bool = False,
         double_backward: bool = False,
         device=None,
@@ -130,9 +134,17 @@ class SwitchNorm(nn.Module):
             raise ValueError(f"{name}: num_features must be a positive int, got {num_features!r}")
         num_features = operator.index(num_features)
         if candidates is None:
-            candidates = CANDIDATES if using_bn else ("IN", "LN")
+            candidates = CANDIDATES if using_bn in (None, True) else ("IN", "LN")
         self.candidates = check_candidates(candidates, num_features)
         self.using_bn = "BN" in self.candidates
+        if using_bn is not None and bool(using_bn) != self.using_bn:
+            raise ValueError(f"{name}: using_bn={using_bn} contradicts candidates={list(self.candidates)}; pass "
+                             f"candidates alone")
+        if track_running_stats is None:
+            track_running_stats = self.using_bn
+        elif track_running_stats and not self.using_bn:
+            raise ValueError(f"{name}: track_running_stats=True needs the BN candidate (the running statistics are "
+                             f"BN's), and candidates are {list(self.candidates)}; leave it unset (None)")
         self.num_features = num_features
         if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
             raise ValueError(f"{name}: eps must be a finite number > 0, got {eps!r}")
@@ -142,8 +154,7 @@ class SwitchNorm(nn.Module):
         self.momentum = momentum
         self.affine = affine
         self.double_backward = bool(double_backward)
-        self.frozen = False  # freeze(): eval mode and no gradients, whatever train() says
-        self.track_running_stats = track_running_stats and self.using_bn
+        self.track_running_stats = bool(track_running_stats)
         k = len(self.candidates)
         self.mean_weight = nn.Parameter(torch.zeros(k, **factory))
         self.var_weight = nn.Parameter(torch.zeros(k, **factory))
@@ -215,11 +226,12 @@ class SwitchNorm(nn.Module):
         """
         for p in self.parameters():
             p.requires_grad_(False)
-        self.frozen = True
-        return super().train(False)
+        return self.pin_eval()
 
-    def train(self, mode: bool = True) -> "SwitchNorm":
-        return super().train(mode and not getattr(self, "frozen", False))  # (an old pickle may lack it)
+    @property
+    def frozen(self) -> bool:
+        """Whether :meth:`freeze` holds: pinned to eval mode (:meth:`pin_eval`) with no parameter training."""
+        return self.eval_pinned and not any(p.requires_grad for p in self.parameters())
 
     # ------------------------------------------------------------------ ratios
     def ratios(self) -> Tuple[Tensor, Tensor]:

@@ -4,7 +4,8 @@ Parameter names follow the published SN/SSN checkpoints (``conv1``, ``sn1``,
 ``layerK.i.conv{1,2,3}``, ``layerK.i.sn{1,2,3}``, ``layerK.0.downsample.{0,1}``,
 ``fc``; v2 adds ``sn_out``), so after :mod:`ssn_plugins.checkpoints` strips
 their wrapper a published file loads with ``load_state_dict`` directly. The
-norm layers keep the ``sn`` names whatever the norm is.
+norm layers keep the ``sn`` names whatever the norm is. Loading by catalogue
+name sits above this file: :func:`ssn_plugins.from_pretrained`.
 """
 from typing import Callable, Dict, Optional, Sequence, Union
 
@@ -12,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from ..layers.channel_equilibrium import CE_BLOCK_GROUP_SIZE, CE_STAGES, CE_STEM_GROUP_SIZE, ChannelEquilibrium
-from ..layers import norm_classes
+from ..layers import NORM_TYPES, norm_classes
 
 __all__ = ["ResNet", "resnet", "norm_factory", "DEPTHS", "NORMS"]
 
@@ -204,6 +205,8 @@ class ResNet(nn.Module):
         make_ce = ((lambda c, g=block_group: ChannelEquilibrium(c, **{"group_size": g, **(ce_kwargs or {})}))
                    if ce else None)
         self.depth, self.version = depth, version
+        self._norm_name = norm if isinstance(norm, str) else None
+        self._ce_group_sizes = (stem_group, block_group)
 
         self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
         self.sn1 = make_norm(64)
@@ -233,30 +236,26 @@ class ResNet(nn.Module):
         self._init_weights(last_gamma)
 
     @classmethod
-    def from_pretrained(cls, name: str, backbone_only: bool = False, progress: bool = True) -> "ResNet":
-        """A published ImageNet model by catalogue name (``"resnet50_ssn_8x32"``, ``"ssn://resnet50_ssn_8x32"``).
+    def from_architecture(cls, arch: dict, **overrides) -> "ResNet":
+        """The network an :meth:`architecture` dict describes (as converted files store it), plus ``overrides``."""
+        arch = {**arch, **overrides}
+        norm_kwargs = {"candidates": tuple(arch["candidates"])} if arch["norm"] in NORM_TYPES else {}
+        return cls(arch["depth"], arch["norm"], norm_kwargs=norm_kwargs, version=arch["version"],
+                   ceil_mode_pool=arch["ceil_mode_pool"], ce=arch["ce"],
+                   ce_group_sizes=tuple(arch.get("ce_group_sizes", (CE_STEM_GROUP_SIZE, CE_BLOCK_GROUP_SIZE))),
+                   num_classes=arch["num_classes"])
 
-        Downloaded, checked and converted on first use, then read from the
-        cache (:mod:`ssn_plugins.model_zoo`); returned in eval mode, with the
-        authors' math (``official_compat``) in every SN/SSN layer.
-        ``backbone_only`` leaves out pooling and ``fc`` (``num_classes=0``).
-        """
-        from .. import model_zoo
-        from ..checkpoints import build_resnet
-
-        url = name if name.startswith(model_zoo.SCHEME) else model_zoo.SCHEME + name
-        if model_zoo.parse_url(url, "torch")[1] != "torch":
-            raise ValueError(f"ResNet.from_pretrained({name!r}): this class reads the 'torch' layout; the others "
-                             f"are for their frameworks")
-        saved = torch.load(model_zoo.local_path(url, default_layout="torch", progress=progress), weights_only=True)
-        state_dict = saved["state_dict"]
-        arch = saved["meta"]["ssn_plugins"]
-        if backbone_only:
-            arch = {**arch, "num_classes": 0}
-            state_dict = {k: v for k, v in state_dict.items() if not k.startswith("fc.")}
-        model = build_resnet(arch)
-        model.load_state_dict(state_dict)
-        return model.eval()
+    def architecture(self) -> dict:
+        """What rebuilds this network with :meth:`from_architecture` (a named norm only), as converted files
+        store it: depth, version, norm, candidates, sparse, ce, num_classes, ceil_mode_pool, ce_group_sizes."""
+        if self._norm_name is None:
+            raise ValueError("a ResNet built with a norm factory has no architecture to record; build it with a "
+                             f"norm name ({sorted(NORMS)})")
+        return {"depth": self.depth, "version": self.version, "norm": self._norm_name,
+                "candidates": list(getattr(self.sn1, "candidates", ())),
+                "sparse": isinstance(self.sn1, NORM_TYPES["SSN"][0]), "ce": hasattr(self, "ce1"),
+                "num_classes": self.fc.out_features if hasattr(self, "fc") else 0,
+                "ceil_mode_pool": self.maxpool.ceil_mode, "ce_group_sizes": list(self._ce_group_sizes)}
 
     def _init_weights(self, last_gamma: bool) -> None:
         for m in self.modules():

@@ -33,7 +33,8 @@ from mmengine.logging.history_buffer import HistoryBuffer
 from mmengine.runner.checkpoint import CheckpointLoader
 
 from .. import model_zoo
-from ..checkpoints import pickled_imports, refused_import
+from ..checkpoint_io import pickled_imports, refused_import
+from .compat import checkpoint_loader, history_buffer_statistics
 
 
 def load_from_model_zoo(filename, map_location=None):
@@ -49,7 +50,7 @@ def register_model_zoo_scheme() -> None:
 
 def history_buffer_method(owner, name: str):
     """``getattr`` as mmengine's checkpoints use it: only ``HistoryBuffer``'s statistics methods."""
-    if owner is HistoryBuffer and name in HistoryBuffer._statistics_methods:
+    if owner is HistoryBuffer and name in history_buffer_statistics():
         return getattr(owner, name)
     raise pickle.UnpicklingError(f"weights_only load: getattr({owner!r}, {name!r}) is not one of HistoryBuffer's "
                                  f"statistics methods, the only getattr mmengine's checkpoints hold")
@@ -57,7 +58,6 @@ def history_buffer_method(owner, name: str):
 
 def allow_mmengine_checkpoints() -> None:
     """Let ``torch.load(weights_only=True)`` read mmengine's own checkpoints (see the module docstring)."""
-    HistoryBuffer()  # (registers the default statistics methods in the class table read above)
     numpy_dtypes = {type(np.dtype(code)) for code in "?bhilqpBHILQPefdgFDGO"}
     torch.serialization.add_safe_globals([
         HistoryBuffer, (history_buffer_method, "builtins.getattr"), np.ndarray, np.dtype, *numpy_dtypes,
@@ -102,8 +102,7 @@ def trusted_checkpoints(trusted: Iterable[str] = ()):
     ``open-mmlab://``, ...) are unchanged. The previous loader is restored on
     exit, also after an error.
     """
-    # _schemes is the loader table mmengine's register_scheme writes; the empty prefix is the local file system
-    previous = CheckpointLoader._schemes.get("")
+    previous = checkpoint_loader("")  # the empty prefix is the local file system
     CheckpointLoader.register_scheme("", _local_loader(trusted), force=True)
     try:
         yield

@@ -13,22 +13,16 @@ from typing import Iterator, List, Optional
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
-from mmengine.model import BaseTTAModel, is_model_wrapper
 from mmengine.registry import HOOKS
 from torch import nn
 
 from ..batch_stats import BATCH_AVERAGE_BATCHES, layers_with_batch_statistics, recompute_batch_statistics
 from ..layers import ChannelEquilibrium, SwitchNorm
 from ..layers.sparse_switch_norm import check_reopen_prior
+from ..optim import unwrapped
 from ..radius import RadiusScheduler, reopen_selections, sparse_layers
-from ..selection import describe_selection, format_selection, radius_scalars, ratio_scalars
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The model inside mmengine's (distributed) wrappers and test-time-augmentation models."""
-    while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
-        model = model.module
-    return model
+from ..selection import CHART_TAG, describe_selection, format_selection, radius_scalars, ratio_scalars
+from .compat import run_forward, train_dataloader_settings
 
 
 @HOOKS.register_module(force=True)
@@ -62,7 +56,7 @@ class SparsestMaxRadiusHook(Hook):
         self.scheduler: Optional[RadiusScheduler] = None
 
     def before_train(self, runner) -> None:
-        model = unwrap(runner.model)
+        model = unwrapped(runner.model)
         layers = sparse_layers(model)
         if not layers:
             if self.reopen_selection:
@@ -91,6 +85,14 @@ def norm_eval_layers(model: nn.Module) -> List[nn.Module]:
         if getattr(owner, "norm_eval", False) is True:
             layers.update((id(m), m) for m in owner.modules() if isinstance(m, (SwitchNorm, ChannelEquilibrium)))
     return list(layers.values())
+
+
+def pin_norm_eval_layers(model: nn.Module) -> List[nn.Module]:
+    """Pin the :func:`norm_eval_layers` to eval mode (``pin_eval``: trainable, statistics kept); returns them."""
+    layers = norm_eval_layers(model)
+    for layer in layers:
+        layer.pin_eval()
+    return layers
 
 
 def _forever(loader) -> Iterator:
@@ -129,12 +131,12 @@ class BatchAverageStatisticsHook(Hook):
         self._count = num_iters
 
     def _recompute(self, runner) -> None:
-        model = unwrap(runner.model)
+        model = unwrapped(runner.model)
         if not layers_with_batch_statistics(model):
             return
         if self._batches is None:
             # the runner's train_dataloader settings (a dict until the train loop builds its own loader from it)
-            loader_cfg = runner.cfg.get("train_dataloader") or getattr(runner, "_train_dataloader", None)
+            loader_cfg = train_dataloader_settings(runner)
             if not isinstance(loader_cfg, dict):
                 print_log("BatchAverageStatisticsHook: no train_dataloader settings to build a loader from; "
                           "keeping the moving-average statistics", logger="current", level=logging.WARNING)
@@ -145,10 +147,10 @@ class BatchAverageStatisticsHook(Hook):
         print_log(f"Recomputing batch-average statistics over {self._count} training batches ...", logger="current")
 
         def forward(m, batch):
-            m._run_forward(m.data_preprocessor(batch, True), mode="loss")
+            run_forward(m, m.data_preprocessor(batch, True), "loss")
 
-        recompute_batch_statistics(model, self._batches, self._count, forward=forward,
-                                   frozen=norm_eval_layers(model))  # pooled over processes
+        pin_norm_eval_layers(model)  # (whichever hook runs first: those layers keep their statistics)
+        recompute_batch_statistics(model, self._batches, self._count, forward=forward)  # pooled over processes
 
     def before_val(self, runner) -> None:
         if self._before_val:
@@ -165,27 +167,20 @@ class SwitchNormEvalHook(Hook):
 
     OpenMMLab backbones with ``norm_eval=True`` put their ``_BatchNorm`` layers
     in eval mode whenever they enter training mode; SN/SSN/CE layers are not
-    ``_BatchNorm`` subclasses, so this hook puts every one of them inside a
-    module with ``norm_eval=True`` in eval mode before each training
-    iteration (after the loop's ``model.train()``): they then normalize with
-    their running statistics and stop updating them, as frozen BatchNorm does.
-    Their parameters still train unless ``norm_cfg`` has ``requires_grad=False``.
+    ``_BatchNorm`` subclasses, so before training this hook pins every one of
+    them inside a module with ``norm_eval=True`` to eval mode (the layers'
+    ``pin_eval``, which every later ``model.train()`` honours): they then
+    normalize with their running statistics and stop updating them, as frozen
+    BatchNorm does. Their parameters still train unless ``norm_cfg`` has
+    ``requires_grad=False``.
     """
 
     priority = "NORMAL"
 
-    def __init__(self):
-        self._layers = None
-
     def before_train(self, runner) -> None:
-        self._layers = norm_eval_layers(unwrap(runner.model))
-        if self._layers:
-            print_log(f"SwitchNormEvalHook: {len(self._layers)} SN/SSN/CE layers follow norm_eval=True",
-                      logger="current")
-
-    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
-        for layer in self._layers or ():
-            layer.eval()
+        layers = pin_norm_eval_layers(unwrapped(runner.model))
+        if layers:
+            print_log(f"SwitchNormEvalHook: {len(layers)} SN/SSN/CE layers follow norm_eval=True", logger="current")
 
 
 @HOOKS.register_module(force=True)
@@ -216,24 +211,25 @@ class SwitchNormScalarsHook(Hook):
     def after_val_epoch(self, runner, metrics=None) -> None:
         if not self.selection_chart or not is_main_process():
             return
-        rows = describe_selection(unwrap(runner.model))
+        rows = describe_selection(unwrapped(runner.model))
         if not rows:
             return
-        from ..reproduction.charts import layer_ratio_chart, png_to_rgb
+        from ..selection_plots import layer_ratio_chart, png_to_rgb
         image = png_to_rgb(layer_ratio_chart(rows, f"iteration {runner.iter}"))
-        runner.visualizer.add_image("ssn_selection_per_layer", image, step=runner.iter)
+        # mmengine's local backend names a file after the tag: no folder separator in it
+        runner.visualizer.add_image(CHART_TAG.replace("/", "_"), image, step=runner.iter)
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         if not self.every_n_train_iters(runner, self.interval) or not is_main_process():
             return
-        scalars = ratio_scalars(unwrap(runner.model))
+        scalars = ratio_scalars(unwrapped(runner.model))
         if scalars:
             runner.visualizer.add_scalars(scalars, step=runner.iter + 1)
 
     def after_train(self, runner) -> None:
         if not is_main_process():
             return
-        rows = describe_selection(unwrap(runner.model))
+        rows = describe_selection(unwrapped(runner.model))
         if not rows:
             return
         print_log("normalizer per layer:\n" + format_selection(rows), logger="current")

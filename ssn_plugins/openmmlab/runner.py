@@ -2,7 +2,6 @@
 import argparse
 import os
 import os.path as osp
-from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
@@ -12,8 +11,8 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from ..config_files import resolve_config
-from ..reproduction.record import current_commit, read_run_record, trained_setting, write_run_record
-from ..reproduction.runs import PARTIAL, Run, describe_mmengine_config, ran_fields
+from ..run_identity import describe_mmengine_config
+from ..run_record import current_commit, read_run_record, trained_setting, write_run_record
 
 
 def add_runner_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -81,11 +80,9 @@ def record_run(runner: Runner, config_file: str, tool: str, tested_weights: Opti
     catalogue says they were trained at, and leaves a training run's record in the same folder alone."""
     if runner.rank != 0:
         return
-    run = Run(Path(runner.work_dir), "mmengine", PARTIAL)
-    describe_mmengine_config(runner.cfg, run)
-    fields = dict(tool=tool, config=str(config_file), commit=current_commit(), **ran_fields(run))
+    fields = dict(tool=tool, config=str(config_file), commit=current_commit(), **describe_mmengine_config(runner.cfg))
     if tested_weights is None:
-        fields.update(gpus=runner.world_size, images_per_gpu=run.batch[1])
+        fields.update(gpus=runner.world_size)
     else:
         existing = read_run_record(runner.work_dir) or {}
         if existing.get("tool") and not existing.get("evaluated_only"):

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
 from .figures import figure_id
-from .record import write_run_record
+from ..run_record import write_run_record
 from .suites import Planned, get_suite, plan, shell_line
 
 

@@ -5,12 +5,15 @@ import re
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
+from ..selection import SCALAR_PREFIX
+
 Series = Dict[str, List[Tuple[int, float]]]
 
-#: a ratio scalar under any tool's prefix: ssn_mean_ratio_IN (detectron2), ssn/mean_ratio_IN (mmengine, ours)
-RATIO = re.compile(r"(?:^|[/_])(mean|var)_ratio_([A-Za-z]+)$")
-#: the number of one-hot SSN ratio vectors, as each tool names it
-ONE_HOT = re.compile(r"(?:^|[/_])one_hot(?:_vectors)?$")
+#: a ratio scalar as every writer names it (:func:`ssn_plugins.selection.ratio_scalars`: ``ssn/mean_ratio_GN32``),
+#: also under mmengine's ``train/`` / ``val/`` prefixes
+RATIO = re.compile(rf"^(?:train/|val/)?{re.escape(SCALAR_PREFIX)}(mean|var)_ratio_(\w+)$")
+#: the number of one-hot SSN ratio vectors (:func:`ssn_plugins.selection.radius_scalars`)
+ONE_HOT = re.compile(rf"^(?:train/|val/)?{re.escape(SCALAR_PREFIX)}one_hot_vectors$")
 
 
 def _json_lines(path: Path, step_keys: Sequence[str]) -> Series:

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 from .figures import PaperFigure, suite_figure
-from .runs import FINISHED, NORM_NAMES, Run, read_run
+from ..run_identity import NORM_NAMES
+from .runs import FINISHED, Run, read_run
 
 
 @dataclass
@@ -194,7 +195,7 @@ def imagenet_r50_batch_sizes(ci: bool = False) -> Suite:
     settings.append(("SN", 1, ["--no-bn"]))
     shrink = ["--epochs", "1", "--subset", "2000"] if ci else []
     runs = [SuiteRun(f"{norm.lower()}_8x{per_gpu}", norm, 8, [Step(
-        "pretrain_imagenet", ["DATA", "-o", "WORK", "--depth", "50", "--norm", norm, *extra,
+        "pretrain_imagenet", ["DATA", "--work-dir", "WORK", "--depth", "50", "--norm", norm, *extra,
                               "--batch-setting", f"8,{per_gpu}", "--dataset-name", "ImageNet", *shrink],
         ["--resume"])],
         images_per_gpu=per_gpu)
@@ -259,8 +260,8 @@ def _checkpoint_name(folder: Path) -> str:
 TOOL_MODULES = {
     "train_net": "ssn_plugins.cli.train_net",
     "detectron2_real_mini": "ssn_plugins.cli.detectron2_real_mini",
-    "mm_train": "ssn_plugins.openmmlab.train",
-    "mm_test": "ssn_plugins.openmmlab.evaluate",
+    "mm_train": "ssn_plugins.cli.mm_train",
+    "mm_test": "ssn_plugins.cli.mm_test",
     "pretrain_imagenet": "ssn_plugins.cli.pretrain_imagenet",
     "train_fashion_mnist": "ssn_plugins.cli.train_fashion_mnist",
 }

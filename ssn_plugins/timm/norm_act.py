@@ -22,7 +22,7 @@ class _TimmNormAct(NormActivation):
     """timm's norm + activation constructor over :class:`~ssn_plugins.layers.NormActivation`."""
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: Optional[float] = 0.1, affine: bool = True,
-                 track_running_stats: bool = True, apply_act: bool = True, act_layer=nn.ReLU,
+                 track_running_stats: Optional[bool] = None, apply_act: bool = True, act_layer=nn.ReLU,
                  act_kwargs: Optional[Dict[str, Any]] = None, inplace: bool = True,
                  drop_layer: Optional[Type[nn.Module]] = None, device=None, dtype=None, **kwargs) -> None:
         act = create_act_layer(act_layer, **{"inplace": inplace, **(act_kwargs or {})}) if apply_act else None

@@ -17,9 +17,9 @@ holds other objects is refused with its name and what it imports; ``--trust-chec
 reads exactly that file with full unpickling: only for files you trust.
 """
 
-from ..cli import tool_parser
-from .checkpoint import trusted_checkpoints
-from .runner import add_runner_arguments, build_runner, load_config, parse, record_run
+from ssn_plugins.cli import tool_parser
+from ssn_plugins.openmmlab.checkpoint import trusted_checkpoints
+from ssn_plugins.openmmlab.runner import add_runner_arguments, build_runner, load_config, parse, record_run
 
 
 def main(argv=None):

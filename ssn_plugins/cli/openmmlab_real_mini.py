@@ -1,6 +1,6 @@
 """OpenMMLab end to end on real annotated data, on CPU: mIoU (mmseg), COCO AP (mmdet) or top-1 (mmaction2)
-before and after, with the shipped configs (``ssn-openmmlab-real-mini``, ``python -m ssn_plugins.openmmlab.real_mini``
-or the clone's ``tools/openmmlab_real_mini.py``):
+before and after, with the shipped configs (``ssn-openmmlab-real-mini``,
+``python -m ssn_plugins.cli.openmmlab_real_mini`` or the clone's ``tools/openmmlab_real_mini.py``):
 
     python tools/openmmlab_real_mini.py seg    # DeepLabV3 R18-D8 + SSN, mmseg's IoUMetric
     python tools/openmmlab_real_mini.py det    # Mask R-CNN R50-FPN + SSN, mmdet's CocoMetric (pycocotools)
@@ -26,14 +26,15 @@ import torch
 
 from mmengine.hooks import Hook
 
-from ..cli import tool_parser
-from ..datasets.real_clips import write_kinetics_style
-from ..datasets.real_mini import write_coco, write_segmentation
-from ..selection import count_selections, describe_selection
-from .channel_equilibrium import with_channel_equilibrium
-from .checkpoint import trusted_checkpoints
-from .hooks import BatchAverageStatisticsHook, unwrap
-from .runner import add_runner_arguments, build_runner, load_config, parse, record_run
+from ssn_plugins.cli import tool_parser
+from ssn_plugins.datasets.real_clips import write_kinetics_style
+from ssn_plugins.datasets.real_mini import write_coco, write_segmentation
+from ssn_plugins.selection import count_selections, describe_selection
+from ssn_plugins.openmmlab.channel_equilibrium import with_channel_equilibrium
+from ssn_plugins.openmmlab.checkpoint import trusted_checkpoints
+from ssn_plugins.openmmlab.hooks import BatchAverageStatisticsHook
+from ssn_plugins.optim import unwrapped
+from ssn_plugins.openmmlab.runner import add_runner_arguments, build_runner, load_config, parse, record_run
 
 TASKS = {
     # task: (shipped config's name, dataset root the config reads, writer, file that shows the set exists,
@@ -102,7 +103,7 @@ def run(argv=None):
     record_run(runner, str(args.config or config), "openmmlab_real_mini")
     final_metrics = FinalMetrics()
     runner.register_hook(final_metrics, priority="LOWEST")
-    unwrap(runner.model).init_weights()  # as runner.train() does; it skips the second call
+    unwrapped(runner.model).init_weights()  # as runner.train() does; it skips the second call
     before = evaluate(runner, metric_names)
     start = time.time()
     with trusted_checkpoints():
@@ -118,7 +119,7 @@ def run(argv=None):
     summary = {"task": args.task, "config": str(args.config or config), "ce": args.ce,
                "before": before, "after": after, "iterations": runner.iter,
                "seconds_per_iteration": per_iteration, "seconds_train": round(seconds),
-               "selections": count_selections(describe_selection(unwrap(runner.model)))}
+               "selections": count_selections(describe_selection(unwrapped(runner.model)))}
     Path(cfg.work_dir, "summary.json").write_text(json.dumps(summary, indent=1))
     missing = sorted({name for metrics in (before, after) for name, v in metrics.items() if v is None})
     print(f"\n{args.task}: before training {before}")

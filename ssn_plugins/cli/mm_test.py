@@ -20,10 +20,10 @@ file holding other objects is refused with its name, unless ``--trust-pickle`` (
 import json
 import os.path as osp
 
-from ..cli import tool_parser
-from ..reproduction.runs import TEST_RESULTS
-from .checkpoint import trusted_checkpoints
-from .runner import add_runner_arguments, build_runner, load_config, parse, record_run
+from ssn_plugins.cli import tool_parser
+from ssn_plugins.run_record import TEST_RESULTS
+from ssn_plugins.openmmlab.checkpoint import trusted_checkpoints
+from ssn_plugins.openmmlab.runner import add_runner_arguments, build_runner, load_config, parse, record_run
 
 
 def use_tta(cfg) -> None:

@@ -13,10 +13,11 @@ import re
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from ..reproduction.figures import load_sources, paper_figures, source_url, value_text
-from ..reproduction.leaderboard import match_figure, setting_differences
-from ..reproduction.runs import Run, describe_mmengine_config
-from ..reproduction.suites import SUITES
+from ..run_identity import describe_mmengine_config
+from .figures import load_sources, paper_figures, source_url, value_text
+from .leaderboard import match_figure, setting_differences
+from .runs import Run
+from .suites import SUITES
 
 #: the config folders that get a metafile, relative to configs/
 FAMILIES = ("mmseg/deeplabv3", "mmseg/pspnet", "mmseg/released", "mmdet/mask_rcnn", "mmaction/i3d")
@@ -65,7 +66,7 @@ def config_entry(config_path: Path, repo: Path) -> dict:
     from ..model_zoo import SCHEME, catalogue, find_entry
     cfg = Config.fromfile(str(config_path))
     run = Run(config_path, "mmengine", "config")
-    describe_mmengine_config(cfg, run)
+    run.describe(describe_mmengine_config(cfg))
     relative = config_path.relative_to(repo).as_posix()
     released = next((e for e in catalogue().values() if e.config == relative), None)
     if released is not None:  # the release's own model: trained at the release's setting
@@ -107,7 +108,7 @@ def config_entry(config_path: Path, repo: Path) -> dict:
              "Results": [{"Task": task, "Dataset": run.dataset, "Metrics": metrics}
                          for task, metrics in results.items()]}
     if released is not None:
-        from ..reproduction.figures import trained_model_name
+        from .figures import trained_model_name
         metadata["Architecture"] = trained_model_name(released)
         entry["Weights"] = SCHEME + released.name
         metadata["Weights Licence"] = released.licence or "not stated by the release"
