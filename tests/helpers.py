@@ -268,7 +268,7 @@ def hook_option(hook_type: str, key: str, value) -> str:
     """``--cfg-options`` text setting ``key`` of the plugin's hook ``hook_type`` (configs/_base_/ssn_runtime.py): the
     hook is found by its type, since mmengine's options address list entries by position only."""
     from ssn_plugins.config_files import config_file
-    runtime = config_file("_base_/ssn_runtime.py")
+    runtime = Path(config_file("_base_/ssn_runtime.py"))
     namespace = {}
     exec(compile(runtime.read_text(), str(runtime), "exec"), {"dict": dict}, namespace)
     (index,) = [i for i, hook in enumerate(namespace["custom_hooks"]) if hook["type"] == hook_type]
