@@ -149,8 +149,9 @@ class BatchAverageStatisticsHook(Hook):
         def forward(m, batch):
             run_forward(m, m.data_preprocessor(batch, True), "loss")
 
-        pin_norm_eval_layers(model)  # (whichever hook runs first: those layers keep their statistics)
-        recompute_batch_statistics(model, self._batches, self._count, forward=forward)  # pooled over processes
+        # norm_eval layers keep their statistics here (for this pass only: pinning them is SwitchNormEvalHook's)
+        recompute_batch_statistics(model, self._batches, self._count, forward=forward,
+                                   frozen=norm_eval_layers(model))  # pooled over processes
 
     def before_val(self, runner) -> None:
         if self._before_val:
