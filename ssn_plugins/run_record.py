@@ -52,10 +52,7 @@ def write_run_record(folder, **fields) -> dict:
             settings.append(setting)
     record.update(fields)
     record["written"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    path = folder / RUN_RECORD
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(record, indent=1) + "\n")
-    os.replace(partial, path)  # a reader never sees half a record
+    _write_json(folder / RUN_RECORD, record)
     return record
 
 
@@ -63,11 +60,14 @@ def write_final_metrics(folder, metrics: dict, iterations: int) -> dict:
     """The classification tools' :data:`FINAL_METRICS` (``top1`` and friends, and the ``iterations`` trained),
     written when a run has finished: its presence is what marks the run finished."""
     written = {**metrics, "iterations": int(iterations)}
-    path = Path(folder) / FINAL_METRICS
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(written, indent=1) + "\n")
-    os.replace(partial, path)
+    _write_json(Path(folder) / FINAL_METRICS, written)
     return written
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(obj, indent=1) + "\n")
+    os.replace(partial, path)  # a reader never sees half a file
 
 
 def read_run_record(folder) -> Optional[dict]:

@@ -296,3 +296,15 @@ def fixed(cls, mean, var, c=8, **kwargs):
     m.fix("mean", mean)
     m.fix("var", var)
     return m
+
+
+#: the SSN class of each input rank
+SSN_CLASSES = {1: S.SparseSwitchNorm1d, 2: S.SparseSwitchNorm2d, 3: S.SparseSwitchNorm3d}
+
+
+def fixed_layer(rank, mean, var, **kwargs):
+    """A float64 4-channel SSN layer for ``rank``-d input with both selections fixed."""
+    m = SSN_CLASSES[rank](4, **kwargs).double()
+    m.fix("mean", mean)
+    m.fix("var", var)
+    return m

@@ -11,9 +11,8 @@ from torch import nn
 import ssn_plugins as S
 from ssn_plugins.radius import batched_ratios, precompute_ratios
 
-from helpers import SHAPES
+from helpers import SHAPES, fixed_layer
 
-SSN_CLASSES = {1: S.SparseSwitchNorm1d, 2: S.SparseSwitchNorm2d, 3: S.SparseSwitchNorm3d}
 
 
 def test_set_radius_fixes_one_hot_vectors_and_stops_gradients():
@@ -88,13 +87,6 @@ def test_training_ends_one_hot_and_checkpoint_resume_keeps_schedule_state():
     for m in S.sparse_layers(model):
         for name in ("mean_weight", "var_weight"):
             assert sorted(m.state_dict()[name].tolist()) == [0, 0, 1]
-
-
-def fixed_layer(rank, mean, var, **kwargs):
-    m = SSN_CLASSES[rank](4, **kwargs).double()
-    m.fix("mean", mean)
-    m.fix("var", var)
-    return m
 
 
 def test_reopen_selection():

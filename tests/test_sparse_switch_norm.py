@@ -6,11 +6,10 @@ from torch import nn
 
 import ssn_plugins as S
 
-from helpers import SHAPES, fixed, gradcheck_module, randomize
+from helpers import SHAPES, fixed, fixed_layer, gradcheck_module, randomize
 from ssn_plugins.functional import switch_norm
 
 
-SSN_CLASSES = {1: S.SparseSwitchNorm1d, 2: S.SparseSwitchNorm2d, 3: S.SparseSwitchNorm3d}
 
 
 def natives(rank):
@@ -19,13 +18,6 @@ def natives(rank):
         "IN": {1: nn.InstanceNorm1d, 2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d}[rank](4, affine=True).double(),
         "LN": nn.GroupNorm(1, 4).double(),
     }
-
-
-def fixed_layer(rank, mean, var, **kwargs):
-    m = SSN_CLASSES[rank](4, **kwargs).double()
-    m.fix("mean", mean)
-    m.fix("var", var)
-    return m
 
 
 @pytest.mark.parametrize("rank", [1, 2, 3])

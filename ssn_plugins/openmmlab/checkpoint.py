@@ -58,6 +58,7 @@ def history_buffer_method(owner, name: str):
 
 def allow_mmengine_checkpoints() -> None:
     """Let ``torch.load(weights_only=True)`` read mmengine's own checkpoints (see the module docstring)."""
+    HistoryBuffer()  # (registers the default statistics methods in the class table read above)
     numpy_dtypes = {type(np.dtype(code)) for code in "?bhilqpBHILQPefdgFDGO"}
     torch.serialization.add_safe_globals([
         HistoryBuffer, (history_buffer_method, "builtins.getattr"), np.ndarray, np.dtype, *numpy_dtypes,

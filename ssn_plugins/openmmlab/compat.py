@@ -28,7 +28,7 @@ def run_forward(model, data, mode: str):
     return model._run_forward(data, mode=mode)
 
 
-def history_buffer_statistics() -> set:
-    """The ``HistoryBuffer`` statistics methods mmengine's checkpoints name (``getattr(HistoryBuffer, NAME)``)."""
-    HistoryBuffer()  # (registers the default statistics methods in the class table)
-    return set(HistoryBuffer._statistics_methods)
+def history_buffer_statistics() -> dict:
+    """The ``HistoryBuffer`` statistics methods mmengine's checkpoints name (``getattr(HistoryBuffer, NAME)``);
+    the defaults are in the class table once a ``HistoryBuffer`` has been made (:func:`allow_mmengine_checkpoints`)."""
+    return HistoryBuffer._statistics_methods
