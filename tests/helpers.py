@@ -12,6 +12,7 @@ from torch import nn
 from torch.func import functional_call
 
 import ssn_plugins as S
+from ssn_plugins.functional import switch_norm
 from ssn_plugins.models import ResNet
 
 
@@ -308,3 +309,50 @@ def fixed_layer(rank, mean, var, **kwargs):
     m.fix("mean", mean)
     m.fix("var", var)
     return m
+
+
+def switch_norm_inputs(cands, shape, dtype, affine, seed=0):
+    """``(x, mean_ratios, var_ratios, weight, bias)`` for :func:`switch_norm`, all leaves needing gradients."""
+    g = torch.Generator().manual_seed(seed)
+    k = len(cands)
+    x = (torch.randn(shape, generator=g, dtype=torch.float64) * 3 + 1).to(dtype).requires_grad_()
+    mean_ratios = torch.softmax(torch.randn(k, generator=g, dtype=torch.float64), 0).to(dtype).requires_grad_()
+    var_ratios = torch.softmax(torch.randn(k, generator=g, dtype=torch.float64), 0).to(dtype).requires_grad_()
+    weight = ((torch.rand(shape[1], generator=g, dtype=torch.float64) + 0.5).to(dtype).requires_grad_()
+              if affine else None)
+    bias = torch.randn(shape[1], generator=g, dtype=torch.float64).to(dtype).requires_grad_() if affine else None
+    return x, mean_ratios, var_ratios, weight, bias
+
+
+def switch_norm_value_and_grads(inputs, cands, training, unbiased, double_backward, running=None, out_grad=None):
+    """``(y, *gradients of the inputs that are not None)`` of one :func:`switch_norm` call."""
+    x, mean_ratios, var_ratios, weight, bias = inputs
+    running_mean, running_var = running if running is not None else (None, None)
+    y = switch_norm(x, mean_ratios, var_ratios, cands, running_mean=running_mean, running_var=running_var,
+                    weight=weight, bias=bias, training=training, unbiased_in=unbiased, double_backward=double_backward)
+    wrt = [t for t in inputs if t is not None]
+    out_grad = torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64).to(y.dtype) \
+        if out_grad is None else out_grad
+    return (y,) + torch.autograd.grad(y, wrt, out_grad)
+
+
+def switch_norm_gradcheck(cands, shape, affine, unbiased) -> bool:
+    """``gradcheck`` of a training-mode :func:`switch_norm` (the fused Function) in float64."""
+    wrt = tuple(t for t in switch_norm_inputs(cands, shape, torch.float64, affine) if t is not None)
+
+    def fused_fn(x, mean_ratios, var_ratios, *affine_params):
+        weight, bias = affine_params if affine else (None, None)
+        return switch_norm(x, mean_ratios, var_ratios, cands, weight=weight, bias=bias, training=True,
+                           unbiased_in=unbiased)
+    return torch.autograd.gradcheck(fused_fn, wrt)
+
+
+def switch_norm_errors_against_float64(cands, dtype) -> list:
+    """Relative errors of a training-mode :func:`switch_norm`'s output and every gradient in ``dtype`` (the fused
+    Function) against the plain-autograd float64 result of the same inputs."""
+    inputs = switch_norm_inputs(cands, (4, 8, 9, 9), dtype, True)
+    low = switch_norm_value_and_grads(inputs, cands, True, False, False)
+    exact = switch_norm_value_and_grads([t.detach().double().requires_grad_() for t in inputs], cands, True, False,
+                                        True)
+    assert all(a.dtype == dtype for a in low)
+    return [((a.double() - b).abs().max() / b.abs().max()).item() for a, b in zip(low, exact)]

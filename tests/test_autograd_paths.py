@@ -16,30 +16,10 @@ import ssn_plugins as S
 from ssn_plugins.radius import batched_ratios
 from ssn_plugins.functional import switch_norm
 
+from helpers import (switch_norm_errors_against_float64, switch_norm_gradcheck, switch_norm_inputs,
+                     switch_norm_value_and_grads)
+
 CANDIDATE_SETS = [("IN", "LN", "BN"), ("IN", "LN"), ("LN", "BN"), ("IN", "BN"), ("BN",), ("IN",)]
-
-
-def _inputs(cands, shape, dtype, affine, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    k = len(cands)
-    x = (torch.randn(shape, generator=g, dtype=torch.float64) * 3 + 1).to(dtype).requires_grad_()
-    mean_ratios = torch.softmax(torch.randn(k, generator=g, dtype=torch.float64), 0).to(dtype).requires_grad_()
-    var_ratios = torch.softmax(torch.randn(k, generator=g, dtype=torch.float64), 0).to(dtype).requires_grad_()
-    weight = ((torch.rand(shape[1], generator=g, dtype=torch.float64) + 0.5).to(dtype).requires_grad_()
-              if affine else None)
-    bias = torch.randn(shape[1], generator=g, dtype=torch.float64).to(dtype).requires_grad_() if affine else None
-    return x, mean_ratios, var_ratios, weight, bias
-
-
-def _value_and_grads(inputs, cands, training, unbiased, double_backward, running=None, out_grad=None):
-    x, mean_ratios, var_ratios, weight, bias = inputs
-    running_mean, running_var = running if running is not None else (None, None)
-    y = switch_norm(x, mean_ratios, var_ratios, cands, running_mean=running_mean, running_var=running_var,
-                    weight=weight, bias=bias, training=training, unbiased_in=unbiased, double_backward=double_backward)
-    wrt = [t for t in inputs if t is not None]
-    out_grad = torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64).to(y.dtype) \
-        if out_grad is None else out_grad
-    return (y,) + torch.autograd.grad(y, wrt, out_grad)
 
 
 @pytest.mark.parametrize("cands", CANDIDATE_SETS, ids="+".join)
@@ -47,42 +27,31 @@ def _value_and_grads(inputs, cands, training, unbiased, double_backward, running
                                                    (False, True, (2, 3, 2, 3, 2))])
 def test_fused_backward_equals_plain_autograd_and_gradcheck_float64(cands, unbiased, affine, shape):
     for training, with_running in [(True, False), (True, True), (False, True)]:
-        inputs = _inputs(cands, shape, torch.float64, affine)
+        inputs = switch_norm_inputs(cands, shape, torch.float64, affine)
         running = (torch.randn(shape[1], dtype=torch.float64), torch.rand(shape[1], dtype=torch.float64) + 0.5)
-        fused = _value_and_grads(inputs, cands, training, unbiased, False, [r.clone() for r in running]
+        fused = switch_norm_value_and_grads(inputs, cands, training, unbiased, False, [r.clone() for r in running]
                                  if with_running else None)
-        plain = _value_and_grads(inputs, cands, training, unbiased, True, [r.clone() for r in running]
+        plain = switch_norm_value_and_grads(inputs, cands, training, unbiased, True, [r.clone() for r in running]
                                  if with_running else None)
         for a, b in zip(fused, plain):
             torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
-    wrt = tuple(t for t in _inputs(cands, shape, torch.float64, affine) if t is not None)
-
-    def fused_fn(x, mean_ratios, var_ratios, *affine_params):
-        weight, bias = affine_params if affine else (None, None)
-        return switch_norm(x, mean_ratios, var_ratios, cands, weight=weight, bias=bias, training=True,
-                           unbiased_in=unbiased)
-    assert torch.autograd.gradcheck(fused_fn, wrt)
+    assert switch_norm_gradcheck(cands, shape, affine, unbiased)
 
 
 @pytest.mark.parametrize("dtype,tolerance", [(torch.float32, 1e-4), (torch.bfloat16, 3e-2)])
 @pytest.mark.parametrize("cands", [("IN", "LN", "BN"), ("LN", "BN")], ids="+".join)
 def test_fused_backward_in_float32_and_bf16_matches_float64(dtype, tolerance, cands):
     # The dtypes users train in: values and every gradient against the float64 result of the same inputs.
-    inputs = _inputs(cands, (4, 8, 9, 9), dtype, True)
-    low = _value_and_grads(inputs, cands, True, False, False)
-    exact = _value_and_grads([t.detach().double().requires_grad_() for t in inputs], cands, True, False, True)
-    for a, b in zip(low, exact):
-        assert a.dtype == dtype
-        error = ((a.double() - b).abs().max() / b.abs().max()).item()
-        assert error < tolerance, error
+    errors = switch_norm_errors_against_float64(cands, dtype)
+    assert max(errors) < tolerance, errors
 
 
 def test_running_statistics_are_the_same_on_both_paths():
-    inputs = _inputs(("IN", "LN", "BN"), (4, 6, 5, 5), torch.float32, True)
+    inputs = switch_norm_inputs(("IN", "LN", "BN"), (4, 6, 5, 5), torch.float32, True)
     buffers = []
     for double_backward in (False, True):
         running = [torch.zeros(6), torch.ones(6)]
-        _value_and_grads(inputs, ("IN", "LN", "BN"), True, False, double_backward, running)
+        switch_norm_value_and_grads(inputs, ("IN", "LN", "BN"), True, False, double_backward, running)
         buffers.append(running)
     for a, b in zip(*buffers):
         torch.testing.assert_close(a, b)

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from ._fused import _SwitchNormFunction, _SynchronizedSwitchNormFunction
-from ._native_kernels import _affine, _apply_scale_shift, _broadcast
+from ._native_kernels import _affine, _broadcast
 from .candidates import CANDIDATES, DEFAULT_GN_GROUPS, Candidate, check_candidates, group_count, kind_of
 from .moments import (_CallSpec, _mixture_scale_shift, _record_batch_statistics, _traceable_instance_moments,
                       batch_moments, instance_moments)
@@ -120,7 +120,7 @@ def switch_norm(
     mean_in, var_in = (_traceable_instance_moments if plain else instance_moments)(x, unbiased_in)
     scale, shift, batch_bn = _mixture_scale_shift(mean_in, var_in, mean_ratios, var_ratios, weight, bias, spec)
     _record_batch_statistics(spec, batch_bn)
-    return _affine(x, scale, shift) if plain else _apply_scale_shift(x, scale, shift)
+    return _affine(x, scale, shift)
 
 
 def selected_norm(

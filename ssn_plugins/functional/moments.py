@@ -107,16 +107,23 @@ def instance_moments(x: Tensor, unbiased: bool = False) -> Tuple[Tensor, Tensor]
     CPU); its normalized output is discarded. Returned in float32 (float64 for
     float64 input). Not differentiable: see :func:`_traceable_instance_moments`.
     """
+    mean, rstd = _instance_mean_rstd(x)
+    return mean, _variance_from_rstd(rstd, math.prod(x.shape[2:]), unbiased)
+
+
+def _instance_mean_rstd(x: Tensor) -> Tuple[Tensor, Tensor]:
+    """The per-``(n, c)`` mean and ``1 / std`` (biased, ``inf`` for a constant map) of :func:`instance_moments`."""
     n, c = x.shape[:2]
-    positions = math.prod(x.shape[2:])
     stats_input = x if x.dtype in (torch.float32, torch.float64) else x.float()
     # eps = 0: rstd is exactly 1/sqrt(var), and inf (var 0) where a map is constant.
-    _, mean, rstd = torch.native_group_norm(stats_input, None, None, n, c, positions, c, 0.0)
-    mean = mean.reshape(n, c)
-    var = rstd.reshape(n, c).pow(-2)
-    if unbiased:
-        var = var * (positions / (positions - 1))
-    return mean, var
+    _, mean, rstd = torch.native_group_norm(stats_input, None, None, n, c, math.prod(x.shape[2:]), c, 0.0)
+    return mean.view(n, c), rstd.view(n, c)
+
+
+def _variance_from_rstd(rstd: Tensor, positions, unbiased: bool) -> Tensor:
+    """The variance of :func:`_instance_mean_rstd`'s ``rstd``; ``positions`` may be symbolic (a compiled chain)."""
+    var = rstd.pow(-2)
+    return var * (positions / (positions - 1)) if unbiased else var
 
 
 def _traceable_instance_moments(x: Tensor, unbiased: bool) -> Tuple[Tensor, Tensor]:
@@ -204,21 +211,29 @@ def _matmul_outside_autocast(a: Tensor, b: Tensor) -> Tensor:
 
 
 def _scale_shift(moments, mean_ratios: Tensor, var_ratios: Tensor, weight: Optional[Tensor],
-                 bias: Optional[Tensor], spec: _CallSpec, shape) -> Tuple[Tensor, ...]:
+                 bias: Optional[Tensor], spec: _CallSpec, shape, stacked: bool = True) -> Tuple[Tensor, ...]:
     """``(scale, shift, mean, rstd, means, variances)``: the mixed statistics as one affine map per ``(n, c)``.
 
     ``y = x * scale + shift`` with ``scale = weight * rstd`` and
     ``shift = bias - mean * scale``, ``mean = mean_ratios @ means`` and
-    ``var = var_ratios @ variances``, where ``means`` / ``variances`` stack
-    the candidates' statistics as ``(K, N*C)`` (one product mixes them all,
-    and gives the ratios' gradients in the backward). All ``(N, C)``.
+    ``var = var_ratios @ variances``. ``stacked``: ``means`` / ``variances``
+    stack the candidates' statistics as ``(K, N*C)`` (eagerly, one product then
+    mixes them all, and gives the ratios' gradients in the backward); otherwise
+    the sums are written out and both are ``None`` (a compiled chain fuses those
+    into its loops, where a product is a call of its own). All ``(N, C)``.
     """
     sd = moments[0][0].dtype
-    k = len(moments)
-    means = torch.stack([m.expand(shape) for m, _ in moments]).view(k, -1)
-    variances = torch.stack([v.expand(shape) for _, v in moments]).view(k, -1)
-    mean = _matmul_outside_autocast(_same_dtype(mean_ratios, sd), means).view(shape)
-    var = _matmul_outside_autocast(_same_dtype(var_ratios, sd), variances).view(shape)
+    mean_ratios, var_ratios = _same_dtype(mean_ratios, sd), _same_dtype(var_ratios, sd)
+    if stacked:
+        k = len(moments)
+        means = torch.stack([m.expand(shape) for m, _ in moments]).view(k, -1)
+        variances = torch.stack([v.expand(shape) for _, v in moments]).view(k, -1)
+        mean = _matmul_outside_autocast(mean_ratios, means).view(shape)
+        var = _matmul_outside_autocast(var_ratios, variances).view(shape)
+    else:
+        means = variances = None
+        mean = sum(m * mean_ratios[k] for k, (m, _) in enumerate(moments)).expand(shape)
+        var = sum(v * var_ratios[k] for k, (_, v) in enumerate(moments)).expand(shape)
     rstd = torch.rsqrt(var + spec.eps)
     scale = rstd if weight is None else rstd * _same_dtype(weight, sd)
     if bias is None:
