@@ -1,6 +1,6 @@
 """The fused Function's ``(N, C)`` chain compiled by inductor, against the same Function run eagerly and against
 autograd through plain operations: float64 (to rounding, and gradcheck), float32 and bf16 (against float64), the
-running statistics, the warm-up, the fallback and the switch that turns it off.
+running statistics, compiling at the first call, the fallback and the switch that turns it off.
 
 Each test compiles its families on first use (a few seconds each), so the sets are few and each covers much.
 """
@@ -18,10 +18,9 @@ from helpers import (switch_norm_errors_against_float64, switch_norm_gradcheck, 
 
 
 @pytest.fixture
-def compile_at_once(monkeypatch):
-    """Every family compiled at its first call (not after the warm-up), forgotten again afterwards."""
+def fresh_families(monkeypatch):
+    """No family compiled before the test (each compiles at its first call in it), all forgotten afterwards."""
     monkeypatch.delenv(_compiled.ENVIRONMENT_SWITCH, raising=False)
-    monkeypatch.setattr(_compiled, "WARM_UP_CALLS", 0)
     _compiled.reset_families()
     yield
     _compiled.reset_families()
@@ -50,7 +49,7 @@ def _eager(fn):
     (("IN",), False, True, (2, 3, 4)),
     (("BN", "GN3"), False, True, (3, 3, 2, 2)),  # C = groups
 ], ids=["IN+LN+BN", "GN unbiased no-affine", "LN+BN N=1 3d", "IN", "BN+GN C=groups"])
-def test_compiled_chain_equals_eager_and_plain_autograd_and_gradchecks_in_float64(compile_at_once, cands, unbiased,
+def test_compiled_chain_equals_eager_and_plain_autograd_and_gradchecks_in_float64(fresh_families, cands, unbiased,
                                                                                   affine, shape):
     running = (torch.randn(shape[1], dtype=torch.float64), torch.rand(shape[1], dtype=torch.float64) + 0.5)
 
@@ -67,14 +66,14 @@ def test_compiled_chain_equals_eager_and_plain_autograd_and_gradchecks_in_float6
 
 
 @pytest.mark.parametrize("dtype,tolerance", [(torch.float32, 1e-4), (torch.bfloat16, 3e-2)])
-def test_compiled_chain_in_float32_and_bf16_matches_float64(compile_at_once, dtype, tolerance):
+def test_compiled_chain_in_float32_and_bf16_matches_float64(fresh_families, dtype, tolerance):
     cands = ("IN", "LN", "BN")
     errors = switch_norm_errors_against_float64(cands, dtype)
     assert len(_compiled_families()) == 1
     assert max(errors) < tolerance, errors
 
 
-def test_compiled_layers_train_like_eager_ones_running_statistics_and_autocast_included(compile_at_once):
+def test_compiled_layers_train_like_eager_ones_running_statistics_and_autocast_included(fresh_families):
     # SN, soft SSN (SparsestMax ratios) and a video layer through several steps, one run compiled and one eager:
     # outputs, every gradient and the running statistics agree in float32, also under bf16 autocast
     def train(cls, shape, autocast):
@@ -102,27 +101,25 @@ def test_compiled_layers_train_like_eager_ones_running_statistics_and_autocast_i
     assert _compiled_families()
 
 
-def test_a_family_runs_eagerly_through_its_warm_up_then_compiled(monkeypatch):
-    monkeypatch.delenv(_compiled.ENVIRONMENT_SWITCH, raising=False)
-    monkeypatch.setattr(_compiled, "WARM_UP_CALLS", 3)
-    _compiled.reset_families()
-    try:
-        layer = S.SwitchNorm2d(6)
-        x = torch.randn(2, 6, 4, 4, requires_grad=True)
-        for call in range(3):
-            layer(x).sum().backward()
-            assert not _compiled_families()
-        assert list(_compiled._families.values()) == [3]
-        layer(x).sum().backward()
-        (key,) = _compiled_families()
-        assert key in _compiled.compile_seconds() and _compiled.compile_seconds()[key] > 0
-        layer(torch.randn(5, 6, 3, 3, requires_grad=True)).sum().backward()  # another shape: the same kernels
-        assert _compiled_families() == [key]
-    finally:
-        _compiled.reset_families()
+def test_a_family_compiles_at_its_first_call_and_serves_every_shape_after(fresh_families, caplog):
+    # at the first call, whatever the process ran before: a run resumed in a new process rounds like the
+    # uninterrupted one (tests/test_reproduction.py checks that bitwise)
+    layer = S.SwitchNorm2d(6)
+    with caplog.at_level("INFO", logger=_compiled.__name__):
+        layer(torch.randn(2, 6, 4, 4, requires_grad=True)).sum().backward()
+    (key,) = _compiled_families()
+    assert _compiled.compile_seconds()[key] > 0
+    assert "compiled the (N, C)-sized statistics of SwitchNorm layers (IN+LN+BN, cpu, float32)" in caplog.text
+    for shape in ((5, 6, 3, 3), (1, 6, 7, 2), (3, 6, 1, 1)):  # other sizes: the same kernels
+        layer(torch.randn(shape, requires_grad=True)).sum().backward()
+    S.SwitchNorm3d(6)(torch.randn(2, 6, 2, 3, 3, requires_grad=True)).sum().backward()
+    assert _compiled_families() == [key]
+    S.SwitchNorm2d(6, candidates=("IN", "LN")).double()(torch.randn(2, 6, 4, 4, dtype=torch.float64,
+                                                                    requires_grad=True)).sum().backward()
+    assert len(_compiled_families()) == 2  # another candidate set and dtype: another family
 
 
-def test_a_family_that_fails_to_compile_warns_once_and_stays_eager(compile_at_once, monkeypatch):
+def test_a_family_that_fails_to_compile_warns_once_and_stays_eager(fresh_families, monkeypatch):
     def broken(fn, example_inputs, device_type):
         raise RuntimeError("no C++ compiler here")
     monkeypatch.setattr(_compiled, "compile_function", broken)
@@ -139,7 +136,7 @@ def test_a_family_that_fails_to_compile_warns_once_and_stays_eager(compile_at_on
     torch.testing.assert_close(first, expected)
 
 
-def test_a_compiled_chain_that_disagrees_with_the_eager_one_is_not_used(compile_at_once, monkeypatch):
+def test_a_compiled_chain_that_disagrees_with_the_eager_one_is_not_used(fresh_families, monkeypatch):
     # the check of the compiled kernels on other shapes, seen to work: a kernel 1% off is refused
     def off_by_one_percent(fn, example_inputs, device_type):
         return lambda inputs: [t * 1.01 for t in fn(*inputs)]
@@ -151,7 +148,7 @@ def test_a_compiled_chain_that_disagrees_with_the_eager_one_is_not_used(compile_
     torch.testing.assert_close(y, _eager(lambda: S.SwitchNorm2d(6)(x)))
 
 
-def test_the_environment_switch_keeps_every_family_eager(compile_at_once, monkeypatch):
+def test_the_environment_switch_keeps_every_family_eager(fresh_families, monkeypatch):
     monkeypatch.setenv(_compiled.ENVIRONMENT_SWITCH, "0")
     layer = S.SwitchNorm2d(6)
     with warnings.catch_warnings():

@@ -1,7 +1,7 @@
 """The ``(N, C)``-sized chain of the fused eager-training Function: from the instance moments to the per-map affine
 factors, and its hand-written derivative back to the input-gradient factors and the parameters' gradients.
 
-The same two functions run eagerly (where no compiler is at hand, and while a family warms up) or, traced with
+The same two functions run eagerly (where no compiler is at hand, or ``SSN_PLUGINS_COMPILE=0``) or, traced with
 symbolic sizes, as one inductor kernel each (:mod:`._compiled`): on small maps the chain's fifty-odd operations
 forward and fifty-five backward are the layer's whole cost when each pays its dispatch.
 """
@@ -108,7 +108,14 @@ def compiled_chain(spec: _CallSpec, unbiased: bool, mean_in: Tensor, mean_ratios
     key = (spec.candidates, spec.batch_bn, spec.eps, unbiased, mean_in.device, mean_in.dtype,
            mean_ratios.dtype, var_ratios.dtype, None if weight is None else weight.dtype,
            None if bias is None else bias.dtype)
-    return _compiled.family_kernels(key, lambda: _build_kernels(key, spec))
+    return _compiled.family_kernels(key, lambda: _build_kernels(key, spec),
+                                    f"the (N, C)-sized statistics of SwitchNorm layers ({_family_name(key)})")
+
+
+def _family_name(key) -> str:
+    candidates, _, eps, unbiased, device, stats_dtype = key[:6]
+    return (f"{'+'.join(kind.name for kind in candidates)}, {device.type}, {str(stats_dtype).replace('torch.', '')}"
+            f"{', unbiased IN variance' if unbiased else ''}")
 
 
 def _chain_functions(key, spec: _CallSpec):

@@ -6,14 +6,15 @@ Eager, each small operation costs a few microseconds of dispatch whatever its si
 A function is traced once with symbolic sizes, so one kernel serves every ``N`` and ``C``, and is called directly
 (no ``torch.compile`` guards, which alone cost more than the operations they would save).
 
-Each *family* (the key of what shapes a graph: candidates, dtypes, device, ...) runs its first
-:data:`WARM_UP_CALLS` calls eagerly and is compiled at the next one, so a single call (a test, a one-off
-training-mode forward) never pays the compile (one to a few seconds a function). Where inductor cannot compile
-(no C++ compiler, no Triton, a torch without these internals) or the compiled kernel disagrees with the eager
-function on fresh inputs, the family stays eager and one warning says why. The environment variable
-``SSN_PLUGINS_COMPILE=0`` keeps every family eager.
+Each *family* (the key of what shapes a graph: candidates, dtypes, device, ...) is compiled at its first call, once
+per process (one to a few seconds a function, logged). Not later, after eager warm-up calls: which calls ran eagerly
+would then depend on the process's history, and a run resumed in a new process would round differently from the
+uninterrupted one. Where inductor cannot compile (no C++ compiler, no Triton, a torch without these internals) or
+the compiled kernel disagrees with the eager function on fresh inputs, the family stays eager and one warning says
+why. The environment variable ``SSN_PLUGINS_COMPILE=0`` keeps every family eager.
 """
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -22,16 +23,13 @@ from typing import Callable, Hashable, List, Optional, Sequence
 
 import torch
 
-__all__ = ["WARM_UP_CALLS", "ENVIRONMENT_SWITCH", "compile_function", "family_kernels", "compile_seconds",
-           "reset_families"]
+__all__ = ["ENVIRONMENT_SWITCH", "compile_function", "family_kernels", "compile_seconds", "reset_families"]
 
-#: eager calls of a family before it is compiled
-WARM_UP_CALLS = 20
 #: the environment variable that, set to ``0``, keeps every family eager
 ENVIRONMENT_SWITCH = "SSN_PLUGINS_COMPILE"
 
 _FAILED = object()  # a family that could not compile (warned once)
-_families: dict = {}  # key -> number of eager calls so far, the kernels, or _FAILED
+_families: dict = {}  # key -> the kernels, or _FAILED
 _compile_seconds: dict = {}  # key -> seconds its compile took
 _lock = threading.Lock()
 
@@ -63,33 +61,39 @@ def compile_function(fn: Callable, example_inputs: Sequence, device_type: str) -
     return getattr(compiled, "current_callable", None) or compiled
 
 
-def family_kernels(key: Hashable, build: Callable[[], object]) -> Optional[object]:
-    """The compiled kernels of ``key``'s family (what ``build()`` returns), or ``None`` while it runs eagerly.
+def family_kernels(key: Hashable, build: Callable[[], object], what: str) -> Optional[object]:
+    """The compiled kernels of ``key``'s family (what ``build()`` returns), or ``None`` where it runs eagerly.
 
-    ``build`` compiles and checks them; any exception it raises keeps the family eager, with one warning.
+    ``build`` compiles and checks them at the family's first call; any exception it raises keeps the family eager,
+    with one warning. ``what`` names the computation in the log and the warning.
     """
     if os.environ.get(ENVIRONMENT_SWITCH, "1") == "0":  # read at every call (well under a microsecond)
         return None
-    state = _families.get(key, 0)
-    if state.__class__ is not int:
-        return None if state is _FAILED else state
-    if state < WARM_UP_CALLS:
-        _families[key] = state + 1
-        return None
-    with _lock:
-        state = _families.get(key, 0)
-        if state.__class__ is int:
-            start = time.perf_counter()
-            try:
-                state = build()
-            except Exception as error:  # any failure of the compiler stack means "run eagerly", said once
-                state = _FAILED
-                warnings.warn(f"ssn_plugins: the (N, C)-sized statistics of SwitchNorm layers run eagerly (slower on "
-                              f"small maps): compiling them failed with {type(error).__name__}: {error}. "
-                              f"Set {ENVIRONMENT_SWITCH}=0 to skip the attempt.", RuntimeWarning, stacklevel=4)
-            _compile_seconds[key] = time.perf_counter() - start
-            _families[key] = state
+    state = _families.get(key)
+    if state is None:
+        with _lock:
+            state = _families.get(key)
+            if state is None:
+                state = _build(key, build, what)
+                _families[key] = state
     return None if state is _FAILED else state
+
+
+def _build(key: Hashable, build: Callable[[], object], what: str) -> object:
+    logger = logging.getLogger(__name__)
+    logger.info("ssn_plugins: compiling %s (once per process and family)", what)
+    start = time.perf_counter()
+    try:
+        state = build()
+    except Exception as error:  # any failure of the compiler stack means "run eagerly", said once
+        state = _FAILED
+        warnings.warn(f"ssn_plugins: {what} run eagerly (slower on small maps): compiling them failed with "
+                      f"{type(error).__name__}: {error}. Set {ENVIRONMENT_SWITCH}=0 to skip the attempt.",
+                      RuntimeWarning, stacklevel=5)
+    _compile_seconds[key] = time.perf_counter() - start
+    if state is not _FAILED:
+        logger.info("ssn_plugins: compiled %s in %.1f s", what, _compile_seconds[key])
+    return state
 
 
 def compile_seconds() -> dict:
@@ -98,7 +102,7 @@ def compile_seconds() -> dict:
 
 
 def reset_families() -> List[Hashable]:
-    """Forget every family (they warm up and compile again); returns their keys. For tests and benchmarks."""
+    """Forget every family (each compiles again at its next call); returns their keys. For tests and benchmarks."""
     with _lock:
         keys = list(_families)
         _families.clear()
