@@ -22,8 +22,8 @@ projects every layer's ratios in one batched call per step; "SSN soft
 (batched)" is the layer with its ratios given, plus its share (1/53) of one
 batched projection of ResNet-50's 106 ratio vectors, forward and backward.
 
-    python benchmarks/bench_norms.py              # everything (about 40 minutes on 2 cores)
-    python benchmarks/bench_norms.py --no-compile # without the compiled ResNet-50 steps (about 30 minutes)
+    python benchmarks/bench_norms.py              # everything (about 30 minutes on 2 cores)
+    python benchmarks/bench_norms.py --no-compile # without the compiled ResNet-50 steps (about 15 minutes)
     python benchmarks/bench_norms.py --quick      # fewer shapes and repeats, no compiled step
 """
 import argparse

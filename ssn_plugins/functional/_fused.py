@@ -38,14 +38,14 @@ def _input_gradient(x: Tensor, grad_y: Tensor, scale: Tensor, a: Tensor, b: Tens
 class _SwitchNormFunction(torch.autograd.Function):
     """:func:`switch_norm` without a process group, with a hand-written backward.
 
-    Used in training only. The forward reads ``x`` twice (moments, then one
-    fused affine map); the backward reads ``x`` and the output gradient once for
+    Used in training only. The forward reads ``x`` twice (moments, then the
+    affine map); the backward reads ``x`` and the output gradient once for
     two per-map sums and once for :func:`_input_gradient`. Between them runs the
     ``(N, C)``-sized chain of :mod:`._chain`, compiled into one kernel each way
     where inductor is at hand (:mod:`._compiled`), else eagerly: on small maps the
     cost is the number of operations, and the autograd engine inside a backward
     would cost more than the layer. ``gradcheck`` and the plain path check both
-    (tests/test_autograd_paths.py).
+    (tests/test_autograd_paths.py, tests/test_compiled_chain.py).
     """
 
     @staticmethod

@@ -1,7 +1,7 @@
 """CPU speed from PyTorch's own norm kernels: an ``(N, C, *S)`` tensor seen as ``(1, N*C, |S|)`` is one eval-mode
-batch norm whose "channels" are the ``(n, c)`` maps, so its fused kernels give the per-map affine map and per-map
-sums (timm's ``fast_norm.py`` plays the same part). Everything falls back to plain operations where the kernels do
-not take the tensors. No autograd here: the fused Functions call these.
+batch norm whose "channels" are the ``(n, c)`` maps, so its fused kernels give both per-map sums of the backward in
+one pass and, on large maps, the per-map affine map (timm's ``fast_norm.py`` plays the same part). Everything falls
+back to plain operations where the kernels do not take the tensors. No autograd here: the fused Functions call these.
 """
 import math
 from typing import Optional, Tuple
@@ -55,18 +55,17 @@ def _identity_stats(rows: Tensor) -> Tuple[Tensor, Tensor]:
     return rows.new_zeros(k), rows.new_ones(k)
 
 
-def _apply_scale_shift(x: Tensor, scale: Tensor, shift: Tensor, identity=None) -> Tensor:
+def _apply_scale_shift(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
     """``x * scale + shift`` per ``(n, c)`` map, fused where the native kernel takes ``x`` (no autograd).
 
     Written into a new tensor of ``x``'s shape (not a view of the kernel's
     ``(1, N*C, |S|)`` output), so that in-place operations after the layer
-    (``ReLU(inplace=True)``) are allowed on it. ``identity``: the
-    :func:`_identity_stats` of ``x``'s rows, if already made.
+    (``ReLU(inplace=True)``) are allowed on it.
     """
     rows = _rows(x)
     if rows is None:
         return _affine(x, scale, shift)
-    zeros, ones = identity if identity is not None else _identity_stats(rows)
+    zeros, ones = _identity_stats(rows)
     y = torch.empty_like(x, memory_format=torch.contiguous_format)
     empty = zeros[:0]
     torch.ops.aten.native_batch_norm.out(rows, _same_dtype(scale.reshape(-1), x.dtype),
@@ -75,7 +74,7 @@ def _apply_scale_shift(x: Tensor, scale: Tensor, shift: Tensor, identity=None) -
     return y
 
 
-def _map_sums(grad_y: Tensor, x: Tensor, dtype: torch.dtype, identity=None) -> Tuple[Tensor, Tensor]:
+def _map_sums(grad_y: Tensor, x: Tensor, dtype: torch.dtype) -> Tuple[Tensor, Tensor]:
     """``(sum_S(grad_y * x), sum_S(grad_y))`` per ``(n, c)`` map, each ``(N, C)`` in ``dtype``.
 
     One pass of the batch-norm backward kernel where it takes the tensors
@@ -85,7 +84,7 @@ def _map_sums(grad_y: Tensor, x: Tensor, dtype: torch.dtype, identity=None) -> T
     n, c = x.shape[:2]
     rows, grad_rows = _rows(x), _rows(grad_y.contiguous())
     if rows is not None and grad_rows is not None:
-        zeros, ones = identity if identity is not None else _identity_stats(rows)
+        zeros, ones = _identity_stats(rows)
         _, dot, total = torch.ops.aten.native_batch_norm_backward(
             grad_rows, rows, None, zeros, ones, None, None, False, 0.0, [False, True, True])
         return _same_dtype(dot.view(n, c), dtype), _same_dtype(total.view(n, c), dtype)
