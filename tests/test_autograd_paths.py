@@ -19,6 +19,8 @@ from ssn_plugins.functional import switch_norm
 from helpers import (switch_norm_errors_against_float64, switch_norm_gradcheck, switch_norm_inputs,
                      switch_norm_value_and_grads)
 
+pytestmark = pytest.mark.usefixtures("compiled_chain")  # the fused Function as users run it
+
 CANDIDATE_SETS = [("IN", "LN", "BN"), ("IN", "LN"), ("LN", "BN"), ("IN", "BN"), ("BN",), ("IN",)]
 
 

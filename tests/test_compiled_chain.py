@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import ssn_plugins as S
-from ssn_plugins.functional import _compiled
+from ssn_plugins.functional import _compiled, switch_norm
 from ssn_plugins.functional._chain import ChainKernels
 
 from helpers import (switch_norm_errors_against_float64, switch_norm_gradcheck, switch_norm_inputs,
@@ -63,14 +63,35 @@ def test_compiled_chain_equals_eager_and_plain_autograd_and_gradchecks_in_float6
             torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
     assert switch_norm_gradcheck(cands, shape, affine, unbiased)
     assert len(_compiled_families()) == 1
+    assert _eager(lambda: switch_norm_gradcheck(cands, shape, affine, unbiased))  # the fallback too
 
 
 @pytest.mark.parametrize("dtype,tolerance", [(torch.float32, 1e-4), (torch.bfloat16, 3e-2)])
-def test_compiled_chain_in_float32_and_bf16_matches_float64(fresh_families, dtype, tolerance):
+def test_compiled_and_eager_chains_in_float32_and_bf16_match_float64(fresh_families, dtype, tolerance):
     cands = ("IN", "LN", "BN")
     errors = switch_norm_errors_against_float64(cands, dtype)
     assert len(_compiled_families()) == 1
     assert max(errors) < tolerance, errors
+    errors = _eager(lambda: switch_norm_errors_against_float64(cands, dtype))
+    assert max(errors) < tolerance, errors
+
+
+def test_non_contiguous_ratios_and_affine_parameters_give_the_eager_result(fresh_families):
+    # the compiled kernels read their inputs with contiguous strides: columns of a table must be copied first
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, 5, 5, requires_grad=True)
+    table = torch.softmax(torch.randn(3, 2), 0).requires_grad_()  # column j: the ratios of vector j
+    affine = torch.randn(4, 2).requires_grad_()
+    results = []
+    for run in (lambda f: f(), _eager):
+        def call():
+            y = switch_norm(x, table[:, 0], table[:, 1], ("IN", "LN", "BN"), weight=affine[:, 0],
+                            bias=affine[:, 1], training=True)
+            return (y,) + torch.autograd.grad(y.square().sum(), [x, table, affine])
+        results.append(run(call))
+    assert _compiled_families()
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_compiled_layers_train_like_eager_ones_running_statistics_and_autocast_included(fresh_families):

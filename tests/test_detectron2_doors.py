@@ -153,6 +153,7 @@ SMALL = ["INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "160", "DATAL
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("compiled_chain")
 def test_plain_default_trainer_warns_and_the_recipe_trainer_does_not(tmp_path):
     """detectron2's DefaultTrainer builds SSN layers but has none of the recipe: it says so at the first step."""
     from detectron2.engine import DefaultTrainer

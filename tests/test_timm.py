@@ -82,6 +82,7 @@ def test_convert_sync_on_a_timm_model_keeps_the_activations():
     assert norm_kinds(model) == {"SyncSparseSwitchNormAct2d"} and activations(model) == 49
 
 
+@pytest.mark.usefixtures("compiled_chain")
 def test_a_timm_model_trains_with_ssn_and_the_recipe_until_every_layer_selects():
     torch.manual_seed(0)
     model = timm.create_model("efficientnet_b0", num_classes=3, norm_layer="ssn")

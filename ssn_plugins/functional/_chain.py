@@ -91,7 +91,7 @@ def backward_chain(grad_scale: Tensor, grad_shift: Tensor, saved, ratios, weight
 
 
 class ChainKernels(NamedTuple):
-    """A family's two compiled chains; each takes a list of tensors and ints and returns a list of tensors.
+    """A family's two compiled chains; each takes a list of tensors and ints and returns a sequence of tensors.
 
     ``forward([mean_in, rstd_in, mean_ratios, var_ratios, *affine, positions])`` gives
     ``[scale, shift, *bn_mean_var]``; ``backward([grad_scale, grad_shift, mean_in, rstd_in, mean_ratios,

@@ -39,7 +39,7 @@ def compile_function(fn: Callable, example_inputs: Sequence, device_type: str) -
 
     The ints of ``example_inputs`` and every dimension of its tensors become symbols; their example values must
     not be 0 or 1 and must differ from each other (tracing specialises such sizes). The result takes a list (which
-    it empties) and returns a list.
+    it empties) and returns a sequence of tensors.
     """
     from torch._guards import TracingContext, tracing
     from torch._inductor import config

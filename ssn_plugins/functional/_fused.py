@@ -62,10 +62,13 @@ class _SwitchNormFunction(torch.autograd.Function):
             ctx.ratios = tuple(r.tolist() if r.device.type == "cpu" else r.detach().unbind(0)
                                for r in (mean_ratios, var_ratios))
         else:
+            # contiguous: the kernels index their inputs with the traced (contiguous) strides, unchecked
+            mean_ratios, var_ratios = mean_ratios.detach().contiguous(), var_ratios.detach().contiguous()
+            affine = [t.detach().contiguous() for t in affine]
             outputs = kernels.forward([mean_in, rstd_in, mean_ratios, var_ratios, *affine, spec.positions])
             scale, shift = outputs[:2]
             batch_bn = (outputs[2], outputs[3], x.shape[0]) if spec.batch_bn else None
-            ctx.small = (mean_in, rstd_in, mean_ratios.detach(), var_ratios.detach(), [t.detach() for t in affine])
+            ctx.small = (mean_in, rstd_in, mean_ratios, var_ratios, affine)
         _record_batch_statistics(spec, batch_bn)
         ctx.save_for_backward(x)
         ctx.kernels, ctx.scale = kernels, scale
