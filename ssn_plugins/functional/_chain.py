@@ -108,14 +108,13 @@ def compiled_chain(spec: _CallSpec, unbiased: bool, mean_in: Tensor, mean_ratios
     key = (spec.candidates, spec.batch_bn, spec.eps, unbiased, mean_in.device, mean_in.dtype,
            mean_ratios.dtype, var_ratios.dtype, None if weight is None else weight.dtype,
            None if bias is None else bias.dtype)
-    return _compiled.family_kernels(key, lambda: _build_kernels(key, spec),
-                                    f"the (N, C)-sized statistics of SwitchNorm layers ({_family_name(key)})")
+    return _compiled.family_kernels(key, lambda: _build_kernels(key, spec), lambda: _family_name(key))
 
 
 def _family_name(key) -> str:
     candidates, _, eps, unbiased, device, stats_dtype = key[:6]
-    return (f"{'+'.join(kind.name for kind in candidates)}, {device.type}, {str(stats_dtype).replace('torch.', '')}"
-            f"{', unbiased IN variance' if unbiased else ''}")
+    return (f"the (N, C)-sized statistics of SwitchNorm layers ({'+'.join(kind.name for kind in candidates)}, "
+            f"{device.type}, {str(stats_dtype).replace('torch.', '')}{', unbiased IN variance' if unbiased else ''})")
 
 
 def _chain_functions(key, spec: _CallSpec):

@@ -61,11 +61,11 @@ def compile_function(fn: Callable, example_inputs: Sequence, device_type: str) -
     return getattr(compiled, "current_callable", None) or compiled
 
 
-def family_kernels(key: Hashable, build: Callable[[], object], what: str) -> Optional[object]:
+def family_kernels(key: Hashable, build: Callable[[], object], describe: Callable[[], str]) -> Optional[object]:
     """The compiled kernels of ``key``'s family (what ``build()`` returns), or ``None`` where it runs eagerly.
 
     ``build`` compiles and checks them at the family's first call; any exception it raises keeps the family eager,
-    with one warning. ``what`` names the computation in the log and the warning.
+    with one warning. ``describe()`` names the computation in the log and the warning (called only then).
     """
     if os.environ.get(ENVIRONMENT_SWITCH, "1") == "0":  # read at every call (well under a microsecond)
         return None
@@ -74,7 +74,7 @@ def family_kernels(key: Hashable, build: Callable[[], object], what: str) -> Opt
         with _lock:
             state = _families.get(key)
             if state is None:
-                state = _build(key, build, what)
+                state = _build(key, build, describe())
                 _families[key] = state
     return None if state is _FAILED else state
 
