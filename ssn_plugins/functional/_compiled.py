@@ -39,7 +39,7 @@ def compile_function(fn: Callable, example_inputs: Sequence, device_type: str) -
 
     The ints of ``example_inputs`` and every dimension of its tensors become symbols; their example values must
     not be 0 or 1 and must differ from each other (tracing specialises such sizes). The result takes a list (which
-    it empties) and returns a sequence of tensors.
+    it empties) of contiguous tensors of the traced ranks and dtypes, unchecked, and returns a sequence of tensors.
     """
     from torch._guards import TracingContext, tracing
     from torch._inductor import config
@@ -52,8 +52,8 @@ def compile_function(fn: Callable, example_inputs: Sequence, device_type: str) -
                         decomposition_table=select_decomp_table())(*example_inputs)
     symbolic_inputs = [node.meta["val"] for node in graph.graph.nodes if node.op == "placeholder"]
     fake_mode = next(v.fake_mode for v in symbolic_inputs if isinstance(v, torch.Tensor))
-    # One thread: these loops are microseconds long, shorter than waking a thread pool. No size asserts: the
-    # caller's shapes are the traced ones by construction, and each assert costs a Python call per input.
+    # One thread: these loops are microseconds long, shorter than waking a thread pool. No size asserts: each
+    # costs a Python call per input, and the caller guarantees the ranks, dtypes and contiguity.
     with config.patch({"cpp.threads": 1, "size_asserts": False, "compile_threads": 1}), \
             tracing(TracingContext(fake_mode)):
         compiled = compile_fx_inner(graph, symbolic_inputs)
